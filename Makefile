@@ -1,0 +1,30 @@
+# ltbench: `make demo` runs a quick real benchmark and writes an HTML report;
+# `make test` runs the test suite. Both create the virtual environment first.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv demo test clean
+
+venv: $(VENV)/.installed
+
+# torchvision's wheels need the package index's own (CUDA) torch build, which also runs on
+# CPU-only machines, so torch is resolved from the index, never pinned to a local CPU wheel.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# Every method on synthetic-lt (generated, nothing to download), two factors, two seeds.
+demo: venv
+	$(BIN)/ltbench run --methods all --datasets synthetic-lt --imb 50,10 --seeds 0,1 --epochs 8
+	$(BIN)/ltbench report
+	@echo "open reports/index.html"
+
+test: venv
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) results/runs results/curves reports/index.html reports/results.md

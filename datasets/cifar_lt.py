@@ -1,0 +1,161 @@
+"""CIFAR-10-LT and CIFAR-100-LT, the LDAM construction (datasets.md §2).
+
+The data are the official python-format folders (Krizhevsky, 2009) ``<root>/cifar-10-batches-py``
+and ``<root>/cifar-100-python``, read and md5-checked by torchvision's ``CIFAR10``/``CIFAR100``
+(``pytorch/vision : torchvision/datasets/cifar.py``); CIFAR-100 uses its fine labels. The
+long-tailed training subset is the one of ``kaidic/LDAM-DRW : imbalance_cifar.py`` (Cao et al.,
+NeurIPS 2019, arXiv:1906.07413): n_max = 50,000 / C (5000 or 500), exp or step counts, per-class
+shuffle by a ``RandomState(split_seed)`` (:mod:`ltbench.datasets.profiles`). The test set is the
+full balanced official test split.
+
+torchvision is imported only when data is touched, so listing or describing datasets stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+import torch
+
+from ltbench.errors import BadInput
+from ltbench.hparams import LDAM_CIFAR
+
+from .base import Dataset, LTData
+from .profiles import class_counts, select_subset
+
+#: Both CIFARs have 50,000 training images; LDAM-DRW's ``img_max = len(data) / cls_num``.
+_TRAIN_SIZE = 50_000
+
+
+def _torchvision_class(name: str) -> type:
+    import torchvision.datasets
+
+    return getattr(torchvision.datasets, name)
+
+
+@functools.cache
+def _failed_files(torchvision_name: str, folder: str) -> tuple[str, ...]:
+    """The files of ``folder`` that are missing or fail torchvision's md5 (empty when intact)."""
+    from torchvision.datasets.utils import check_integrity
+
+    tv_class = _torchvision_class(torchvision_name)
+    expected = tv_class.train_list + tv_class.test_list + [
+        [tv_class.meta["filename"], tv_class.meta["md5"]]]
+    failed = []
+    for filename, md5 in expected:
+        path = Path(folder) / filename
+        if not path.is_file():
+            failed.append(f"{filename} missing")
+        elif not check_integrity(str(path), md5):
+            failed.append(filename)
+    return tuple(failed)
+
+
+@functools.cache
+def _read_split(torchvision_name: str, root: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole official split as uint8 [N, 3, 32, 32] images and int64 labels, decoded once per
+    process; callers must copy before modifying."""
+    split = _torchvision_class(torchvision_name)(root, train=train, download=False)
+    images = np.ascontiguousarray(split.data.transpose(0, 3, 1, 2))  # torchvision keeps HWC
+    return torch.from_numpy(images), torch.tensor(split.targets, dtype=torch.int64)
+
+
+def _one_line(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class _CifarLT(Dataset):
+    """The shared implementation; subclasses name the CIFAR variant."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    torchvision_name: ClassVar[str]
+    num_classes: ClassVar[int]
+    paper = ("Cao et al., Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss, "
+             "NeurIPS 2019, arXiv:1906.07413 (long-tailed construction); Krizhevsky, Learning "
+             "Multiple Layers of Features from Tiny Images, 2009 (CIFAR)")
+    defaults = {**LDAM_CIFAR}
+
+    def class_counts(self, imb_factor: float, profile: str,
+                     hparams: Mapping[str, Any]) -> list[int]:
+        return class_counts(_TRAIN_SIZE / self.num_classes, self.num_classes, imb_factor, profile)
+
+    def check(self, root: Path, hparams: Mapping[str, Any]) -> None:
+        """Accept an intact official folder under ``root``; if there is none, download one.
+
+        The download goes to a fresh temporary directory and is moved into ``root`` only once
+        torchvision has verified it, so a failed attempt writes nothing there. A folder that is
+        present but fails the md5 check is reported, never replaced: it may be the user's.
+        """
+        root = Path(root).expanduser().resolve()
+        folder = root / _torchvision_class(self.torchvision_name).base_folder
+        if not folder.exists():
+            self._download(root, folder)
+        failed = _failed_files(self.torchvision_name, str(folder))
+        if failed:
+            raise BadInput(f"{self.name}: {folder} failed the md5 check ({', '.join(failed)}); "
+                           f"replace it with the official python-format {self.title} folder, "
+                           f"or delete it to let ltbench download one")
+
+    def _download(self, root: Path, folder: Path) -> None:
+        try:
+            with tempfile.TemporaryDirectory(prefix="ltbench-cifar-") as scratch:
+                _torchvision_class(self.torchvision_name)(scratch, train=False, download=True)
+                root.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(Path(scratch) / folder.name), str(folder))
+        # Network, archive checksum and disk errors all mean the same to the user: no data.
+        except Exception as exc:
+            raise BadInput(f"{self.name}: no {self.title} data under {root} (looked for {folder}) "
+                           f"and the download failed ({_one_line(exc)}); put the official "
+                           f"python-format folder there, or pass --data-root DIR / set "
+                           f"LTBENCH_DATA_ROOT") from None
+
+    def _split(self, root: Path, hparams: Mapping[str, Any],
+               train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check(root, hparams)
+        return _read_split(self.torchvision_name, str(Path(root).expanduser().resolve()), train)
+
+    def train_indices(self, root: Path, imb_factor: float, profile: str, split_seed: int,
+                      hparams: Mapping[str, Any]) -> np.ndarray:
+        """The subset's ascending positions in the official training split (int64)."""
+        counts = self.class_counts(imb_factor, profile, hparams)
+        _, labels = self._split(root, hparams, train=True)
+        return select_subset(labels.numpy(), counts, split_seed)
+
+    def load(self, root: Path, imb_factor: float, profile: str, split_seed: int,
+             hparams: Mapping[str, Any]) -> LTData:
+        indices = self.train_indices(root, imb_factor, profile, split_seed, hparams)
+        train_images, train_labels = self._split(root, hparams, train=True)
+        test_images, test_labels = self._split(root, hparams, train=False)
+        picked = torch.from_numpy(indices)
+        return LTData(
+            train_images=train_images[picked],
+            train_labels=train_labels[picked],
+            test_images=test_images.clone(),
+            test_labels=test_labels.clone(),
+            class_counts=self.class_counts(imb_factor, profile, hparams),
+            train_indices=indices,
+        )
+
+
+class Cifar10LT(_CifarLT):
+    name = "cifar10-lt"
+    title = "CIFAR-10"
+    torchvision_name = "CIFAR10"
+    num_classes = 10
+    summary = "CIFAR-10-LT: 10 classes, 32x32, LDAM construction (n_max 5000), balanced test 10,000"
+
+
+class Cifar100LT(_CifarLT):
+    name = "cifar100-lt"
+    title = "CIFAR-100"
+    torchvision_name = "CIFAR100"
+    num_classes = 100
+    summary = ("CIFAR-100-LT: 100 fine classes, 32x32, LDAM construction (n_max 500), "
+               "balanced test 10,000")

@@ -1,0 +1,297 @@
+"""The ``ltbench`` command line.
+
+Heavy modules (torch, pandas) are imported inside the commands that need them, so ``ltbench
+--help``, ``report`` and ``status`` start fast. Every problem with the user's input is reported
+as one line, ``Error: ...``, with exit code 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import BadInput
+
+DEFAULT_RESULTS = "results"
+DEFAULT_REPORTS = "reports"
+
+
+class LtbenchGroup(click.Group):
+    """A click group whose errors are one line on stderr with exit code 2.
+
+    click prints usage errors over several lines (usage, hint, error); researchers run grids
+    from scripts and logs, where one greppable line naming the problem reads better.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+            click.echo(f"Error: {where}{exc.format_message()}", err=True)
+            sys.exit(2)
+        except BadInput as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=LtbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ltbench")
+def cli():
+    """ltbench: train, compare and report long-tailed recognition methods."""
+
+
+# -- shared options ---------------------------------------------------------------------------
+
+def _results_option(f):
+    return click.option("--results", "results", default=DEFAULT_RESULTS, show_default=True,
+                        type=click.Path(path_type=Path), help="Results store folder.")(f)
+
+
+def _data_root_option(f):
+    return click.option("--data-root", envvar="LTBENCH_DATA_ROOT", default="data",
+                        show_default="$LTBENCH_DATA_ROOT or ./data",
+                        type=click.Path(path_type=Path),
+                        help="Folder holding the datasets' files.")(f)
+
+
+def _set_option(f):
+    return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                        help="Override a hyper-parameter (repeatable), e.g. --set lr=0.05.")(f)
+
+
+def _subset_options(f):
+    f = click.option("--profile", default="exp", show_default=True,
+                     help="Count profile: exp or step.")(f)
+    return click.option("--split-seed", default=0, show_default=True, type=int,
+                        help="Seed of the long-tailed subset (separate from training seeds).")(f)
+
+
+# -- run ------------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--methods", default="all", show_default=True,
+              help="'all' or comma-separated method names (see 'ltbench list').")
+@click.option("--datasets", default="cifar10-lt", show_default=True,
+              help="Comma-separated dataset names.")
+@click.option("--imb", default="100", show_default=True,
+              help="Comma-separated imbalance factors n_max/n_min (>= 1), e.g. 200,100,50.")
+@click.option("--seeds", default="0", show_default=True, help="Comma-separated training seeds.")
+@click.option("--epochs", type=int, default=None,
+              help="Epochs per run; epoch-valued defaults (warm-up, decays, DRW) scale with it.")
+@_subset_options
+@_data_root_option
+@_results_option
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@_set_option
+@click.option("--dry-run", is_flag=True, help="Print the runs and whether each is done; train "
+                                              "nothing, write nothing.")
+@click.option("--force", is_flag=True, help="Re-train runs that are already in the store.")
+@click.option("--rerun-failed", is_flag=True, help="Re-train failed and diverged runs.")
+def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, results, device,
+        overrides, dry_run, force, rerun_failed):
+    """Train every run of the grid datasets x imbalance factors x methods x seeds.
+
+    Runs already in the results store are skipped, so re-running a command resumes it.
+    """
+    from . import grid, registry
+    from .hparams import parse_overrides
+    from .runner import describe_plan, pending, resolve_device, run_grid
+    from .store import ResultStore
+
+    specs = grid.expand(
+        registry.parse_names("method", methods),
+        registry.parse_names("dataset", datasets),
+        grid.parse_imb_factors(imb),
+        grid.parse_seeds(seeds),
+        profile=profile, split_seed=split_seed, overrides=parse_overrides(overrides),
+        epochs=epochs, all_methods=methods.strip() == "all")
+    store = ResultStore(results)
+    statuses = store.statuses() if store.runs_dir.is_dir() else {}
+    todo = pending(specs, statuses, force=force, rerun_failed=rerun_failed)
+    if dry_run:
+        click.echo(describe_plan(specs, todo))
+        click.echo(f"{len(specs)} runs in the grid, {len(specs) - len(todo)} done, "
+                   f"{len(todo)} to train")
+        return
+    checked = set()
+    for spec in todo:
+        if spec.dataset not in checked:
+            registry.load("dataset", spec.dataset)().check(data_root, spec.hparams)
+            checked.add(spec.dataset)
+    torch_device = resolve_device(device)
+    store.ensure_writable()
+    click.echo(f"{len(specs)} runs in the grid, {len(specs) - len(todo)} already done, "
+               f"{len(todo)} to train on {torch_device}", err=True)
+    run_grid(todo, store, data_root, torch_device)
+    _print_summary(store, {s.run_id for s in specs})
+
+
+def _print_summary(store, run_ids: set[str]) -> None:
+    from .tables import run_summary
+
+    records = store.read()
+    click.echo(run_summary(records[records["run_id"].isin(run_ids)]))
+
+
+# -- list -------------------------------------------------------------------------------------
+
+@cli.command("list")
+@click.argument("kind", required=False, type=click.Choice(["methods", "datasets"]))
+def list_plugins(kind):
+    """List registered methods and datasets: name, description, paper, provider."""
+    from . import registry
+
+    for group in ([kind] if kind else ["methods", "datasets"]):
+        click.echo(f"{group}:")
+        for name, plugin in registry.plugins(group[:-1]).items():
+            try:
+                cls = plugin.load()
+                summary, paper = cls.summary, cls.paper
+            except BadInput as exc:
+                summary, paper = f"(unavailable: {exc})", ""
+            click.echo(f"  {name:<18} {summary}")
+            if paper:
+                click.echo(f"  {'':<18} paper: {paper}")
+            click.echo(f"  {'':<18} provider: {plugin.provider}")
+
+
+# -- status -----------------------------------------------------------------------------------
+
+@cli.command()
+@_results_option
+@click.option("--methods", default="all", show_default=True,
+              help="Methods expected in every (dataset, imb) group.")
+@click.option("--datasets", default=None, help="Datasets to show [default: those in the store].")
+@click.option("--imb", default=None, help="Imbalance factors expected [default: those stored].")
+@click.option("--seeds", default=None, help="Seeds expected [default: those stored].")
+def status(results, methods, datasets, imb, seeds):
+    """Done / failed / missing seed counts per (dataset, imb, method)."""
+    from . import grid, registry
+    from .statusview import status_table
+    from .store import ResultStore
+
+    store = ResultStore(results)
+    if not store.runs_dir.is_dir():
+        raise BadInput(f"no results store at {results} (expected {store.runs_dir})")
+    click.echo(status_table(
+        store.read(),
+        methods=registry.parse_names("method", methods),
+        datasets=registry.parse_names("dataset", datasets) if datasets else None,
+        imb_factors=grid.parse_imb_factors(imb) if imb else None,
+        seeds=grid.parse_seeds(seeds) if seeds else None))
+
+
+# -- report -----------------------------------------------------------------------------------
+
+@cli.command()
+@_results_option
+@click.option("--out", default=DEFAULT_REPORTS, show_default=True,
+              type=click.Path(path_type=Path), help="Folder to write the report into.")
+def report(results, out):
+    """Write the static HTML report and Markdown tables of the results store."""
+    from . import registry
+    from .report import write_report
+    from .store import ResultStore
+
+    store = ResultStore(results)
+    if not store.runs_dir.is_dir():
+        raise BadInput(f"no results store at {results} (expected {store.runs_dir})")
+    index = write_report(store, out, method_order=list(registry.plugins("method")))
+    click.echo(f"wrote {index}")
+
+
+# -- data -------------------------------------------------------------------------------------
+
+@cli.group()
+def data():
+    """Inspect and export the long-tailed subsets."""
+
+
+def _dataset_and_hparams(name: str, overrides):
+    from . import hparams, registry
+
+    dataset = registry.load("dataset", name)()
+    parsed = hparams.parse_overrides(overrides)
+    unknown = sorted(set(parsed) - set(dataset.data_keys))
+    if unknown:
+        options = ", ".join(dataset.data_keys) or "none"
+        raise BadInput(f"unknown option '{unknown[0]}' for dataset '{name}' "
+                       f"(its data options: {options})")
+    return dataset, hparams.resolve(dataset.defaults, {}, parsed)
+
+
+def _single_factor(imb: str, profile: str) -> float:
+    from .grid import PROFILES, parse_imb_factors
+
+    if profile not in PROFILES:
+        raise BadInput(f"unknown profile '{profile}'; choose one of {', '.join(PROFILES)}")
+    factors = parse_imb_factors(imb)
+    if len(factors) != 1:
+        raise BadInput(f"--imb takes one imbalance factor here, got '{imb}'")
+    return factors[0]
+
+
+@data.command()
+@click.argument("dataset")
+@click.option("--imb", required=True, help="Imbalance factor n_max/n_min (>= 1).")
+@click.option("--profile", default="exp", show_default=True, help="Count profile: exp or step.")
+@_set_option
+def describe(dataset, imb, profile, overrides):
+    """Print the per-class training counts of a long-tailed subset."""
+    from .evaluate import shot_groups
+
+    plugin, hp = _dataset_and_hparams(dataset, overrides)
+    counts = plugin.class_counts(_single_factor(imb, profile), profile, hp)
+    groups = {g: int(m.sum()) for g, m in shot_groups(counts).items()}
+    click.echo(f"{dataset} imb={imb} profile={profile}")
+    click.echo(f"classes {len(counts)}, images {sum(counts)}, max {max(counts)}, "
+               f"min {min(counts)}, realised ratio {max(counts) / min(counts):.1f}")
+    click.echo(f"many/medium/few classes (>100 / 20-100 / <20): "
+               f"{groups['many']}/{groups['medium']}/{groups['few']}")
+    click.echo("per-class counts: " + " ".join(str(c) for c in counts))
+
+
+@data.command()
+@click.argument("dataset")
+@click.option("--imb", required=True, help="Imbalance factor n_max/n_min (>= 1).")
+@_subset_options
+@_data_root_option
+@_set_option
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Output .npy file (int64 training-image indices, dataset order).")
+def indices(dataset, imb, profile, split_seed, data_root, overrides, out):
+    """Write the exact training-image indices of a long-tailed subset."""
+    import numpy as np
+
+    plugin, hp = _dataset_and_hparams(dataset, overrides)
+    factor = _single_factor(imb, profile)
+    if not out.parent.is_dir():
+        raise BadInput(f"--out {out}: folder {out.parent} does not exist")
+    plugin.check(data_root, hp)
+    idx = np.asarray(plugin.train_indices(data_root, factor, profile, split_seed, hp),
+                     dtype=np.int64)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        np.save(fh, idx)
+    os.replace(tmp, out)
+    click.echo(f"wrote {len(idx)} indices to {out}")
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,1 @@
+"""The training engine: device-resident data, backbones and the training loop."""

@@ -1,0 +1,208 @@
+"""The training loop of one run, following kaidic/LDAM-DRW : cifar_train.py (protocols.md §2.1).
+
+SGD on all parameters (momentum, weight decay on every parameter, optional Nesterov), the
+learning rate set once per epoch by :func:`learning_rate`, a fresh permutation of the training
+set every epoch with the last partial batch kept (``drop_last=False`` as the reference), and
+the test set evaluated after every ``eval_every``-th epoch and after the last one. The
+reported train loss is the sample-weighted mean of the batch losses and the train accuracy the
+plain top-1 over the epoch's samples (the reference's ``AverageMeter``s); the test accuracy is
+the mean per-class accuracy (:func:`ltbench.evaluate.summarize`).
+
+Random streams are independent and named: the model's initialisation draws from a CPU
+generator seeded with ``derive_seed(seed, "init")``, the data order and augmentation from a
+generator on the training device seeded with ``derive_seed(seed, "data")``; no global RNG.
+On CPU everything runs in fp32 and a seed reproduces bit-identical numbers. On CUDA the
+forward runs under bf16 autocast with channels-last tensors (the head and the loss in fp32,
+architecture.md §6.3) and ``cudnn.benchmark`` is enabled.
+
+Inside an epoch nothing synchronises with the host: the loss sum and the correct count stay
+device tensors and are read once per epoch. A non-finite epoch loss stops the run with
+status ``"diverged"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, ContextManager, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from ..datasets.base import LTData
+from ..evaluate import summarize
+from ..methods.base import Method
+from ..progress import RunProgress
+from ..spec import derive_seed
+from .augment import DeviceImages
+from .models import build_backbone
+
+EVAL_BATCH_SIZE = 1000
+
+Precision = Callable[[], ContextManager[Any]]
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    ``per_class_correct``/``per_class_total`` are the test counts at the last evaluated epoch
+    (correct counts are zeros when no epoch was evaluated, e.g. a run that diverged first).
+    ``curves`` has one row per epoch run, the diverged one included: ``epoch``, ``lr``,
+    ``train_loss``, ``train_acc`` and ``test_acc`` (percent; NaN where not evaluated).
+    """
+
+    status: str
+    error: str | None
+    per_class_correct: np.ndarray
+    per_class_total: np.ndarray
+    best_epoch: int | None
+    best_top1_acc: float
+    curves: pd.DataFrame
+    epochs_completed: int
+
+
+def learning_rate(epoch: int, hparams: Mapping[str, Any]) -> float:
+    """The learning rate of 0-based ``epoch`` (kaidic/LDAM-DRW : cifar_train.py,
+    ``adjust_learning_rate``): ``lr · (epoch + 1) / warmup_epochs`` during the linear warm-up,
+    then ``lr · lr_decay ** k`` with k the number of ``lr_milestones`` m with ``epoch >= m``."""
+    base = float(hparams["lr"])
+    warmup_epochs = int(hparams["warmup_epochs"])
+    if epoch < warmup_epochs:
+        return base * (epoch + 1) / warmup_epochs
+    decays = sum(epoch >= int(milestone) for milestone in hparams["lr_milestones"])
+    return base * float(hparams["lr_decay"]) ** decays
+
+
+def build_optimizer(model: nn.Module, hparams: Mapping[str, Any]) -> torch.optim.SGD:
+    """SGD over all parameters, weight decay included on BN and biases as the reference."""
+    return torch.optim.SGD(model.parameters(), lr=float(hparams["lr"]),
+                           momentum=float(hparams["momentum"]),
+                           weight_decay=float(hparams["weight_decay"]),
+                           nesterov=bool(hparams["nesterov"]))
+
+
+def mixed_precision(device: torch.device) -> Precision:
+    """A factory of the forward pass's precision context: bf16 autocast on CUDA, none on CPU."""
+    if device.type == "cuda":
+        return partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images: DeviceImages,
+                method: Method, epoch: int, batch_size: int, generator: torch.Generator,
+                precision: Precision, progress: RunProgress | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass over a fresh permutation of ``images``; returns the device tensors
+    (sum over samples of the batch loss, number of correct top-1 predictions)."""
+    model.train()
+    order = torch.randperm(len(images), generator=generator, device=generator.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=generator.device)
+    correct = torch.zeros((), dtype=torch.int64, device=generator.device)
+    for index in order.split(batch_size):
+        inputs, targets = images.train_batch(index, generator)
+        with precision():
+            logits = model(inputs)
+        loss = method.loss(logits.float(), targets, epoch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach().double() * targets.shape[0]
+        correct += (logits.detach().argmax(dim=1) == targets).sum()
+        if progress is not None:
+            progress.advance()
+    return loss_sum, correct
+
+
+def evaluate(model: nn.Module, images: DeviceImages, num_classes: int,
+             precision: Precision) -> np.ndarray:
+    """Per-class correct top-1 counts (int64 [C]) of ``model`` in eval mode on ``images``."""
+    model.eval()
+    device = images.labels.device
+    correct = torch.zeros(num_classes, dtype=torch.int64, device=device)
+    with torch.inference_mode():
+        for inputs, targets in images.eval_batches(EVAL_BATCH_SIZE):
+            with precision():
+                logits = model(inputs)
+            correct.index_add_(0, targets, (logits.argmax(dim=1) == targets).long())
+    return correct.cpu().numpy()
+
+
+def is_evaluation_epoch(epoch: int, epochs: int, eval_every: int) -> bool:
+    return (epoch + 1) % eval_every == 0 or epoch == epochs - 1
+
+
+def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
+          device: torch.device, progress: RunProgress | None = None) -> TrainResult:
+    """Train ``hparams["backbone"]`` with ``method``'s head and loss on ``data`` (see the
+    module docstring for the protocol); ``progress`` gets ``begin``/``advance``/``epoch_done``."""
+    on_cuda = device.type == "cuda"
+    num_classes = data.num_classes
+    epochs = int(hparams["epochs"])
+    batch_size = int(hparams["batch_size"])
+
+    init_generator = torch.Generator().manual_seed(derive_seed(seed, "init"))
+    model = build_backbone(hparams["backbone"], num_classes, method.head, init_generator)
+    if on_cuda:
+        torch.backends.cudnn.benchmark = True
+        model = model.to(device, memory_format=torch.channels_last)
+    else:
+        model = model.to(device)
+    optimizer = build_optimizer(model, hparams)
+    precision = mixed_precision(device)
+    data_generator = torch.Generator(device=device).manual_seed(derive_seed(seed, "data"))
+
+    train_images = DeviceImages(data.train_images, data.train_labels, hparams["mean"],
+                                hparams["std"], int(hparams["pad"]), hparams["pad_mode"],
+                                device, channels_last=on_cuda)
+    test_images = DeviceImages(data.test_images, data.test_labels, hparams["mean"],
+                               hparams["std"], 0, "zero", device, channels_last=on_cuda)
+    num_train = len(train_images)
+    per_class_total = np.bincount(data.test_labels.numpy(), minlength=num_classes)
+    per_class_correct = np.zeros(num_classes, dtype=np.int64)
+
+    if progress is not None:
+        progress.begin(epochs * math.ceil(num_train / batch_size))
+    rows = []
+    status, error, epochs_completed = "ok", None, 0
+    for epoch in range(epochs):
+        lr = learning_rate(epoch, hparams)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum, correct = train_epoch(model, optimizer, train_images, method, epoch,
+                                        batch_size, data_generator, precision, progress)
+        loss_total, correct_total = torch.stack((loss_sum, correct.double())).tolist()
+        train_loss = loss_total / num_train
+        test_acc = math.nan
+        if not math.isfinite(train_loss):
+            status, error = "diverged", f"non-finite training loss in epoch {epoch}"
+        elif is_evaluation_epoch(epoch, epochs, int(hparams["eval_every"])):
+            per_class_correct = evaluate(model, test_images, num_classes, precision)
+            test_acc = summarize(per_class_correct, per_class_total,
+                                 data.class_counts)["top1_acc"]
+        rows.append({"epoch": epoch, "lr": lr, "train_loss": train_loss,
+                     "train_acc": 100.0 * correct_total / num_train, "test_acc": test_acc})
+        if progress is not None:
+            progress.epoch_done(epoch, epochs, train_loss,
+                                None if math.isnan(test_acc) else test_acc)
+        if status != "ok":
+            break
+        epochs_completed = epoch + 1
+
+    curves = pd.DataFrame(rows, columns=["epoch", "lr", "train_loss", "train_acc", "test_acc"])
+    evaluated = curves.dropna(subset=["test_acc"])
+    if len(evaluated):
+        best = evaluated["test_acc"].idxmax()  # first maximum: the reference's strict '>'
+        best_epoch = int(curves.at[best, "epoch"])
+        best_top1_acc = float(curves.at[best, "test_acc"])
+    else:
+        best_epoch, best_top1_acc = None, math.nan
+    return TrainResult(status=status, error=error,
+                       per_class_correct=per_class_correct.astype(np.int64),
+                       per_class_total=per_class_total.astype(np.int64),
+                       best_epoch=best_epoch, best_top1_acc=best_top1_acc, curves=curves,
+                       epochs_completed=epochs_completed)

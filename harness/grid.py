@@ -1,0 +1,96 @@
+"""Expanding ``ltbench run`` options into the runs they denote.
+
+Everything the user typed is validated here, before anything is loaded or written: names,
+imbalance factors, seeds and ``--set`` keys. A problem raises :class:`BadInput` with one line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+
+from . import hparams as hp
+from . import registry
+from .errors import BadInput
+from .spec import RunSpec
+
+PROFILES = ("exp", "step")
+
+
+def parse_imb_factors(text: str) -> list[float]:
+    """``'200,100,50'`` → ``[200.0, 100.0, 50.0]``; each a finite number >= 1 (n_max / n_min)."""
+    factors = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise BadInput(f"imbalance factor '{part}' is not a number") from None
+        if not math.isfinite(value) or value < 1:
+            raise BadInput(f"imbalance factor {part} must be a finite number >= 1 "
+                           f"(the ratio n_max/n_min, e.g. 100, not 0.01)")
+        factors.append(value)
+    if not factors:
+        raise BadInput(f"no imbalance factor in '{text}'")
+    return list(dict.fromkeys(factors))
+
+
+def parse_seeds(text: str, what: str = "seed") -> list[int]:
+    """``'0,1,2'`` → ``[0, 1, 2]``; non-negative integers."""
+    seeds = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if not part.isdigit():
+            raise BadInput(f"{what} '{part}' is not a non-negative integer")
+        seeds.append(int(part))
+    if not seeds:
+        raise BadInput(f"no {what} in '{text}'")
+    return list(dict.fromkeys(seeds))
+
+
+def expand(methods: list[str], datasets: list[str], imb_factors: list[float], seeds: list[int],
+           *, profile: str = "exp", split_seed: int = 0, overrides: dict[str, str] | None = None,
+           epochs: int | None = None, all_methods: bool = False) -> list[RunSpec]:
+    """The runs of the grid datasets × imbalance factors × methods × seeds, in that order.
+
+    With ``all_methods`` a method that does not support a dataset is left out of that
+    dataset's runs; a method named explicitly for a dataset it does not support is an error.
+    A ``--set`` key must be known to at least one (dataset, method) pair of the grid.
+    """
+    overrides = overrides or {}
+    if profile not in PROFILES:
+        raise BadInput(f"unknown profile '{profile}'; choose one of {', '.join(PROFILES)}")
+    if split_seed < 0:
+        raise BadInput(f"split seed must be a non-negative integer, got {split_seed}")
+    specs: list[RunSpec] = []
+    known_keys: set[str] = set()
+    for dataset in datasets:
+        dataset_cls = registry.load("dataset", dataset)
+        for method in methods:
+            method_cls = registry.load("method", method)
+            if not method_cls.supports(dataset):
+                if all_methods:
+                    continue
+                raise BadInput(f"method '{method}' does not support dataset '{dataset}'")
+            known_keys.update(dataset_cls.defaults, method_cls.defaults)
+            resolved = hp.resolve(dataset_cls.defaults, method_cls.defaults, overrides, epochs)
+            for imb in imb_factors:
+                # Raises for a factor that leaves a class empty, before anything runs.
+                dataset_cls().class_counts(imb, profile, resolved)
+                for seed in seeds:
+                    specs.append(RunSpec(method, dataset, imb, profile, split_seed, seed,
+                                         resolved))
+    unknown = sorted(set(overrides) - known_keys)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(known_keys), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise BadInput(f"unknown hyper-parameter '{unknown[0]}' for this grid{hint}")
+    if not specs:
+        raise BadInput("the grid is empty: no method supports the chosen datasets")
+    # Datasets × factors × methods × seeds reads like the tables; the loop above nests
+    # methods outside factors so hyper-parameters resolve once per pair.
+    order = {(d, i): k for k, (d, i) in enumerate((d, i) for d in datasets for i in imb_factors)}
+    specs.sort(key=lambda s: order[(s.dataset, s.imb_factor)])
+    return specs

@@ -1,0 +1,137 @@
+"""Hyper-parameters: reference protocols, their resolution for one run, and ``--set`` parsing.
+
+A run's hyper-parameters are one flat dict, resolved in this order (later wins):
+
+1. the dataset's defaults (its reference training protocol, augmentation and options);
+2. the method's defaults (its own knobs, e.g. focal ``gamma``);
+3. ``--epochs``, which also rescales every epoch-valued default (see :class:`EpochOf`);
+4. ``--set key=value`` overrides, taken exactly as given.
+
+Unknown keys are errors; values are parsed to the type of the default they replace. The fully
+resolved dict is stored with every run and is part of its id.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .errors import BadInput
+
+
+@dataclass(frozen=True)
+class EpochOf:
+    """An epoch index stated for the protocol's reference length (``epochs`` default).
+
+    When a run uses another epoch count, the index is scaled proportionally and rounded, so
+    ``--epochs 20`` keeps the LDAM-DRW schedule's shape: decays at 16 and 18, DRW from 16.
+    """
+
+    epoch: int
+
+    def at(self, epochs: int, reference_epochs: int) -> int:
+        return int(round(self.epoch * epochs / reference_epochs))
+
+
+#: The LDAM-DRW CIFAR protocol (kaidic/LDAM-DRW : cifar_train.py; protocols.md §2.1):
+#: ResNet-32, 200 epochs, batch 128, SGD momentum 0.9 without Nesterov, weight decay 2e-4,
+#: lr 0.1 with a 5-epoch linear warm-up (0.02, 0.04, ... per epoch), x0.01 at epochs 160 and
+#: 180 (0-based), RandomCrop(32, padding=4) with zero padding + horizontal flip, normalisation
+#: mean (0.4914, 0.4822, 0.4465) / std (0.2023, 0.1994, 0.2010). Test set evaluated every epoch.
+LDAM_CIFAR = {
+    "backbone": "resnet32",
+    "epochs": 200,
+    "batch_size": 128,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "nesterov": False,
+    "weight_decay": 2e-4,
+    "warmup_epochs": EpochOf(5),
+    "lr_milestones": (EpochOf(160), EpochOf(180)),
+    "lr_decay": 0.01,
+    "pad": 4,
+    "pad_mode": "zero",
+    "mean": (0.4914, 0.4822, 0.4465),
+    "std": (0.2023, 0.1994, 0.2010),
+    "eval_every": 1,
+}
+
+
+def _parse_scalar(key: str, text: str, like: Any) -> Any:
+    try:
+        if isinstance(like, bool):
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(like, (int, EpochOf)):
+            return int(text)
+        if isinstance(like, float):
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
+        return str(text)
+    except ValueError:
+        kind = "EpochOf" if isinstance(like, EpochOf) else type(like).__name__
+        kind = {"EpochOf": "an integer", "int": "an integer", "float": "a finite number",
+                "bool": "true or false"}.get(kind, kind)
+        raise BadInput(f"--set {key}={text}: expected {kind}") from None
+
+
+def parse_value(key: str, text: str, like: Any) -> Any:
+    """Parse the text of ``--set key=text`` to the type of the default ``like``."""
+    if isinstance(like, tuple):
+        parts = [p for p in text.split(",") if p.strip()]
+        if not parts:
+            raise BadInput(f"--set {key}={text}: expected a comma-separated list")
+        return tuple(_parse_scalar(key, p, like[0] if like else "") for p in parts)
+    return _parse_scalar(key, text, like)
+
+
+def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """``['lr=0.05', 'gamma=2']`` → ``{'lr': '0.05', 'gamma': '2'}`` (values parsed later)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not value.strip():
+            raise BadInput(f"--set expects key=value, got '{item}'")
+        out[key] = value.strip()
+    return out
+
+
+def _materialise(value: Any, epochs: int, reference_epochs: int) -> Any:
+    if isinstance(value, EpochOf):
+        return value.at(epochs, reference_epochs)
+    if isinstance(value, tuple):
+        return tuple(_materialise(v, epochs, reference_epochs) for v in value)
+    return value
+
+
+def resolve(dataset_defaults: Mapping[str, Any], method_defaults: Mapping[str, Any],
+            overrides: Mapping[str, str], epochs: int | None = None) -> dict[str, Any]:
+    """The resolved hyper-parameters of one (dataset, method) pair; see the module docstring.
+
+    Keys of ``overrides`` that neither default set knows are ignored here: the grid rejects a
+    key only when no (dataset, method) pair of the grid knows it.
+    """
+    defaults = {**dataset_defaults, **method_defaults}
+    reference_epochs = int(defaults["epochs"])
+    if epochs is not None:
+        if epochs < 1:
+            raise BadInput(f"--epochs must be at least 1, got {epochs}")
+        defaults["epochs"] = epochs
+    if "epochs" in overrides:
+        defaults["epochs"] = parse_value("epochs", overrides["epochs"], 0)
+        if defaults["epochs"] < 1:
+            raise BadInput(f"--set epochs must be at least 1, got {defaults['epochs']}")
+    n_epochs = int(defaults["epochs"])
+    resolved = {k: _materialise(v, n_epochs, reference_epochs) for k, v in defaults.items()}
+    for key, text in overrides.items():
+        if key in defaults:
+            resolved[key] = parse_value(key, text, defaults[key])
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(resolved.items())}

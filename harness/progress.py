@@ -1,0 +1,71 @@
+"""Progress output for long work: a bar per run on a terminal, one line per epoch in logs.
+
+The training loop calls :meth:`RunProgress.advance` once per step (cheap: no host sync, no
+formatting unless the terminal is due a redraw) and :meth:`RunProgress.epoch_done` once per
+epoch with numbers it has already synchronised.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import TextIO
+
+
+class RunProgress:
+    """Progress of one run, labelled with its place in the grid (e.g. ``[3/27]``)."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, min_interval: float = 0.2):
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.min_interval = min_interval
+        self.total = 0
+        self.done = 0
+        self.started = time.monotonic()
+        self._last_draw = 0.0
+        self._status = ""
+
+    def begin(self, total_steps: int) -> None:
+        self.total = max(total_steps, 1)
+        self.started = time.monotonic()
+        if not self.tty:
+            self._write(f"{self.label} started\n")
+
+    def advance(self, steps: int = 1) -> None:
+        self.done += steps
+        now = time.monotonic()
+        if self.tty and (now - self._last_draw >= self.min_interval or self.done >= self.total):
+            self._last_draw = now
+            self._draw()
+
+    def epoch_done(self, epoch: int, epochs: int, train_loss: float,
+                   test_acc: float | None) -> None:
+        acc = "" if test_acc is None or math.isnan(test_acc) else f" test acc {test_acc:.2f}%"
+        self._status = f"epoch {epoch + 1}/{epochs} loss {train_loss:.4f}{acc}"
+        if self.tty:
+            self._draw()
+        else:
+            self._write(f"{self.label} {self._status} ({self._elapsed()})\n")
+
+    def end(self, outcome: str) -> None:
+        if self.tty:
+            self._draw()
+            self._write("\n")
+        self._write(f"{self.label} {outcome} in {self._elapsed()}\n")
+
+    def _elapsed(self) -> str:
+        seconds = time.monotonic() - self.started
+        return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}min"
+
+    def _draw(self) -> None:
+        width = 24
+        filled = int(width * min(self.done / self.total, 1.0))
+        bar = "#" * filled + "-" * (width - filled)
+        pct = 100.0 * self.done / self.total
+        self._write(f"\r{self.label} [{bar}] {pct:5.1f}% {self._status} ({self._elapsed()})\x1b[K")
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()

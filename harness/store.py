@@ -1,0 +1,251 @@
+"""The results store: one parquet file per finished run, published atomically.
+
+Layout under the store root::
+
+    runs/<run_id>.parquet      one row, schema :data:`RECORD_SCHEMA` (the result record)
+    curves/<run_id>.parquet    per-epoch curves of that run (free-form columns)
+
+A run exists only once its record file exists (architecture.md §8 pitfall 1: DomainBed's
+``load_records`` counted partial runs). Every file is written to a hidden temporary name in the
+same folder, flushed, fsynced and moved into place with ``os.replace``, so a reader never sees a
+partial parquet file (pitfall 20: parquet-mr #446, arrow-rs #1717, polars #17358, SPARK-8406),
+and readers only ever open final ``<run_id>.parquet`` names. Curves are published before the
+record: the record's appearance is the commit point, and curves whose record is missing are
+treated as absent.
+
+The store schema version and the shot-group thresholds live in the parquet schema metadata, as
+in benchopt/benchopt : benchopt/results/parquet.py. This module must not import torch: the
+CLI's ``status`` and ``report`` commands read the store and must start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import BadInput
+from .evaluate import FEW_THRESHOLD, MANY_THRESHOLD
+
+STORE_SCHEMA_VERSION = "1"
+_VERSION_KEY = b"ltbench.store_schema_version"
+
+#: Values of the ``status`` column.
+STATUSES = ("ok", "failed", "diverged")
+
+_UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+#: The result-record contract. Non-nullable fields are known for every run, failed or not;
+#: metric columns of a failed run hold NaN (float) or null (integer, list).
+RECORD_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("imb_factor", pa.float64(), nullable=False),
+        pa.field("profile", pa.string(), nullable=False),
+        pa.field("split_seed", pa.int64(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("epochs", pa.int64(), nullable=False),
+        pa.field("hparams", pa.string(), nullable=False),
+        pa.field("harness_version", pa.string(), nullable=False),
+        pa.field("top1_acc", pa.float64()),
+        pa.field("top1_err", pa.float64()),
+        pa.field("top1_err_best_epoch", pa.float64()),
+        pa.field("best_epoch", pa.int64()),
+        # The reference codes (kaidic/LDAM-DRW : cifar_train.py) pick the best epoch on the
+        # test set; the column says so, and reports never show those numbers as results.
+        pa.field("best_epoch_selected_on", pa.string()),
+        pa.field("many_acc", pa.float64()),
+        pa.field("medium_acc", pa.float64()),
+        pa.field("few_acc", pa.float64()),
+        pa.field("n_many", pa.int64()),
+        pa.field("n_medium", pa.int64()),
+        pa.field("n_few", pa.int64()),
+        pa.field("per_class_acc", pa.list_(pa.float64())),
+        pa.field("train_class_counts", pa.list_(pa.int64())),
+        pa.field("wall_s", pa.float64()),
+        pa.field("device", pa.string()),
+        pa.field("torch_version", pa.string()),
+        pa.field("git_commit", pa.string()),
+        pa.field("started_utc", _UTC_TIMESTAMP, nullable=False),
+        pa.field("finished_utc", _UTC_TIMESTAMP, nullable=False),
+    ],
+    metadata={
+        _VERSION_KEY: STORE_SCHEMA_VERSION.encode(),
+        b"ltbench.many_threshold": str(MANY_THRESHOLD).encode(),
+        b"ltbench.few_threshold": str(FEW_THRESHOLD).encode(),
+    },
+)
+
+_SORT_KEYS = ["dataset", "method", "imb_factor", "seed", "run_id"]
+# Run ids become file names: no separators, no leading dot (hidden names are temp files).
+_SAFE_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    # Nullable Int64 keeps integer columns integer when a failed run leaves them null.
+    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+
+
+def _record_table(record: Mapping[str, Any]) -> pa.Table:
+    """``record`` as a one-row :data:`RECORD_SCHEMA` table; ``ValueError`` if it does not fit."""
+    missing = [name for name in RECORD_SCHEMA.names if name not in record]
+    unknown = sorted(set(record) - set(RECORD_SCHEMA.names))
+    if missing or unknown:
+        raise ValueError(f"result record does not match the store schema: "
+                         f"missing columns {missing}, unknown columns {unknown}")
+    if record["status"] not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {record['status']!r}")
+    if not isinstance(record["run_id"], str) or not _SAFE_RUN_ID.fullmatch(record["run_id"]):
+        raise ValueError(f"run_id {record['run_id']!r} is not a safe file name")
+    try:
+        hparams = json.loads(record["hparams"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"column hparams must be JSON text: {exc}") from exc
+    if not isinstance(hparams, dict):
+        raise ValueError("column hparams must encode a JSON object")
+    columns = []
+    for field in RECORD_SCHEMA:
+        value = record[field.name]
+        if pa.types.is_integer(field.type) and isinstance(value, float) and math.isnan(value):
+            value = None
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise ValueError(f"column {field.name}: timestamps must be timezone-aware (UTC)")
+        if value is None and not field.nullable:
+            raise ValueError(f"column {field.name} may not be null")
+        try:
+            columns.append(pa.array([value], type=field.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+            raise ValueError(f"column {field.name}: {exc}") from exc
+    return pa.Table.from_arrays(columns, schema=RECORD_SCHEMA)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable across a crash (POSIX: fsync the directory)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(table: pa.Table, final: Path) -> None:
+    """Write ``table`` to ``final`` so that readers see either nothing or the whole file."""
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
+    try:
+        with open(tmp, "wb") as handle:
+            pq.write_table(table, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(final.parent)
+
+
+class ResultStore:
+    """The results folder: publishes run records and curves, and reads them back."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.runs_dir = self.root / "runs"
+        self.curves_dir = self.root / "curves"
+
+    def ensure_writable(self) -> None:
+        """Create ``runs/`` and ``curves/`` and prove a file can be written in each.
+
+        Raises :class:`~ltbench.errors.BadInput` with a one-line message otherwise, so that a
+        bad ``--results`` folder fails before any training starts.
+        """
+        for folder in (self.root, self.runs_dir, self.curves_dir):
+            if folder.exists() and not folder.is_dir():
+                raise BadInput(f"results folder {folder} is a file")
+        for folder in (self.runs_dir, self.curves_dir):
+            probe = folder / f".probe-{os.getpid()}-{uuid.uuid4().hex}"
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise BadInput(f"results folder {folder} is not writable: {reason}") from exc
+
+    def write(self, record: Mapping[str, Any], curves: pd.DataFrame | None = None) -> Path:
+        """Publish one run: its curves first (if any), then its record. Returns the record path.
+
+        ``record`` must have exactly the :data:`RECORD_SCHEMA` columns (``ValueError``
+        otherwise, before anything is written).
+        """
+        table = _record_table(record)
+        run_id = record["run_id"]
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        if curves is not None:
+            self.curves_dir.mkdir(parents=True, exist_ok=True)
+            _publish(pa.Table.from_pandas(curves, preserve_index=False),
+                     self.curves_dir / f"{run_id}.parquet")
+        final = self.runs_dir / f"{run_id}.parquet"
+        _publish(table, final)
+        return final
+
+    def _record_files(self) -> list[Path]:
+        if not self.runs_dir.is_dir():
+            return []
+        return sorted(path for path in self.runs_dir.iterdir()
+                      if path.name.endswith(".parquet") and not path.name.startswith("."))
+
+    def _read_file(self, path: Path, columns: list[str] | None) -> pa.Table | None:
+        try:
+            table = pq.read_table(path, columns=columns)
+        except FileNotFoundError:
+            return None  # removed (e.g. by a concurrent clean) between listing and reading
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise BadInput(f"{path} is not a readable result record: {exc}") from exc
+        version = (table.schema.metadata or {}).get(_VERSION_KEY, b"?").decode()
+        if version != STORE_SCHEMA_VERSION:
+            raise BadInput(f"{path} has store schema version {version}; this ltbench reads "
+                           f"version {STORE_SCHEMA_VERSION} (re-run or move the old results)")
+        return table
+
+    def read(self) -> pd.DataFrame:
+        """All published records, one row per run, sorted by (dataset, method, imb_factor, seed).
+
+        Columns and dtypes follow :data:`RECORD_SCHEMA` even when the store is empty: integer
+        columns are pandas ``Int64`` (null stays ``<NA>``), list columns hold numpy arrays,
+        timestamps are ``datetime64[us, UTC]``.
+        """
+        tables = [table for path in self._record_files()
+                  if (table := self._read_file(path, None)) is not None]
+        if not tables:
+            return _to_pandas(RECORD_SCHEMA.empty_table())
+        frame = _to_pandas(pa.concat_tables(tables).cast(RECORD_SCHEMA))
+        return frame.sort_values(_SORT_KEYS, kind="stable").reset_index(drop=True)
+
+    def statuses(self) -> dict[str, str]:
+        """``run_id -> status`` of every published run, reading only those two columns."""
+        result = {}
+        for path in self._record_files():
+            table = self._read_file(path, ["run_id", "status"])
+            if table is not None:
+                result.update(zip(table.column("run_id").to_pylist(),
+                                  table.column("status").to_pylist()))
+        return result
+
+    def curves(self, run_id: str) -> pd.DataFrame | None:
+        """The per-epoch curves of a published run, or None (no curves, or run not published)."""
+        path = self.curves_dir / f"{run_id}.parquet"
+        if not (self.runs_dir / f"{run_id}.parquet").exists() or not path.exists():
+            return None
+        return pq.read_table(path).to_pandas()

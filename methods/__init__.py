@@ -1,0 +1,1 @@
+"""Built-in method plugins: one module per method, registered in pyproject.toml."""

@@ -1,0 +1,257 @@
+"""The results store: schema round trip, atomic publication, writability checks, statuses."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ltbench.errors import BadInput
+from ltbench.store import RECORD_SCHEMA, STORE_SCHEMA_VERSION, ResultStore
+
+
+def make_record(run_id: str = "0123456789abcdef", **overrides) -> dict:
+    """A complete, plausible record of one ok run; ``overrides`` replace columns."""
+    record = {
+        "run_id": run_id, "status": "ok", "error": None,
+        "method": "ce", "dataset": "cifar10-lt", "imb_factor": 100.0, "profile": "exp",
+        "split_seed": 0, "seed": 1, "epochs": 200,
+        "hparams": '{"epochs":200,"lr":0.1}', "harness_version": "0.1",
+        "top1_acc": 70.36, "top1_err": 29.64, "top1_err_best_epoch": 28.9, "best_epoch": 187,
+        "best_epoch_selected_on": "test",
+        "many_acc": 90.5, "medium_acc": 61.25, "few_acc": math.nan,
+        "n_many": 7, "n_medium": 3, "n_few": 0,
+        "per_class_acc": [95.0, 91.5, 88.0, 90.0, 89.5, 92.0, 87.5, 70.0, 60.5, 53.25],
+        "train_class_counts": [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50],
+        "wall_s": 1234.5, "device": "cpu", "torch_version": "2.4.0",
+        "git_commit": "a" * 40,
+        "started_utc": datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc),
+        "finished_utc": datetime(2025, 3, 1, 12, 20, 34, 623456, tzinfo=timezone.utc),
+    }
+    record.update(overrides)
+    return record
+
+
+def failed_record(run_id: str, **overrides) -> dict:
+    """A failed run: metrics unknown (NaN / None), error message set."""
+    metrics = {name: math.nan for name in ("top1_acc", "top1_err", "top1_err_best_epoch",
+                                           "many_acc", "medium_acc", "few_acc")}
+    metrics.update(best_epoch=None, n_many=math.nan, n_medium=None, n_few=None,
+                   per_class_acc=None, train_class_counts=None, best_epoch_selected_on=None)
+    return make_record(run_id, status="failed", error="RuntimeError: CUDA out of memory",
+                       **{**metrics, **overrides})
+
+
+def test_helper_record_covers_the_schema():
+    assert list(make_record()) == RECORD_SCHEMA.names
+
+
+def test_write_read_round_trips_every_column(tmp_path):
+    store = ResultStore(tmp_path)
+    record = make_record()
+    path = store.write(record)
+    assert path == tmp_path / "runs" / "0123456789abcdef.parquet"
+    frame = store.read()
+    assert list(frame.columns) == RECORD_SCHEMA.names
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    for name in RECORD_SCHEMA.names:
+        expected, got = record[name], row[name]
+        if name in ("per_class_acc", "train_class_counts"):
+            assert list(got) == expected
+        elif name in ("started_utc", "finished_utc"):
+            assert got == pd.Timestamp(expected)
+            assert got.microsecond == expected.microsecond
+            assert str(got.tz) == "UTC"
+        elif name == "error":
+            assert pd.isna(got)
+        elif isinstance(expected, float) and math.isnan(expected):
+            assert math.isnan(got)
+        else:
+            assert got == expected, name
+    assert frame["seed"].dtype == "Int64"
+    assert frame["imb_factor"].dtype == "float64"
+    assert str(frame["started_utc"].dtype) == "datetime64[us, UTC]"
+    metadata = pq.read_schema(path).metadata
+    assert metadata[b"ltbench.store_schema_version"] == STORE_SCHEMA_VERSION.encode()
+
+
+def test_failed_run_keeps_nulls_and_nan(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write(failed_record("feedfacefeedface"))
+    row = store.read().iloc[0]
+    assert row["status"] == "failed"
+    assert row["error"] == "RuntimeError: CUDA out of memory"
+    assert math.isnan(row["top1_err"])
+    assert row["n_many"] is pd.NA and row["best_epoch"] is pd.NA
+    assert row["per_class_acc"] is None
+
+
+def test_empty_store_reads_schema_columns(tmp_path):
+    frame = ResultStore(tmp_path / "never-created").read()
+    assert frame.empty
+    assert list(frame.columns) == RECORD_SCHEMA.names
+    assert frame["seed"].dtype == "Int64"
+    assert frame["top1_err"].dtype == "float64"
+
+
+def test_read_sorts_by_dataset_method_imb_seed(tmp_path):
+    store = ResultStore(tmp_path)
+    keys = [("cifar100-lt", "ce", 10.0, 0), ("cifar10-lt", "focal", 100.0, 2),
+            ("cifar10-lt", "ce", 100.0, 1), ("cifar10-lt", "ce", 10.0, 2),
+            ("cifar10-lt", "ce", 10.0, 0)]
+    for index, (dataset, method, imb, seed) in enumerate(keys):
+        store.write(make_record(f"run{index}", dataset=dataset, method=method, imb_factor=imb,
+                                seed=seed))
+    frame = store.read()
+    got = list(zip(frame["dataset"], frame["method"], frame["imb_factor"], frame["seed"]))
+    assert got == [("cifar10-lt", "ce", 10.0, 0), ("cifar10-lt", "ce", 10.0, 2),
+                   ("cifar10-lt", "ce", 100.0, 1), ("cifar10-lt", "focal", 100.0, 2),
+                   ("cifar100-lt", "ce", 10.0, 0)]
+
+
+def test_leftover_temp_file_is_ignored(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write(make_record("aaaaaaaaaaaaaaaa"))
+    # A writer killed mid-write leaves its temp file behind, possibly truncated.
+    leftover = store.runs_dir / ".bbbbbbbbbbbbbbbb.parquet.tmp-123-0f0f"
+    leftover.write_bytes(b"PAR1 truncated")
+    frame = store.read()
+    assert list(frame["run_id"]) == ["aaaaaaaaaaaaaaaa"]
+    assert store.statuses() == {"aaaaaaaaaaaaaaaa": "ok"}
+
+
+def test_failing_replace_leaves_no_file(tmp_path, monkeypatch):
+    store = ResultStore(tmp_path)
+    store.ensure_writable()
+
+    def refuse(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError, match="No space left"):
+        store.write(make_record(), curves=pd.DataFrame({"epoch": [0, 1], "loss": [2.3, 1.9]}))
+    monkeypatch.undo()
+    assert list(store.runs_dir.iterdir()) == []
+    assert list(store.curves_dir.iterdir()) == []
+    assert store.read().empty
+
+
+@pytest.mark.parametrize("broken", [
+    {"drop": "top1_err"},
+    {"extra": "learning_rate"},
+    {"status": "done"},
+    {"seed": None},
+    {"started_utc": datetime(2025, 3, 1, 12, 0)},
+    {"hparams": {"lr": 0.1}},
+    {"hparams": "lr=0.1"},
+    {"hparams": "[0.1]"},
+    {"run_id": "../escape"},
+])
+def test_invalid_record_is_rejected_before_writing(tmp_path, broken):
+    store = ResultStore(tmp_path)
+    record = make_record()
+    if "drop" in broken:
+        del record[broken["drop"]]
+    elif "extra" in broken:
+        record[broken["extra"]] = 0.1
+    else:
+        record.update(broken)
+    with pytest.raises(ValueError):
+        store.write(record, curves=pd.DataFrame({"epoch": [0]}))
+    assert not any(store.root.rglob("*"))
+
+
+def test_unreadable_or_foreign_record_file_is_bad_input(tmp_path):
+    store = ResultStore(tmp_path)
+    store.ensure_writable()
+    garbage = store.runs_dir / "ffffffffffffffff.parquet"
+    garbage.write_bytes(b"not parquet at all")
+    with pytest.raises(BadInput, match="not a readable result record"):
+        store.read()
+    garbage.unlink()
+    # A record from another store schema version must not be mixed in silently.
+    table = pa.Table.from_pylist([make_record()], schema=RECORD_SCHEMA)
+    table = table.replace_schema_metadata({b"ltbench.store_schema_version": b"0"})
+    pq.write_table(table, store.runs_dir / "0123456789abcdef.parquet")
+    with pytest.raises(BadInput, match="store schema version 0"):
+        store.statuses()
+
+
+def test_curves_round_trip_and_need_a_record(tmp_path):
+    store = ResultStore(tmp_path)
+    curves = pd.DataFrame({"epoch": [0, 1, 2], "split": ["test"] * 3,
+                           "loss": [2.1, 1.7, 1.5], "acc": [20.0, 31.5, 38.25]})
+    store.write(make_record("cccccccccccccccc"), curves=curves)
+    got = store.curves("cccccccccccccccc")
+    assert got["epoch"].tolist() == [0, 1, 2]
+    assert got["loss"].tolist() == [2.1, 1.7, 1.5]
+    assert got["acc"].tolist() == [20.0, 31.5, 38.25]
+    assert store.curves("dddddddddddddddd") is None
+    # Curves published by a writer that died before its record are not a result.
+    (store.curves_dir / "eeeeeeeeeeeeeeee.parquet").write_bytes(
+        (store.curves_dir / "cccccccccccccccc.parquet").read_bytes())
+    assert store.curves("eeeeeeeeeeeeeeee") is None
+
+
+def test_statuses(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write(make_record("1111111111111111"))
+    store.write(failed_record("2222222222222222"))
+    store.write(make_record("3333333333333333", status="diverged", error="loss is nan",
+                            top1_err=math.nan))
+    assert store.statuses() == {"1111111111111111": "ok", "2222222222222222": "failed",
+                                "3333333333333333": "diverged"}
+    # Re-publishing a run (e.g. --rerun-failed) replaces its record.
+    store.write(make_record("2222222222222222"))
+    assert store.statuses()["2222222222222222"] == "ok"
+    assert len(store.read()) == 3
+
+
+def test_ensure_writable_creates_folders(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    store.ensure_writable()
+    assert store.runs_dir.is_dir() and store.curves_dir.is_dir()
+    assert list(store.runs_dir.iterdir()) == [] and list(store.curves_dir.iterdir()) == []
+
+
+def test_ensure_writable_rejects_a_file(tmp_path):
+    target = tmp_path / "results"
+    target.write_text("not a folder")
+    with pytest.raises(BadInput, match="is a file") as info:
+        ResultStore(target).ensure_writable()
+    assert "\n" not in str(info.value)
+
+
+def test_ensure_writable_rejects_a_file_in_the_way(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "runs").write_text("")
+    with pytest.raises(BadInput, match="is a file"):
+        ResultStore(tmp_path / "results").ensure_writable()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root ignores file permissions, so a read-only folder is writable")
+def test_ensure_writable_rejects_read_only_folder(tmp_path):
+    target = tmp_path / "results"
+    target.mkdir()
+    target.chmod(0o555)
+    try:
+        with pytest.raises(BadInput, match="is not writable") as info:
+            ResultStore(target).ensure_writable()
+        assert "\n" not in str(info.value)
+    finally:
+        target.chmod(0o755)
+
+
+def test_store_modules_do_not_import_torch():
+    code = ("import sys, ltbench.store, ltbench.tables, ltbench.report; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
