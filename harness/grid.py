@@ -11,10 +11,9 @@ import math
 
 from . import hparams as hp
 from . import registry
+from .datasets.profiles import PROFILES
 from .errors import BadInput
 from .spec import RunSpec
-
-PROFILES = ("exp", "step")
 
 
 def parse_imb_factors(text: str) -> list[float]:

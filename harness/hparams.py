@@ -58,6 +58,10 @@ LDAM_CIFAR = {
 }
 
 
+#: Counts that make no sense below one.
+AT_LEAST_ONE = ("epochs", "batch_size", "eval_every")
+
+
 def _parse_scalar(key: str, text: str, like: Any) -> Any:
     try:
         if isinstance(like, bool):
@@ -127,11 +131,12 @@ def resolve(dataset_defaults: Mapping[str, Any], method_defaults: Mapping[str, A
         defaults["epochs"] = epochs
     if "epochs" in overrides:
         defaults["epochs"] = parse_value("epochs", overrides["epochs"], 0)
-        if defaults["epochs"] < 1:
-            raise BadInput(f"--set epochs must be at least 1, got {defaults['epochs']}")
     n_epochs = int(defaults["epochs"])
     resolved = {k: _materialise(v, n_epochs, reference_epochs) for k, v in defaults.items()}
     for key, text in overrides.items():
         if key in defaults:
             resolved[key] = parse_value(key, text, defaults[key])
+    for key in AT_LEAST_ONE:
+        if key in resolved and resolved[key] < 1:
+            raise BadInput(f"--set {key} must be at least 1, got {resolved[key]}")
     return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(resolved.items())}

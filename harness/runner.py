@@ -115,7 +115,7 @@ def train_one(spec: RunSpec, data, device, progress: RunProgress | None = None):
     result = train(data, method, spec.hparams, spec.seed, device, progress)
     fields: dict[str, Any] = {"status": result.status, "error": result.error,
                               "train_class_counts": list(data.class_counts)}
-    if result.epochs_completed > 0 or result.status == "ok":
+    if result.status == "ok":  # a diverged run has no final accuracy to report
         fields.update(summarize(result.per_class_correct, result.per_class_total,
                                 data.class_counts))
         fields["top1_err_best_epoch"] = 100.0 - result.best_top1_acc

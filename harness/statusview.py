@@ -15,7 +15,7 @@ from .spec import format_imb
 _RANK = {"ok": 0, "diverged": 1, "failed": 2}
 
 
-def status_counts(records: pd.DataFrame, methods: list[str], datasets: list[str] | None = None,
+def grid_status(records: pd.DataFrame, methods: list[str], datasets: list[str] | None = None,
                   imb_factors: list[float] | None = None,
                   seeds: list[int] | None = None) -> pd.DataFrame:
     """One row per (dataset, imb_factor, method): done, failed, diverged, missing seeds."""
@@ -42,8 +42,8 @@ def status_counts(records: pd.DataFrame, methods: list[str], datasets: list[str]
 
 
 def status_table(records: pd.DataFrame, methods: list[str], **expected) -> str:
-    """:func:`status_counts` as aligned text, with a total line."""
-    counts = status_counts(records, methods, **expected)
+    """:func:`grid_status` as aligned text, with a total line."""
+    counts = grid_status(records, methods, **expected)
     if counts.empty:
         return "the store holds no runs"
     shown = counts.assign(imb_factor=counts["imb_factor"].map(format_imb))

@@ -63,14 +63,21 @@ def class_balanced_weights(class_counts: torch.Tensor, beta: float) -> torch.Ten
     return (weights / weights.sum() * counts.numel()).to(torch.float32)
 
 
-def deferred_weights(class_counts: torch.Tensor, beta: float, start_epoch: int,
-                     epoch: int) -> torch.Tensor | None:
+class DeferredReweighting:
     """Deferred re-weighting (DRW; Cao et al., NeurIPS 2019, arXiv:1906.07413, Sec. 3.3).
 
-    No weights before ``start_epoch``, class-balanced weights (``beta``) from it on, as in
-    kaidic/LDAM-DRW : cifar_train.py (``train_rule == 'DRW'``, ``betas = [0, 0.9999]``).
+    Calling it with an epoch gives the class weights of that epoch: ``None`` (unweighted)
+    before ``hparams["drw_epoch"]``, class-balanced weights with ``hparams["beta"]`` from it on,
+    as kaidic/LDAM-DRW : cifar_train.py (``train_rule == 'DRW'``, ``betas = [0, 0.9999]``).
+    The weights are computed once, so the per-batch call launches nothing.
     """
-    return class_balanced_weights(class_counts, beta) if epoch >= start_epoch else None
+
+    def __init__(self, class_counts: torch.Tensor, hparams: Mapping[str, Any]):
+        self.start_epoch = int(hparams["drw_epoch"])
+        self.weights = class_balanced_weights(class_counts, hparams["beta"])
+
+    def __call__(self, epoch: int) -> torch.Tensor | None:
+        return self.weights if epoch >= self.start_epoch else None
 
 
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float,

@@ -8,10 +8,12 @@ Before ``drw_epoch`` (160 of 200): plain mean CE. From it on: class-balanced wei
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 import torch.nn.functional as F
 
-from .base import DRW_DEFAULTS, Method, deferred_weights
+from .base import DRW_DEFAULTS, DeferredReweighting, Method
 
 
 class CrossEntropyDRW(Method):
@@ -20,7 +22,9 @@ class CrossEntropyDRW(Method):
              "code kaidic/LDAM-DRW : cifar_train.py (--loss_type CE --train_rule DRW)")
     defaults = DRW_DEFAULTS
 
+    def __init__(self, class_counts: torch.Tensor, hparams: Mapping[str, Any]):
+        super().__init__(class_counts, hparams)
+        self.deferred_weights = DeferredReweighting(class_counts, hparams)
+
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
-        weights = deferred_weights(self.class_counts, self.hparams["beta"],
-                                   self.hparams["drw_epoch"], epoch)
-        return F.cross_entropy(logits, targets, weight=weights)
+        return F.cross_entropy(logits, targets, weight=self.deferred_weights(epoch))

@@ -8,9 +8,11 @@ before ``drw_epoch`` (160 of 200) and weighted from it on by class-balanced weig
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 
-from .base import DRW_DEFAULTS, deferred_weights
+from .base import DRW_DEFAULTS, DeferredReweighting
 from .ldam import LDAM, ldam_loss
 
 
@@ -20,7 +22,10 @@ class LDAMDRW(LDAM):
              "code kaidic/LDAM-DRW : losses.py (LDAMLoss) + cifar_train.py (--train_rule DRW)")
     defaults = {**LDAM.defaults, **DRW_DEFAULTS}
 
+    def __init__(self, class_counts: torch.Tensor, hparams: Mapping[str, Any]):
+        super().__init__(class_counts, hparams)
+        self.deferred_weights = DeferredReweighting(class_counts, hparams)
+
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
-        weights = deferred_weights(self.class_counts, self.hparams["beta"],
-                                   self.hparams["drw_epoch"], epoch)
-        return ldam_loss(logits, targets, self.margins, self.hparams["s"], weight=weights)
+        return ldam_loss(logits, targets, self.margins, self.hparams["s"],
+                         weight=self.deferred_weights(epoch))

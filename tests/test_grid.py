@@ -46,6 +46,9 @@ def test_malformed_set_items(item, message):
     ("lr", "nan", "expected a finite number"),
     ("batch_size", "12.5", "expected an integer"),
     ("nesterov", "maybe", "expected true or false"),
+    ("batch_size", "0", "batch_size must be at least 1"),
+    ("eval_every", "0", "eval_every must be at least 1"),
+    ("epochs", "0", "epochs must be at least 1"),
 ])
 def test_wrongly_typed_set_values(key, value, message):
     with pytest.raises(BadInput, match=message):

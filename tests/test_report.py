@@ -14,7 +14,7 @@ from ltbench.report import write_report
 from ltbench.store import ResultStore
 from ltbench.tables import (Cell, ErrorTable, error_table, format_cell, run_summary, status_counts,
                             to_markdown)
-from test_store import failed_record, make_record
+from helpers import failed_record, make_record
 
 HPARAMS = {"epochs": 200, "lr": 0.1}
 

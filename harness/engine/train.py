@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, ContextManager, Mapping
@@ -53,7 +54,8 @@ class TrainResult:
     ``per_class_correct``/``per_class_total`` are the test counts at the last evaluated epoch
     (correct counts are zeros when no epoch was evaluated, e.g. a run that diverged first).
     ``curves`` has one row per epoch run, the diverged one included: ``epoch``, ``lr``,
-    ``train_loss``, ``train_acc`` and ``test_acc`` (percent; NaN where not evaluated).
+    ``train_loss``, ``train_acc`` and ``test_acc`` (percent; NaN where not evaluated), and the
+    wall seconds of the epoch's training (``train_s``) and evaluation (``eval_s``).
     """
 
     status: str
@@ -173,19 +175,24 @@ def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
         lr = learning_rate(epoch, hparams)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        started = time.perf_counter()
         loss_sum, correct = train_epoch(model, optimizer, train_images, method, epoch,
                                         batch_size, data_generator, precision, progress)
         loss_total, correct_total = torch.stack((loss_sum, correct.double())).tolist()
+        train_s = time.perf_counter() - started
         train_loss = loss_total / num_train
-        test_acc = math.nan
+        test_acc, eval_s = math.nan, math.nan
         if not math.isfinite(train_loss):
             status, error = "diverged", f"non-finite training loss in epoch {epoch}"
         elif is_evaluation_epoch(epoch, epochs, int(hparams["eval_every"])):
+            started = time.perf_counter()
             per_class_correct = evaluate(model, test_images, num_classes, precision)
+            eval_s = time.perf_counter() - started
             test_acc = summarize(per_class_correct, per_class_total,
                                  data.class_counts)["top1_acc"]
         rows.append({"epoch": epoch, "lr": lr, "train_loss": train_loss,
-                     "train_acc": 100.0 * correct_total / num_train, "test_acc": test_acc})
+                     "train_acc": 100.0 * correct_total / num_train, "test_acc": test_acc,
+                     "train_s": train_s, "eval_s": eval_s})
         if progress is not None:
             progress.epoch_done(epoch, epochs, train_loss,
                                 None if math.isnan(test_acc) else test_acc)
@@ -193,7 +200,8 @@ def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
             break
         epochs_completed = epoch + 1
 
-    curves = pd.DataFrame(rows, columns=["epoch", "lr", "train_loss", "train_acc", "test_acc"])
+    curves = pd.DataFrame(rows, columns=["epoch", "lr", "train_loss", "train_acc", "test_acc",
+                                         "train_s", "eval_s"])
     evaluated = curves.dropna(subset=["test_acc"])
     if len(evaluated):
         best = evaluated["test_acc"].idxmax()  # first maximum: the reference's strict '>'
