@@ -144,7 +144,7 @@ def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
             fields = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
         record = _base_record(spec, device, started, time.monotonic() - t0)
         record.update(fields)
-        store.write(record, curves)
+        store.write(record, {"curves": curves} if curves is not None else None)
         outcome = record["status"]
         if outcome == "ok":
             outcome += f", top-1 error {record['top1_err']:.2f}%"

@@ -4,14 +4,15 @@ Layout under the store root::
 
     runs/<run_id>.parquet      one row, schema :data:`RECORD_SCHEMA` (the result record)
     curves/<run_id>.parquet    per-epoch curves of that run (free-form columns)
+    <name>/<run_id>.parquet    other per-run artifacts a method produces (free-form columns)
 
 A run exists only once its record file exists (architecture.md §8 pitfall 1: DomainBed's
 ``load_records`` counted partial runs). Every file is written to a hidden temporary name in the
 same folder, flushed, fsynced and moved into place with ``os.replace``, so a reader never sees a
 partial parquet file (pitfall 20: parquet-mr #446, arrow-rs #1717, polars #17358, SPARK-8406),
-and readers only ever open final ``<run_id>.parquet`` names. Curves are published before the
-record: the record's appearance is the commit point, and curves whose record is missing are
-treated as absent.
+and readers only ever open final ``<run_id>.parquet`` names. Artifacts (curves included) are
+published before the record: the record's appearance is the commit point, and artifacts whose
+record is missing are treated as absent.
 
 The store schema version and the shot-group thresholds live in the parquet schema metadata, as
 in benchopt/benchopt : benchopt/results/parquet.py. This module must not import torch: the
@@ -92,6 +93,7 @@ RECORD_SCHEMA = pa.schema(
 _SORT_KEYS = ["dataset", "method", "imb_factor", "seed", "run_id"]
 # Run ids become file names: no separators, no leading dot (hidden names are temp files).
 _SAFE_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_ARTIFACT_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
@@ -183,19 +185,27 @@ class ResultStore:
                 reason = exc.strerror or str(exc)
                 raise BadInput(f"results folder {folder} is not writable: {reason}") from exc
 
-    def write(self, record: Mapping[str, Any], curves: pd.DataFrame | None = None) -> Path:
-        """Publish one run: its curves first (if any), then its record. Returns the record path.
+    def write(self, record: Mapping[str, Any],
+              artifacts: Mapping[str, pd.DataFrame] | None = None) -> Path:
+        """Publish one run: its artifacts first (e.g. ``{"curves": frame}``), then its record.
 
-        ``record`` must have exactly the :data:`RECORD_SCHEMA` columns (``ValueError``
-        otherwise, before anything is written).
+        Each artifact goes to ``<root>/<name>/<run_id>.parquet``. Returns the record path.
+        ``record`` must have exactly the :data:`RECORD_SCHEMA` columns and artifact names must
+        be plain lower-case names other than ``runs`` (``ValueError`` otherwise, before anything
+        is written).
         """
         table = _record_table(record)
+        artifacts = dict(artifacts or {})
+        for name in artifacts:
+            if name == "runs" or not _ARTIFACT_NAME.fullmatch(name):
+                raise ValueError(f"artifact name {name!r} is not allowed")
         run_id = record["run_id"]
+        for name, frame in artifacts.items():
+            folder = self.root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            _publish(pa.Table.from_pandas(frame, preserve_index=False),
+                     folder / f"{run_id}.parquet")
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        if curves is not None:
-            self.curves_dir.mkdir(parents=True, exist_ok=True)
-            _publish(pa.Table.from_pandas(curves, preserve_index=False),
-                     self.curves_dir / f"{run_id}.parquet")
         final = self.runs_dir / f"{run_id}.parquet"
         _publish(table, final)
         return final
@@ -243,9 +253,13 @@ class ResultStore:
                                   table.column("status").to_pylist()))
         return result
 
-    def curves(self, run_id: str) -> pd.DataFrame | None:
-        """The per-epoch curves of a published run, or None (no curves, or run not published)."""
-        path = self.curves_dir / f"{run_id}.parquet"
+    def artifact(self, name: str, run_id: str) -> pd.DataFrame | None:
+        """Artifact ``name`` of a published run, or None (no such artifact, or run unpublished)."""
+        path = self.root / name / f"{run_id}.parquet"
         if not (self.runs_dir / f"{run_id}.parquet").exists() or not path.exists():
             return None
         return pq.read_table(path).to_pandas()
+
+    def curves(self, run_id: str) -> pd.DataFrame | None:
+        """The per-epoch curves of a published run, or None."""
+        return self.artifact("curves", run_id)

@@ -106,7 +106,7 @@ def test_failing_replace_leaves_no_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", refuse)
     with pytest.raises(OSError, match="No space left"):
-        store.write(make_record(), curves=pd.DataFrame({"epoch": [0, 1], "loss": [2.3, 1.9]}))
+        store.write(make_record(), {"curves": pd.DataFrame({"epoch": [0, 1], "loss": [2.3, 1.9]})})
     monkeypatch.undo()
     assert list(store.runs_dir.iterdir()) == []
     assert list(store.curves_dir.iterdir()) == []
@@ -134,7 +134,7 @@ def test_invalid_record_is_rejected_before_writing(tmp_path, broken):
     else:
         record.update(broken)
     with pytest.raises(ValueError):
-        store.write(record, curves=pd.DataFrame({"epoch": [0]}))
+        store.write(record, {"curves": pd.DataFrame({"epoch": [0]})})
     assert not any(store.root.rglob("*"))
 
 
@@ -158,7 +158,7 @@ def test_curves_round_trip_and_need_a_record(tmp_path):
     store = ResultStore(tmp_path)
     curves = pd.DataFrame({"epoch": [0, 1, 2], "split": ["test"] * 3,
                            "loss": [2.1, 1.7, 1.5], "acc": [20.0, 31.5, 38.25]})
-    store.write(make_record("cccccccccccccccc"), curves=curves)
+    store.write(make_record("cccccccccccccccc"), {"curves": curves})
     got = store.curves("cccccccccccccccc")
     assert got["epoch"].tolist() == [0, 1, 2]
     assert got["loss"].tolist() == [2.1, 1.7, 1.5]
@@ -168,6 +168,18 @@ def test_curves_round_trip_and_need_a_record(tmp_path):
     (store.curves_dir / "eeeeeeeeeeeeeeee.parquet").write_bytes(
         (store.curves_dir / "cccccccccccccccc.parquet").read_bytes())
     assert store.curves("eeeeeeeeeeeeeeee") is None
+
+
+def test_named_artifacts_round_trip_and_bad_names_write_nothing(tmp_path):
+    store = ResultStore(tmp_path)
+    eps = pd.DataFrame({"epoch": [160, 160], "class": [0, 1], "bin": [3, 7], "count": [5, 2]})
+    store.write(make_record("abababababababab"), {"eps": eps})
+    assert store.artifact("eps", "abababababababab")["count"].tolist() == [5, 2]
+    assert store.artifact("eps", "cdcdcdcdcdcdcdcd") is None
+    for name in ("runs", "../x", "Eps"):
+        with pytest.raises(ValueError, match="artifact name"):
+            store.write(make_record("efefefefefefefef"), {name: eps})
+    assert "efefefefefefefef" not in store.statuses()
 
 
 def test_statuses(tmp_path):
