@@ -30,4 +30,5 @@ test: venv
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) results/runs results/curves reports/index.html reports/results.md
+	rm -rf $(VENV) results/runs results/curves results/eps results/eps_summary \
+		reports/*.html reports/*.md reports/*.tex reports/data

@@ -1,17 +1,23 @@
 """The dataset plugin contract.
 
 A dataset is a class registered in the ``ltbench.datasets`` entry-point group. The harness
-instantiates it without arguments and asks it for three things:
+instantiates it without arguments and asks it for four things:
 
 * :meth:`Dataset.class_counts` — the long-tailed per-class training counts of a subset (no
-  data needed: ``ltbench data describe`` uses it);
+  data needed: ``ltbench data describe`` uses it); it raises :class:`~ltbench.errors.BadInput`
+  for a subset or meta set that cannot be drawn, so the grid fails before training;
 * :meth:`Dataset.check` — raise :class:`~ltbench.errors.BadInput` naming where it looked and how
   to provide the data, before any run starts;
-* :meth:`Dataset.load` — the subset and the test set as uint8 image tensors (:class:`LTData`).
+* :meth:`Dataset.split_indices` — the positions of the subset and of the meta set in the full
+  training split (``ltbench data indices``);
+* :meth:`Dataset.load` — the subset, the meta set and the test set as uint8 image tensors
+  (:class:`LTData`).
 
-``defaults`` holds the dataset's reference training protocol and its own options (a flat dict,
-see :mod:`ltbench.hparams`); ``load`` receives the run's resolved hyper-parameters.
-Randomness comes only from ``split_seed`` through a local generator, never global state.
+``protocols`` maps protocol names (``"ldam"``, ``"jamal"``) to the dataset's reference training
+protocols merged with its own options (flat dicts, see :mod:`ltbench.hparams`), and
+``default_protocol`` names the one a run gets unless its method or ``--set protocol=X`` picks
+another; the methods receive the run's resolved hyper-parameters, which include ``"protocol"``.
+Randomness comes only from ``split_seed`` through local generators, never global state.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ class LTData:
     """A long-tailed training subset and its balanced test set, held in memory as uint8.
 
     ``train_indices`` are the subset's positions in the dataset's full training split, in
-    ascending (dataset) order; ``train_images``/``train_labels`` follow the same order.
+    ascending (dataset) order; ``train_images``/``train_labels`` follow the same order. The
+    balanced meta set (``meta_per_class`` images of every class, disjoint from the subset) is
+    held the same way in the ``meta_*`` fields, which are None when the run has none.
     """
 
     train_images: torch.Tensor  # uint8 [N, 3, H, W]
@@ -38,6 +46,9 @@ class LTData:
     test_labels: torch.Tensor   # int64 [M]
     class_counts: list[int]
     train_indices: np.ndarray   # int64 [N]
+    meta_images: torch.Tensor | None = None   # uint8 [K, 3, H, W]
+    meta_labels: torch.Tensor | None = None   # int64 [K]
+    meta_indices: np.ndarray | None = None    # int64 [K]
 
     @property
     def num_classes(self) -> int:
@@ -49,9 +60,11 @@ class Dataset:
 
     summary: ClassVar[str] = ""
     paper: ClassVar[str] = ""
-    defaults: ClassVar[Mapping[str, Any]] = {}
-    #: The keys of ``defaults`` that change what :meth:`load` returns (generator options);
-    #: runs that agree on them and on (imb, profile, split_seed) share one loaded copy.
+    protocols: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    default_protocol: ClassVar[str] = "ldam"
+    #: The hyper-parameters that change what :meth:`load` returns (protocol, meta set size,
+    #: generator options); runs that agree on them and on (imb, profile, split_seed) share one
+    #: loaded copy, and ``ltbench data`` accepts exactly these in ``--set``.
     data_keys: ClassVar[tuple[str, ...]] = ()
 
     def class_counts(self, imb_factor: float, profile: str,
@@ -60,6 +73,12 @@ class Dataset:
 
     def check(self, root: Path, hparams: Mapping[str, Any]) -> None:
         """Raise :class:`~ltbench.errors.BadInput` if the data under ``root`` is unusable."""
+
+    def split_indices(self, root: Path, imb_factor: float, profile: str, split_seed: int,
+                      hparams: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Ascending int64 positions (subset, meta set) in the full training split; the meta
+        set is empty when the run has none."""
+        raise NotImplementedError
 
     def load(self, root: Path, imb_factor: float, profile: str, split_seed: int,
              hparams: Mapping[str, Any]) -> LTData:

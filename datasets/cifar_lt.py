@@ -1,12 +1,14 @@
-"""CIFAR-10-LT and CIFAR-100-LT, the LDAM construction (datasets.md §2).
+"""CIFAR-10-LT and CIFAR-100-LT, the LDAM and Jamal / MW-Net constructions (datasets.md §2).
 
 The data are the official python-format folders (Krizhevsky, 2009) ``<root>/cifar-10-batches-py``
 and ``<root>/cifar-100-python``, read and md5-checked by torchvision's ``CIFAR10``/``CIFAR100``
 (``pytorch/vision : torchvision/datasets/cifar.py``); CIFAR-100 uses its fine labels. The
 long-tailed training subset is the one of ``kaidic/LDAM-DRW : imbalance_cifar.py`` (Cao et al.,
 NeurIPS 2019, arXiv:1906.07413): n_max = 50,000 / C (5000 or 500), exp or step counts, per-class
-shuffle by a ``RandomState(split_seed)`` (:mod:`ltbench.datasets.profiles`). The test set is the
-full balanced official test split.
+shuffle by a ``RandomState(split_seed)`` (:mod:`ltbench.datasets.profiles`). The ``jamal``
+protocol (Jamal et al., CVPR 2020, arXiv:2003.10780; protocols.md §2.1) first removes a balanced
+meta set of ``meta_per_class`` (10) images per class, then draws the subset from the rest with
+n_max 4990 / 490 (datasets.md §2.4-2.5). The test set is the full balanced official test split.
 
 torchvision is imported only when data is touched, so listing or describing datasets stays fast.
 """
@@ -23,12 +25,12 @@ import numpy as np
 import torch
 
 from ltbench.errors import BadInput
-from ltbench.hparams import LDAM_CIFAR
+from ltbench.hparams import JAMAL_CIFAR, LDAM_CIFAR
 
 from .base import Dataset, LTData
-from .profiles import class_counts, select_subset
+from .profiles import protocol_counts, select_split
 
-#: Both CIFARs have 50,000 training images; LDAM-DRW's ``img_max = len(data) / cls_num``.
+#: Both CIFARs have 50,000 training images, balanced; LDAM-DRW's ``img_max = len(data) / cls_num``.
 _TRAIN_SIZE = 50_000
 
 
@@ -80,11 +82,13 @@ class _CifarLT(Dataset):
     paper = ("Cao et al., Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss, "
              "NeurIPS 2019, arXiv:1906.07413 (long-tailed construction); Krizhevsky, Learning "
              "Multiple Layers of Features from Tiny Images, 2009 (CIFAR)")
-    defaults = {**LDAM_CIFAR}
+    protocols = {"ldam": LDAM_CIFAR, "jamal": JAMAL_CIFAR}
+    data_keys = ("protocol", "meta_per_class")
 
     def class_counts(self, imb_factor: float, profile: str,
                      hparams: Mapping[str, Any]) -> list[int]:
-        return class_counts(_TRAIN_SIZE / self.num_classes, self.num_classes, imb_factor, profile)
+        return protocol_counts(_TRAIN_SIZE // self.num_classes, self.num_classes, imb_factor,
+                               profile, hparams, self.name)
 
     def check(self, root: Path, hparams: Mapping[str, Any]) -> None:
         """Accept an intact official folder under ``root``; if there is none, download one.
@@ -121,19 +125,22 @@ class _CifarLT(Dataset):
         self.check(root, hparams)
         return _read_split(self.torchvision_name, str(Path(root).expanduser().resolve()), train)
 
-    def train_indices(self, root: Path, imb_factor: float, profile: str, split_seed: int,
-                      hparams: Mapping[str, Any]) -> np.ndarray:
-        """The subset's ascending positions in the official training split (int64)."""
+    def split_indices(self, root: Path, imb_factor: float, profile: str, split_seed: int,
+                      hparams: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Ascending int64 positions of the subset and the meta set in the official training
+        split (:func:`~ltbench.datasets.profiles.select_split`)."""
         counts = self.class_counts(imb_factor, profile, hparams)
         _, labels = self._split(root, hparams, train=True)
-        return select_subset(labels.numpy(), counts, split_seed)
+        return select_split(labels.numpy(), counts, split_seed, hparams["protocol"],
+                            int(hparams["meta_per_class"]))
 
     def load(self, root: Path, imb_factor: float, profile: str, split_seed: int,
              hparams: Mapping[str, Any]) -> LTData:
-        indices = self.train_indices(root, imb_factor, profile, split_seed, hparams)
+        indices, meta = self.split_indices(root, imb_factor, profile, split_seed, hparams)
         train_images, train_labels = self._split(root, hparams, train=True)
         test_images, test_labels = self._split(root, hparams, train=False)
-        picked = torch.from_numpy(indices)
+        picked, meta_picked = torch.from_numpy(indices), torch.from_numpy(meta)
+        has_meta = len(meta) > 0
         return LTData(
             train_images=train_images[picked],
             train_labels=train_labels[picked],
@@ -141,6 +148,9 @@ class _CifarLT(Dataset):
             test_labels=test_labels.clone(),
             class_counts=self.class_counts(imb_factor, profile, hparams),
             train_indices=indices,
+            meta_images=train_images[meta_picked] if has_meta else None,
+            meta_labels=train_labels[meta_picked] if has_meta else None,
+            meta_indices=meta if has_meta else None,
         )
 
 

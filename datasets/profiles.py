@@ -1,4 +1,4 @@
-"""Long-tailed count profiles and the LDAM-DRW subset selection.
+"""Long-tailed count profiles, the LDAM-DRW subset selection and the balanced meta set.
 
 The imbalance factor (IF, rho) is always the ratio n_max / n_min >= 1; several reference repos
 take its inverse on the command line (``--imb_factor 0.01`` means IF 100).
@@ -11,17 +11,32 @@ NeurIPS 2019, arXiv:1906.07413):
 
 The reference multiplies by its ``imb_factor`` argument (= 1/IF), so ltbench does the same; for
 odd C the reference's step list is one class short, ltbench gives the extra class the tail count.
+
+A run's protocol decides n_max and where the balanced meta set of ``meta_per_class`` images per
+class comes from (:func:`protocol_counts`, :func:`select_split`):
+
+* ``jamal`` (abdullahjamal/Longtail_DA : C-LT/data_utils.py + C-LT/main.py, derived from
+  xjtushujun/Meta-weight-net_class-imbalance; datasets.md §2.5): the meta set is removed first,
+  then the subset is drawn from the rest with ``n_max = (N - meta_per_class·C) / C``
+  (4990 / 490 for CIFAR-10 / 100);
+* any other protocol (``ldam``): the subset is the usual one, and the meta set, if any, comes
+  from the images the subset did not select.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping
 
 import numpy as np
 
 from ltbench.errors import BadInput
+from ltbench.spec import derive_seed
 
 PROFILES = ("exp", "step")
+
+#: The protocol whose meta set is removed before the subset is drawn.
+META_FIRST_PROTOCOL = "jamal"
 
 
 def class_counts(n_max: float, num_classes: int, imb_factor: float, profile: str) -> list[int]:
@@ -72,3 +87,75 @@ def select_subset(labels: np.ndarray, counts: list[int], split_seed: int) -> np.
         rng.shuffle(positions)
         kept.append(positions[:count])
     return np.sort(np.concatenate(kept)).astype(np.int64)
+
+
+def protocol_counts(pool_per_class: int, num_classes: int, imb_factor: float, profile: str,
+                    hparams: Mapping[str, Any], dataset: str) -> list[int]:
+    """Per-class subset counts under the run's protocol, for a training split of
+    ``pool_per_class`` images in every class.
+
+    ``jamal`` takes ``n_max = pool_per_class - meta_per_class``; other protocols take
+    ``n_max = pool_per_class`` and, when ``meta_per_class > 0``, need that many unselected images
+    in every class (CIFAR's head class has none): otherwise :class:`BadInput` pointing to the
+    ``jamal`` protocol, raised before any data is read.
+    """
+    protocol, meta_per_class = hparams["protocol"], int(hparams["meta_per_class"])
+    if meta_per_class < 0:
+        raise BadInput(f"{dataset}: meta_per_class must be >= 0, got {meta_per_class}")
+    meta_first = protocol == META_FIRST_PROTOCOL
+    n_max = pool_per_class - meta_per_class if meta_first else pool_per_class
+    counts = class_counts(float(n_max), num_classes, imb_factor, profile)
+    if not meta_first and meta_per_class > 0:
+        for cls, count in enumerate(counts):
+            if pool_per_class - count < meta_per_class:
+                raise BadInput(
+                    f"{dataset}: protocol '{protocol}' draws the meta set from the images its "
+                    f"subset leaves out, but class {cls} keeps {count} of its {pool_per_class} "
+                    f"images, leaving fewer than meta_per_class={meta_per_class}; use --set "
+                    f"protocol={META_FIRST_PROTOCOL} (meta set removed first)")
+    return counts
+
+
+def _take_per_class(labels: np.ndarray, num_classes: int, per_class: int,
+                    rng: np.random.RandomState) -> np.ndarray:
+    """``per_class`` random positions of each class 0 ... C-1 (positions labelled -1 are not
+    candidates), class by class: each class's ascending positions shuffled by ``rng``."""
+    taken = []
+    for cls in range(num_classes):
+        positions = np.where(labels == cls)[0]
+        if per_class > len(positions):
+            raise ValueError(f"class {cls} has {len(positions)} candidates for the meta set, "
+                             f"{per_class} requested")
+        rng.shuffle(positions)
+        taken.append(positions[:per_class])
+    return np.concatenate(taken)
+
+
+def select_split(labels: np.ndarray, counts: list[int], split_seed: int, protocol: str,
+                 meta_per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(subset, meta)``: ascending int64 positions of the long-tailed subset and of the
+    balanced meta set (empty when ``meta_per_class`` is 0), disjoint.
+
+    The subset is always :func:`select_subset` with ``RandomState(split_seed)``. The meta set
+    draws from its own local ``RandomState(derive_seed(split_seed, "meta") % 2**32)``: for each
+    class in order its candidate positions (ascending) are shuffled and the first
+    ``meta_per_class`` taken. Under ``jamal`` the candidates are all of the class's images and
+    the subset is then drawn from the remaining pool (the reference's order; its RNGs, NumPy 6
+    and Python ``random`` 42, are replaced by these local streams); under other protocols the
+    candidates are the images the subset did not select. The ``jamal`` meta set therefore does
+    not depend on the imbalance factor, and its subsets stay nested across factors.
+    """
+    if meta_per_class == 0:
+        return select_subset(labels, counts, split_seed), np.empty(0, dtype=np.int64)
+    rng = np.random.RandomState(derive_seed(int(split_seed), "meta") % 2 ** 32)
+    if protocol == META_FIRST_PROTOCOL:
+        meta = _take_per_class(labels, len(counts), meta_per_class, rng)
+        pool = labels.copy()
+        pool[meta] = -1
+        subset = select_subset(pool, counts, split_seed)
+    else:
+        subset = select_subset(labels, counts, split_seed)
+        unselected = labels.copy()
+        unselected[subset] = -1
+        meta = _take_per_class(unselected, len(counts), meta_per_class, rng)
+    return subset, np.sort(meta).astype(np.int64)

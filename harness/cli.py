@@ -7,6 +7,7 @@ as one line, ``Error: ...``, with exit code 2, before anything is written.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -197,23 +198,113 @@ def status(results, methods, datasets, imb, seeds):
         seeds=grid.parse_seeds(seeds) if seeds else None))
 
 
-# -- report -----------------------------------------------------------------------------------
+# -- report and check -------------------------------------------------------------------------
 
-@cli.command()
-@_results_option
-@click.option("--out", default=DEFAULT_REPORTS, show_default=True,
-              type=click.Path(path_type=Path), help="Folder to write the report into.")
-def report(results, out):
-    """Write the static HTML report and Markdown tables of the results store."""
-    from . import registry
-    from .report import write_report
+def _published_option(f):
+    return click.option("--published", "published", default=None,
+                        type=click.Path(path_type=Path),
+                        help="Published-numbers CSV file or folder [default: results/published "
+                             "of the ltbench source checkout].")(f)
+
+
+def _read_store(results: Path):
     from .store import ResultStore
 
     store = ResultStore(results)
     if not store.runs_dir.is_dir():
         raise BadInput(f"no results store at {results} (expected {store.runs_dir})")
-    index = write_report(store, out, method_order=list(registry.plugins("method")))
+    return store
+
+
+def _load_published(path: Path | None, required: bool):
+    """The published rows of ``path`` (default: the checkout's), or () if optional and absent."""
+    from . import registry
+    from .published import default_published_dir, load_published
+
+    if path is None:
+        path = default_published_dir()
+        if not path.exists():
+            if required:
+                raise BadInput(f"no published numbers at {path} (ltbench is not installed from "
+                               f"a source checkout): pass --published FILE")
+            return path, ()
+    return path, load_published(path, extra_methods=list(registry.plugins("method")))
+
+
+@cli.command()
+@_results_option
+@click.option("--out", default=DEFAULT_REPORTS, show_default=True,
+              type=click.Path(path_type=Path), help="Folder to write the report into.")
+@_published_option
+def report(results, out, published):
+    """Write the static HTML report, Markdown / LaTeX tables and plot data of the store."""
+    from .report import write_report
+
+    store = _read_store(results)
+    _, rows = _load_published(published, required=False)
+    index = write_report(store, out, published=rows)
     click.echo(f"wrote {index}")
+
+
+def _tolerance(name: str, value: float) -> float:
+    if not (math.isfinite(value) and value >= 0):
+        raise BadInput(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
+@cli.command()
+@_results_option
+@_published_option
+@click.option("--methods", default=None,
+              help="Comma-separated methods to check [default: the methods in the store].")
+@click.option("--tolerance-floor", "--tolerance", "floor", type=float, default=1.0,
+              show_default=True, help="Smallest allowed |mean - published|, in points.")
+@click.option("--tolerance-k", "k", type=float, default=2.0, show_default=True,
+              help="Allowed |mean - published| in standard errors over seeds, when larger "
+                   "than the floor.")
+@click.option("--out", default=None, type=click.Path(path_type=Path, dir_okay=False),
+              help="JSON file to write [default: <results>/check.json].")
+def check(results, published, methods, floor, k, out):
+    """Compare the store's means over seeds with the published numbers.
+
+    Prints a Markdown table (pass / regression / improvement / missing per published row) and
+    writes it as JSON. Exit code 0 when nothing regressed, 1 on a regression, 2 on bad input.
+    """
+    import json
+
+    from . import registry
+    from .check import Tolerance, check as run_check, to_json, to_markdown
+
+    tolerance = Tolerance(_tolerance("--tolerance-floor", floor), _tolerance("--tolerance-k", k))
+    store = _read_store(results)
+    path, rows = _load_published(published, required=True)
+    records = store.read()
+    chosen = None
+    if methods is not None:
+        chosen = [name.strip() for name in methods.split(",") if name.strip()]
+        known = set(registry.plugins("method")) | set(records["method"]) | \
+            {row.ltbench_method for row in rows if row.ltbench_method}
+        unknown = [name for name in chosen if name not in known]
+        if not chosen or unknown:
+            raise BadInput(f"--methods: unknown method '{unknown[0]}'" if unknown
+                           else f"--methods: no method named in '{methods}'")
+    out = out if out is not None else Path(results) / "check.json"
+    if not out.parent.is_dir():
+        raise BadInput(f"--out {out}: folder {out.parent} does not exist")
+    result = run_check(records, rows, methods=chosen, tolerance=tolerance)
+    click.echo(to_markdown(result), nl=False)
+    document = {"ltbench_version": __version__, "results": str(results),
+                "published": str(path), **to_json(result)}
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n",
+                       encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BadInput(f"--out {out} is not writable: {exc.strerror or exc}") from exc
+    click.echo(f"wrote {out}", err=True)
+    click.get_current_context().exit(1 if result.regressed else 0)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -233,7 +324,7 @@ def _dataset_and_hparams(name: str, overrides):
         options = ", ".join(dataset.data_keys) or "none"
         raise BadInput(f"unknown option '{unknown[0]}' for dataset '{name}' "
                        f"(its data options: {options})")
-    return dataset, hparams.resolve(dataset.defaults, {}, parsed)
+    return dataset, hparams.resolve_run(dataset, None, parsed)
 
 
 def _single_factor(imb: str, profile: str) -> float:
@@ -265,6 +356,9 @@ def describe(dataset, imb, profile, overrides):
     click.echo(f"many/medium/few classes (>100 / 20-100 / <20): "
                f"{groups['many']}/{groups['medium']}/{groups['few']}")
     click.echo("per-class counts: " + " ".join(str(c) for c in counts))
+    meta_per_class = int(hp.get("meta_per_class", 0))
+    click.echo(f"protocol {hp['protocol']}, meta set: {meta_per_class} per class "
+               f"({meta_per_class * len(counts)} images)")
 
 
 @data.command()
@@ -275,17 +369,24 @@ def describe(dataset, imb, profile, overrides):
 @_set_option
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Output .npy file (int64 training-image indices, dataset order).")
-def indices(dataset, imb, profile, split_seed, data_root, overrides, out):
-    """Write the exact training-image indices of a long-tailed subset."""
+@click.option("--meta", is_flag=True, help="Write the balanced meta set's indices instead "
+                                           "(needs meta_per_class > 0, e.g. "
+                                           "--set protocol=jamal).")
+def indices(dataset, imb, profile, split_seed, data_root, overrides, out, meta):
+    """Write the exact training-image indices of a long-tailed subset (or of its meta set)."""
     import numpy as np
 
     plugin, hp = _dataset_and_hparams(dataset, overrides)
     factor = _single_factor(imb, profile)
     if not out.parent.is_dir():
         raise BadInput(f"--out {out}: folder {out.parent} does not exist")
+    if meta and int(hp.get("meta_per_class", 0)) < 1:
+        raise BadInput(f"--meta: protocol '{hp['protocol']}' of '{dataset}' has no meta set; "
+                       f"use --set protocol=jamal or --set meta_per_class=N")
+    plugin.class_counts(factor, profile, hp)  # a meta set that cannot be drawn: before reading
     plugin.check(data_root, hp)
-    idx = np.asarray(plugin.train_indices(data_root, factor, profile, split_seed, hp),
-                     dtype=np.int64)
+    subset, meta_set = plugin.split_indices(data_root, factor, profile, split_seed, hp)
+    idx = np.asarray(meta_set if meta else subset, dtype=np.int64)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as fh:
         np.save(fh, idx)

@@ -56,7 +56,9 @@ def expand(methods: list[str], datasets: list[str], imb_factors: list[float], se
 
     With ``all_methods`` a method that does not support a dataset is left out of that
     dataset's runs; a method named explicitly for a dataset it does not support is an error.
-    A ``--set`` key must be known to at least one (dataset, method) pair of the grid.
+    A ``--set`` key must be known to at least one (dataset, method) pair of the grid. A method
+    that uses a meta set needs ``meta_per_class >= 1``, and every subset must be drawable
+    (e.g. a meta set under the ``ldam`` protocol needs unselected images in every class).
     """
     overrides = overrides or {}
     if profile not in PROFILES:
@@ -73,10 +75,15 @@ def expand(methods: list[str], datasets: list[str], imb_factors: list[float], se
                 if all_methods:
                     continue
                 raise BadInput(f"method '{method}' does not support dataset '{dataset}'")
-            known_keys.update(dataset_cls.defaults, method_cls.defaults)
-            resolved = hp.resolve(dataset_cls.defaults, method_cls.defaults, overrides, epochs)
+            resolved = hp.resolve_run(dataset_cls, method_cls, overrides, epochs)
+            known_keys.update(resolved)
+            if method_cls.uses_meta_set and resolved.get("meta_per_class", 0) < 1:
+                raise BadInput(f"method '{method}' needs a balanced meta set, but protocol "
+                               f"'{resolved['protocol']}' of '{dataset}' has meta_per_class "
+                               f"{resolved.get('meta_per_class', 0)}; use --set protocol=jamal")
             for imb in imb_factors:
-                # Raises for a factor that leaves a class empty, before anything runs.
+                # Raises for a factor that leaves a class empty, or a meta set that cannot
+                # be drawn, before anything runs.
                 dataset_cls().class_counts(imb, profile, resolved)
                 for seed in seeds:
                     specs.append(RunSpec(method, dataset, imb, profile, split_seed, seed,

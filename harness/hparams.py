@@ -2,10 +2,16 @@
 
 A run's hyper-parameters are one flat dict, resolved in this order (later wins):
 
-1. the dataset's defaults (its reference training protocol, augmentation and options);
+1. the defaults of the run's protocol, one of the dataset's ``protocols`` (its reference training
+   schedule, augmentation and options), plus ``"protocol": name``; the name is
+   ``--set protocol=X`` if given, else the method's ``protocol`` attribute, else the dataset's
+   ``default_protocol`` (:func:`protocol_defaults`);
 2. the method's defaults (its own knobs, e.g. focal ``gamma``);
 3. ``--epochs``, which also rescales every epoch-valued default (see :class:`EpochOf`);
 4. ``--set key=value`` overrides, taken exactly as given.
+
+:func:`resolve_run` does all four for a (dataset, method) pair; it is the only place a run's
+hyper-parameters are decided.
 
 Unknown keys are errors; values are parsed to the type of the default they replace. The fully
 resolved dict is stored with every run and is part of its id.
@@ -55,11 +61,38 @@ LDAM_CIFAR = {
     "mean": (0.4914, 0.4822, 0.4465),
     "std": (0.2023, 0.1994, 0.2010),
     "eval_every": 1,
+    "meta_per_class": 0,
+}
+
+#: The Jamal et al. CIFAR protocol (abdullahjamal/Longtail_DA : C-LT/main.py; protocols.md §2.1,
+#: §3.7): the same ResNet-32 with a linear head, 200 epochs, batch 100, SGD momentum 0.9 with
+#: Nesterov, weight decay 5e-4, lr 0.1 without warm-up, x0.01 at 0-based epochs 159 and 179 (the
+#: reference calls ``adjust_learning_rate(optimizer, epoch + 1)`` and decays at e >= 160 / 180),
+#: 4-pixel reflect padding + crop + flip, normalisation mean (125.3, 123.0, 113.9)/255 and std
+#: (63.0, 62.1, 66.7)/255, test set evaluated every epoch. ``meta_per_class`` = 10 images per
+#: class are removed from the training split first as the balanced meta set (datasets.md §2.5).
+JAMAL_CIFAR = {
+    "backbone": "resnet32",
+    "epochs": 200,
+    "batch_size": 100,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 5e-4,
+    "warmup_epochs": EpochOf(0),
+    "lr_milestones": (EpochOf(159), EpochOf(179)),
+    "lr_decay": 0.01,
+    "pad": 4,
+    "pad_mode": "reflect",
+    "mean": (125.3 / 255, 123.0 / 255, 113.9 / 255),
+    "std": (63.0 / 255, 62.1 / 255, 66.7 / 255),
+    "eval_every": 1,
+    "meta_per_class": 10,
 }
 
 
 #: Counts that make no sense below one.
-AT_LEAST_ONE = ("epochs", "batch_size", "eval_every")
+AT_LEAST_ONE = ("epochs", "batch_size", "eval_every", "meta_batch_size")
 
 
 def _parse_scalar(key: str, text: str, like: Any) -> Any:
@@ -140,3 +173,27 @@ def resolve(dataset_defaults: Mapping[str, Any], method_defaults: Mapping[str, A
         if key in resolved and resolved[key] < 1:
             raise BadInput(f"--set {key} must be at least 1, got {resolved[key]}")
     return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(resolved.items())}
+
+
+def protocol_defaults(protocols: Mapping[str, Mapping[str, Any]], default_protocol: str,
+                      method_protocol: str | None, overrides: Mapping[str, str]) -> dict[str, Any]:
+    """The defaults of the run's protocol with ``"protocol": name`` added.
+
+    The name is ``overrides["protocol"]`` (``--set protocol=X``) if given, else
+    ``method_protocol`` (the method's class attribute) if not None, else ``default_protocol``.
+    A name the dataset does not know is :class:`BadInput` listing the known ones.
+    """
+    name = overrides.get("protocol", method_protocol or default_protocol)
+    if name not in protocols:
+        raise BadInput(f"unknown protocol '{name}'; known: {', '.join(protocols)}")
+    return {**protocols[name], "protocol": name}
+
+
+def resolve_run(dataset: Any, method: Any | None, overrides: Mapping[str, str],
+                epochs: int | None = None) -> dict[str, Any]:
+    """The resolved hyper-parameters of ``method`` (a method plugin class, or None for the
+    dataset alone, as ``ltbench data`` needs) on ``dataset`` (a dataset plugin class or
+    instance); see the module docstring for the order."""
+    defaults = protocol_defaults(dataset.protocols, dataset.default_protocol,
+                                 method.protocol if method is not None else None, overrides)
+    return resolve(defaults, method.defaults if method is not None else {}, overrides, epochs)

@@ -1,85 +1,422 @@
-"""The static results report: ``index.html`` (self-contained) and ``results.md``.
+"""``ltbench report``: a static HTML site of the results store, plus Markdown, LaTeX and CSV.
 
-One section per dataset with its top-1 error table (configurations × imbalance factors,
-mean ± std (n) over seeds, from :mod:`ltbench.tables`), the counts of ok / failed / diverged runs
-and the provenance of the runs (git commits, torch versions). Top-1 error is the final-epoch
-error on the balanced test set; the best-epoch numbers that the reference codes select on the
-test set (kaidic/LDAM-DRW : cifar_train.py; protocols.md §4) are stored, flagged, and not shown.
+Files written to the report folder:
 
-The HTML page has no external assets (inline CSS, no scripts, no links), so it can be opened
-from disk or attached anywhere. This module must not import torch.
+* ``index.html``: every dataset's top-1 error table and the provenance of all runs;
+* ``<dataset>.html``: one page per dataset — the paper-style error table with published
+  numbers, the many / medium / few accuracy tables, per-class accuracy vs. training count,
+  the training counts, learning curves (median over seeds) and, for methods that record ε
+  (artifact ``eps``), ε histograms by head / medium / tail group;
+* ``results.md`` and ``results.tex`` (booktabs): the same tables;
+* ``data/*.csv``: the numbers behind every table and plot.
+
+Tables (:mod:`ltbench.tables`): rows are configurations in :data:`~ltbench.tables.FAMILY_ORDER`;
+cells are mean ± sample std of the final-epoch metric over the ok runs, with n and the counts of
+failed / missing runs; "—" where no ok run exists. The best cell per column is bold. A
+published number (:mod:`ltbench.published`) stands beside a cell exactly when ``ltbench
+check`` would compare it with that configuration; Δ is computed against the ltbench number with
+the paper's model selection (the best test epoch for kaidic/LDAM-DRW-style numbers, flagged
+"best ep."; protocols.md §1.3), which is otherwise never shown as a result.
+
+Every page is self-contained (inline CSS, plots as ``data:`` SVG, no scripts, no links to other
+hosts), so it opens from disk and makes no network request. A new kind of result, such as the
+shifted-test-prior accuracies of the LADE protocol (protocols.md §1.4) once records carry
+them, is one more section of :class:`~ltbench.figures.Plot` s in :func:`_plot_sections`.
+
+This module must not import torch.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import uuid
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import jinja2
+import numpy as np
 import pandas as pd
 
-from . import __version__
+from . import __version__, figures
+from .envinfo import git_commit
 from .errors import BadInput
+from .evaluate import FEW_THRESHOLD, MANY_THRESHOLD
+from .published import (SELECTION_TEXT, PublishedRow, comparable, skip_reason,
+                        with_compared_metrics)
+from .spec import format_imb
 from .store import ResultStore
-from .tables import Cell, column_header, error_table, format_cell, status_counts, to_markdown
+from .tables import (CellView, Configuration, ErrorTable, TableView, best_flags, column_header,
+                     configurations, error_table, format_cell, status_counts, to_latex,
+                     to_markdown)
 
 METRIC_NOTE = ("Top-1 error (%) at the final epoch on the balanced test set; mean ± sample "
                "standard deviation over seeds, n = number of successful runs. Only runs with "
-               "status ok are averaged; failed and diverged runs are counted next to the cell. "
-               "Best-epoch numbers are selected on the test set by the reference codes and are "
-               "not shown. — marks a cell without a successful run.")
+               "status ok are averaged; failed and diverged runs, and seeds without a run, are "
+               "counted next to the cell. — marks a cell without a successful run. Bold: the "
+               "lowest error of the column.")
+PUBLISHED_NOTE = ("pub.: a published number for the same method, dataset and imbalance factor "
+                  "(as top-1 error; footnotes name the source), shown only beside "
+                  "configurations trained for the published protocol's length and count "
+                  "profile. Δ = ltbench mean − published (negative: ltbench better), against "
+                  "the ltbench number with the paper's model selection: final epoch, or the "
+                  "best test epoch (marked best ep.: selected on the test set by the reference "
+                  "codes, never shown as a result here).")
+SHOT_NOTE = (f"Top-1 accuracy (%) per training-count group at the final epoch: many > "
+             f"{MANY_THRESHOLD}, medium {FEW_THRESHOLD}–{MANY_THRESHOLD}, few < {FEW_THRESHOLD} "
+             f"training images (protocols.md §1.2); mean ± std over ok runs. An empty group "
+             f"is —, never 0. Bold: the highest accuracy of the column.")
+_SHOT_COLUMNS = (("many", "many_acc"), ("medium", "medium_acc"), ("few", "few_acc"),
+                 ("all", "top1_acc"))
 
 
-def _distinct(values: pd.Series) -> list[str]:
-    return sorted({str(value) for value in values.dropna()})
+@dataclass
+class DatasetPage:
+    dataset: str
+    file: str
+    counts: dict[str, int]
+    missing: int
+    error_view: TableView
+    shot_views: list[TableView]
+    plot_sections: list[tuple[str, list[figures.Plot]]]
+    provenance: list[tuple[str, str]]
+    table_files: list[str] = field(default_factory=list)
+    data: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
-def _provenance(records: pd.DataFrame) -> str:
-    """Which code produced the runs (pitfall 5: tables stamped with git sha and versions)."""
-    commits = [commit[:12] for commit in _distinct(records["git_commit"])]
-    torch_versions = _distinct(records["torch_version"])
-    return (f"Git commit: {', '.join(commits) or 'unknown'}; "
-            f"torch: {', '.join(torch_versions) or 'unknown'}.")
+# -- published numbers beside the error table -----------------------------------------------
+
+def _preference(row: PublishedRow) -> tuple:
+    """Which of several published rows a cell shows: like-for-like selection, P1, error."""
+    return (row.selection != "final_epoch", row.provenance != "P1", row.metric != "top1_err")
 
 
-def _cell_view(cell: Cell | None) -> dict[str, Any]:
-    return {"text": format_cell(cell), "missing": cell is None or cell.n == 0}
+def _published_rows(config: Configuration, dataset: str, imb: float,
+                    published: Sequence[PublishedRow]) -> list[PublishedRow]:
+    rows = [row for row in published
+            if row.ltbench_dataset == dataset and row.imb_factor == imb and row.split == "all"
+            and comparable(row, config) and skip_reason(row) is None]
+    return sorted(rows, key=_preference)
 
 
-def _sections(records: pd.DataFrame, method_order: Sequence[str] | None) -> list[dict[str, Any]]:
-    sections = []
-    for dataset in sorted(records["dataset"].unique()):
-        subset = records[records["dataset"] == dataset]
-        table = error_table(records, dataset, method_order=method_order)
-        sections.append({
-            "dataset": dataset,
-            "headers": [column_header(imb) for imb in table.columns],
-            "rows": [{"label": row,
-                      "cells": [_cell_view(table.cells.get((row, imb)))
-                                for imb in table.columns]}
-                     for row in table.rows],
-            "markdown": to_markdown(table),
-            "counts": status_counts(subset),
-            "provenance": _provenance(subset),
-        })
-    return sections
+def _error_mean(records: pd.DataFrame, label_mask: pd.Series, row: PublishedRow) -> float:
+    column = "top1_err_best_epoch" if row.selection == "best_test_epoch" else "top1_err"
+    chosen = records.loc[label_mask & (records["status"] == "ok"), column].to_numpy(float)
+    chosen = chosen[np.isfinite(chosen)]
+    return float(chosen.mean()) if len(chosen) else math.nan
 
 
-def _markdown(sections: list[dict[str, Any]], generated: str) -> str:
+def _describe(row: PublishedRow) -> str:
+    unit = "top-1 error" if row.metric == "top1_err" else "top-1 accuracy"
+    text = (f"{row.paper}, {row.table}: {row.value:g} % {unit} "
+            f"({SELECTION_TEXT[row.selection]}, {row.provenance})")
+    return text + (f"; {row.note}" if row.note else "")
+
+
+class _Footnotes:
+    """Numbers the published sources of one page in order of first use."""
+
+    def __init__(self) -> None:
+        self.numbers: dict[tuple[str, str], int] = {}
+        self.texts: list[str] = []
+
+    def number(self, row: PublishedRow) -> int:
+        key = (row.paper, row.table)
+        if key not in self.numbers:
+            self.numbers[key] = len(self.numbers) + 1
+            self.texts.append(f"[{self.numbers[key]}] {row.paper}, {row.table}: {row.source} "
+                              f"({row.provenance}). Model selection: "
+                              f"{SELECTION_TEXT[row.selection]} — {row.selection_source}.")
+        return self.numbers[key]
+
+
+# -- tables ---------------------------------------------------------------------------------
+
+def _error_view(table: ErrorTable, records: pd.DataFrame, labels: pd.Series,
+                published: Sequence[PublishedRow]) -> tuple[TableView, pd.DataFrame]:
+    notes = _Footnotes()
+    best = {imb: dict(zip(table.rows, best_flags([table.cells[(r, imb)] for r in table.rows],
+                                                 lower_is_better=True)))
+            for imb in table.columns}
+    rows, data = [], []
+    for label in table.rows:
+        cells = []
+        for imb in table.columns:
+            cell = table.cells[(label, imb)]
+            view = CellView(format_cell(cell), missing=cell.n == 0, best=best[imb][label])
+            matches = _published_rows(table.configs[label], table.dataset, imb, published)
+            delta = math.nan
+            if matches:
+                primary = matches[0]
+                mask = (labels == label) & (records["imb_factor"].astype(float) == imb)
+                delta = _error_mean(records, mask, primary) - primary.as_error
+                basis = " (best ep.)" if primary.selection == "best_test_epoch" else ""
+                shown_delta = f" Δ {delta:+.2f}{basis}" if math.isfinite(delta) else ""
+                number = notes.number(primary)
+                others = sorted({notes.number(row) for row in matches[1:]} - {number})
+                also = f"; also [{', '.join(map(str, others))}]" if others else ""
+                view.published = f"pub. {primary.as_error:.2f} [{number}]{shown_delta}{also}"
+                view.tooltip = "\n".join(_describe(row) for row in matches)
+            cells.append(view)
+            data.append({"configuration": label, "method": table.configs[label].method,
+                         "imb_factor": imb, "mean": cell.mean, "std": cell.std, "n": cell.n,
+                         "failed": cell.failed, "missing": cell.missing,
+                         "published_error": matches[0].as_error if matches else math.nan,
+                         "published_source": matches[0].label() if matches else "",
+                         "published_selection": matches[0].selection if matches else "",
+                         "delta": delta, "all_published": view.tooltip})
+        rows.append((label, cells))
+    view = TableView(f"{table.dataset}: top-1 error (%), final epoch, mean ± std over seeds",
+                     ["method"] + [column_header(imb) for imb in table.columns], rows,
+                     notes.texts)
+    return view, pd.DataFrame(data)
+
+
+def _group_sizes(records: pd.DataFrame) -> tuple[str, str, str]:
+    ok = records[records["status"] == "ok"]
+    sizes = {tuple(int(v) for v in row) for row in ok[["n_many", "n_medium", "n_few"]]
+             .dropna().itertuples(index=False)}
+    if len(sizes) == 1:
+        return tuple(f"{n} classes" for n in sizes.pop())
+    return ("classes vary",) * 3
+
+
+def _shot_views(records: pd.DataFrame, labels: pd.Series, dataset: str,
+                method_order: Sequence[str] | None) -> tuple[list[TableView], pd.DataFrame]:
+    """One many / medium / few / all table per imbalance factor, rows with runs there."""
+    tables = {metric: error_table(records, dataset, metric, method_order)
+              for _, metric in _SHOT_COLUMNS}
+    order = tables["top1_acc"].rows
+    views, data = [], []
+    for imb in tables["top1_acc"].columns:
+        at_imb = records["imb_factor"].astype(float) == imb
+        present = set(labels[at_imb])
+        rows = [label for label in order if label in present]
+        columns = [[tables[metric].cells[(label, imb)] for label in rows]
+                   for _, metric in _SHOT_COLUMNS]
+        flags = [best_flags(cells, lower_is_better=False) for cells in columns]
+        body = [(label, [CellView(format_cell(cells[r]), missing=cells[r].n == 0,
+                                  best=best[r]) for cells, best in zip(columns, flags)])
+                for r, label in enumerate(rows)]
+        sizes = _group_sizes(records[at_imb]) + ("",)
+        header = ["method"] + [f"{name} ({size})" if size else name
+                               for (name, _), size in zip(_SHOT_COLUMNS, sizes)]
+        views.append(TableView(f"{dataset}, IF {format_imb(imb)}: top-1 accuracy (%) by "
+                               f"training-count group, final epoch", header, body))
+        data += [{"configuration": label, "imb_factor": imb, "group": name,
+                  "mean": cells[r].mean, "std": cells[r].std, "n": cells[r].n}
+                 for r, label in enumerate(rows)
+                 for (name, _), cells in zip(_SHOT_COLUMNS, columns)]
+    return views, pd.DataFrame(data)
+
+
+# -- plots ----------------------------------------------------------------------------------
+
+def _per_class_series(ok_runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, int] | None:
+    ok = ok_runs[ok_runs["per_class_acc"].notna()]
+    if ok.empty:
+        return None
+    accuracy = np.stack([np.asarray(a, dtype=float) for a in ok["per_class_acc"]])
+    counts = np.stack([np.asarray(c, dtype=float) for c in ok["train_class_counts"]])
+    return counts.mean(axis=0), accuracy.mean(axis=0), len(ok)
+
+
+def _curve_medians(store: ResultStore, run_ids: Sequence[str]) -> pd.DataFrame | None:
+    frames = [curves.assign(test_err=100.0 - curves["test_acc"])
+              for run_id in run_ids if (curves := store.curves(run_id)) is not None]
+    if not frames:
+        return None
+    stacked = pd.concat(frames, ignore_index=True)
+    medians = stacked.groupby("epoch")[["train_loss", "test_err"]].median()
+    medians["runs"] = stacked.groupby("epoch").size()
+    return medians.reset_index()
+
+
+def rebin(lo: np.ndarray, hi: np.ndarray, count: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts of the bins ``[lo, hi)`` moved onto the bins between ``edges``.
+
+    Each count is spread in proportion to its bin's overlap with the new bins (uniform within
+    a bin), so totals are kept and the result may be fractional; a zero-width bin counts where
+    its edge falls.
+    """
+    width = hi - lo
+    overlap = np.clip(np.minimum(hi[:, None], edges[None, 1:])
+                      - np.maximum(lo[:, None], edges[None, :-1]), 0.0, None)
+    share = np.divide(overlap, width[:, None], out=np.zeros_like(overlap),
+                      where=width[:, None] > 0)
+    points = np.clip(np.searchsorted(edges, lo, side="right") - 1, 0, len(edges) - 2)
+    share[width <= 0, points[width <= 0]] = 1.0
+    return (count[:, None] * share).sum(axis=0)
+
+
+def _eps_histogram(store: ResultStore, runs: pd.DataFrame) -> pd.DataFrame | None:
+    """The last recorded epoch's ε / weight histograms of ``runs`` per training-count group.
+
+    Every run bins each epoch over its own value range (``eps`` artifact,
+    :mod:`ltbench.methods.weight_histograms`), so the runs' histograms are moved by
+    :func:`rebin` onto common equal-width bins spanning all of them (as many as a run has),
+    then summed over the classes of each group and over seeds.
+    """
+    parts = []
+    for _, run in runs.iterrows():
+        eps = store.artifact("eps", run["run_id"])
+        if eps is None or eps.empty or run["train_class_counts"] is None:
+            continue
+        groups = figures.group_of_classes(run["train_class_counts"])
+        last = eps[eps["epoch"] == eps["epoch"].max()]
+        parts.append(last.assign(group=groups[last["class"].to_numpy(dtype=int)]))
+    if not parts:
+        return None
+    merged = pd.concat(parts, ignore_index=True)
+    rows = []
+    for quantity, values in merged.groupby("quantity"):
+        edges = np.linspace(values["lo"].min(), values["hi"].max(),
+                            int(values["bin"].max()) + 2)
+        for group, part in values.groupby("group"):
+            summed = part.groupby(["lo", "hi"], as_index=False)["count"].sum()
+            counts = rebin(summed["lo"].to_numpy(float), summed["hi"].to_numpy(float),
+                           summed["count"].to_numpy(float), edges)
+            rows += [{"quantity": quantity, "group": group, "epoch": int(part["epoch"].max()),
+                      "bin": b, "lo": edges[b], "hi": edges[b + 1], "count": counts[b]}
+                     for b in range(len(counts))]
+    return pd.DataFrame(rows)
+
+
+def _plot_sections(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
+                   table: ErrorTable) -> list[tuple[str, list[figures.Plot]]]:
+    """The page's plot sections, in reading order; a section without data is left out."""
+    dataset = table.dataset
+    ok = records["status"] == "ok"
+    profiles: dict[tuple[float, str], np.ndarray] = {}
+    for _, run in records[ok & records["train_class_counts"].notna()].iterrows():
+        profiles.setdefault((float(run["imb_factor"]), run["profile"]),
+                            np.asarray(run["train_class_counts"]))
+    counts = [figures.training_counts(dataset, [
+        (imb, profile, profiles[(imb, profile)])
+        for imb, profile in sorted(profiles, key=lambda key: (-key[0], key[1]))])] \
+        if profiles else []
+    per_class, curves, eps = [], [], []
+    style_of = {label: index for index, label in enumerate(table.rows)}
+    for imb in table.columns:
+        per_class_series, curve_series = [], []
+        for label in table.rows:
+            group = records[(records["imb_factor"].astype(float) == imb) & (labels == label)]
+            ok_runs = group[group["status"] == "ok"]
+            if (series := _per_class_series(ok_runs)) is not None:
+                per_class_series.append((label, *series))
+            if (medians := _curve_medians(store, list(ok_runs["run_id"]))) is not None:
+                curve_series.append((label, medians))
+            if (histogram := _eps_histogram(store, ok_runs)) is not None:
+                eps.append(figures.eps_histograms(dataset, imb, label, histogram))
+        if per_class_series:
+            per_class.append(figures.per_class_accuracy(dataset, imb, per_class_series,
+                                                        style_of))
+        if curve_series:
+            curves.append(figures.learning_curves(dataset, imb, curve_series, style_of))
+    sections = [("Training images per class", counts),
+                ("Per-class accuracy vs. training count", per_class),
+                ("Learning curves", curves),
+                ("ε by head / medium / tail group", eps)]
+    return [(title, plots) for title, plots in sections if plots]
+
+
+# -- provenance -----------------------------------------------------------------------------
+
+def _cuda_of(torch_version: str) -> str:
+    """CUDA version from a torch build tag: ``2.4.0+cu121`` → ``12.1``; ``cpu`` builds say so."""
+    match = re.search(r"\+cu(\d+)(\d)$", torch_version)
+    if match:
+        return f"{match[1]}.{match[2]}"
+    return "CPU build" if torch_version.endswith("+cpu") else "not recorded"
+
+
+def _short_commit(commit: str) -> str:
+    """``<sha>[-dirty]`` with the sha cut to 12 characters, the ``-dirty`` flag kept."""
+    sha, dirty, _ = str(commit).partition("-dirty")
+    return sha[:12] + ("-dirty" if dirty else "")
+
+
+def _counted(values: pd.Series) -> str:
+    counts = Counter(str(v) for v in values.dropna())
+    return ", ".join(f"{value} ({count} runs)" for value, count in sorted(counts.items())) \
+        or "not recorded"
+
+
+def _provenance(records: pd.DataFrame, generated: str) -> list[tuple[str, str]]:
+    """Where the numbers come from (pitfall 5: tables stamped with git sha and versions)."""
+    on_gpu = ~records["device"].fillna("cpu").str.startswith("cpu")
+    torch_versions = sorted({str(v) for v in records["torch_version"].dropna()})
+    started, finished = records["started_utc"].min(), records["finished_utc"].max()
+    period = (f"{started:%Y-%m-%d} – {finished:%Y-%m-%d}" if not records.empty
+              else "no runs")
+    commits = records["git_commit"].dropna().map(_short_commit)
+    return [
+        ("ltbench", f"{__version__} (report written from commit "
+                    f"{_short_commit(git_commit() or 'unknown')})"),
+        ("runs' git commits", _counted(commits)),
+        ("torch", ", ".join(torch_versions) or "not recorded"),
+        ("CUDA", ", ".join(sorted({_cuda_of(v) for v in torch_versions})) or "not recorded"),
+        ("devices", _counted(records["device"])),
+        ("GPU-hours", f"{records.loc[on_gpu, 'wall_s'].sum() / 3600:.2f} "
+                      f"(wall time of the runs on GPUs; all runs: "
+                      f"{records['wall_s'].sum() / 3600:.2f} h)"),
+        ("runs dated", period),
+        ("generated", generated),
+    ]
+
+
+# -- pages ----------------------------------------------------------------------------------
+
+def _page_file(dataset: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", dataset) + ".html"
+
+
+def _dataset_page(store: ResultStore, records: pd.DataFrame, dataset: str,
+                  method_order: Sequence[str] | None, published: Sequence[PublishedRow],
+                  generated: str) -> DatasetPage:
+    mine = with_compared_metrics(records[records["dataset"] == dataset])
+    table = error_table(mine, dataset, method_order=method_order)
+    _, labels = configurations(mine, method_order)
+    error_view, error_data = _error_view(table, mine, labels, published)
+    shot_views, shot_data = _shot_views(mine, labels, dataset, method_order)
+    page = DatasetPage(dataset=dataset, file=_page_file(dataset), counts=status_counts(mine),
+                       missing=sum(cell.missing for cell in table.cells.values()),
+                       error_view=error_view, shot_views=shot_views,
+                       plot_sections=_plot_sections(store, mine, labels, table),
+                       provenance=_provenance(mine, generated))
+    stem = page.file.removesuffix(".html")
+    page.table_files = [f"{stem}_top1_err.csv", f"{stem}_shot_acc.csv"]
+    page.data = dict(zip(page.table_files, [error_data, shot_data]))
+    for _, plots in page.plot_sections:
+        for plot in plots:
+            plot.data_file = f"{stem}_{plot.slug}.csv"
+            page.data[plot.data_file] = plot.data
+    return page
+
+
+def _markdown(pages: list[DatasetPage], generated: str) -> str:
     parts = ["# ltbench results\n"]
-    if not sections:
+    if not pages:
         parts.append("No results in the store yet.\n")
-    for section in sections:
-        counts = section["counts"]
-        parts.append(f"## {section['dataset']}\n\n{METRIC_NOTE}\n\n"
+    for page in pages:
+        counts = page.counts
+        parts.append(f"## {page.dataset}\n\n{METRIC_NOTE}\n\n{PUBLISHED_NOTE}\n\n"
                      f"Runs: {counts['ok']} ok, {counts['failed']} failed, "
-                     f"{counts['diverged']} diverged. {section['provenance']}\n\n"
-                     f"{section['markdown']}")
+                     f"{counts['diverged']} diverged, {page.missing} missing.\n\n"
+                     + to_markdown(page.error_view) + f"\n{SHOT_NOTE}\n\n"
+                     + "\n".join(to_markdown(view) for view in page.shot_views))
     parts.append(f"Generated by ltbench {__version__} on {generated}.\n")
     return "\n".join(parts)
+
+
+def _latex(pages: list[DatasetPage], generated: str) -> str:
+    views = [view for page in pages for view in [page.error_view, *page.shot_views]]
+    return (f"% ltbench {__version__} results, generated {generated}; "
+            f"needs \\usepackage{{booktabs}}\n" + "\n".join(to_latex(view) for view in views))
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -92,28 +429,44 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def write_report(store: ResultStore, out_dir: Path,
-                 method_order: Sequence[str] | None = None) -> Path:
-    """Write ``out_dir/index.html`` and ``out_dir/results.md``; return the path of the HTML page.
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.PackageLoader("ltbench", "templates"),
+                              autoescape=True, undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True)
 
-    Rows are ordered by ``method_order`` (then the other methods, sorted). An empty store still
-    gets a page that says so.
+
+def write_report(store: ResultStore, out_dir: Path, method_order: Sequence[str] | None = None,
+                 published: Sequence[PublishedRow] = ()) -> Path:
+    """Write the report of ``store`` into ``out_dir``; return the path of ``index.html``.
+
+    Rows are ordered by ``method_order`` (default :data:`~ltbench.tables.FAMILY_ORDER`), then
+    the other methods sorted; ``published`` rows (:func:`~ltbench.published.load_published`)
+    are shown beside the error-table cells they match. An empty store still gets a page that
+    says so. Files are replaced atomically; other files in ``out_dir`` are left alone.
     """
     out_dir = Path(out_dir)
-    sections = _sections(store.read(), method_order)
+    records = store.read()
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    environment = jinja2.Environment(loader=jinja2.PackageLoader("ltbench", "templates"),
-                                     autoescape=True, undefined=jinja2.StrictUndefined,
-                                     trim_blocks=True, lstrip_blocks=True)
-    html = environment.get_template("report.html.j2").render(
-        sections=sections, metric_note=METRIC_NOTE,
-        version=__version__, generated=generated)
-    index = out_dir / "index.html"
+    pages = [_dataset_page(store, records, dataset, method_order, published, generated)
+             for dataset in sorted(records["dataset"].unique())]
+    environment = _environment()
+    common = {"pages": pages, "metric_note": METRIC_NOTE, "published_note": PUBLISHED_NOTE,
+              "shot_note": SHOT_NOTE, "version": __version__, "generated": generated}
+    texts = {"index.html": environment.get_template("index.html.j2").render(
+                 provenance=_provenance(records, generated), **common),
+             "results.md": _markdown(pages, generated),
+             "results.tex": _latex(pages, generated)}
+    for page in pages:
+        texts[page.file] = environment.get_template("dataset.html.j2").render(page=page,
+                                                                               **common)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomically(index, html)
-        _write_atomically(out_dir / "results.md", _markdown(sections, generated))
+        (out_dir / "data").mkdir(parents=True, exist_ok=True)
+        for name, text in texts.items():
+            _write_atomically(out_dir / name, text)
+        for page in pages:
+            for name, frame in page.data.items():
+                _write_atomically(out_dir / "data" / name, frame.to_csv(index=False))
     except OSError as exc:
         raise BadInput(f"report folder {out_dir} is not writable: "
                        f"{exc.strerror or exc}") from exc
-    return index
+    return out_dir / "index.html"

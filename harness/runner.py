@@ -104,7 +104,8 @@ def _base_record(spec: RunSpec, device, started: datetime, wall_s: float) -> dic
 
 
 def train_one(spec: RunSpec, data, device, progress: RunProgress | None = None):
-    """Train one run on loaded data: ``(record fields, curves)``; raises on errors."""
+    """Train one run on loaded data: ``(record fields, artifacts)``, the artifacts being the
+    per-epoch ``curves`` and whatever the method produced; raises on errors."""
     import torch
 
     from .engine.train import train
@@ -120,7 +121,7 @@ def train_one(spec: RunSpec, data, device, progress: RunProgress | None = None):
                                 data.class_counts))
         fields["top1_err_best_epoch"] = 100.0 - result.best_top1_acc
         fields["best_epoch"] = result.best_epoch
-    return fields, result.curves
+    return fields, {"curves": result.curves, **method.artifacts()}
 
 
 def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
@@ -133,10 +134,10 @@ def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
         progress = RunProgress(f"[{k}/{len(specs)}] {spec.describe()}", stream)
         started = datetime.now(timezone.utc)
         t0 = time.monotonic()
-        curves = None
+        artifacts = None
         try:
             data = cache.get(spec)
-            fields, curves = train_one(spec, data, device, progress)
+            fields, artifacts = train_one(spec, data, device, progress)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # one broken run must not stop a grid of hundreds
@@ -144,7 +145,7 @@ def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
             fields = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
         record = _base_record(spec, device, started, time.monotonic() - t0)
         record.update(fields)
-        store.write(record, {"curves": curves} if curves is not None else None)
+        store.write(record, artifacts)
         outcome = record["status"]
         if outcome == "ok":
             outcome += f", top-1 error {record['top1_err']:.2f}%"

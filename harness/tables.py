@@ -1,28 +1,34 @@
 """Result tables from store records: configurations × imbalance factors, mean ± std over seeds.
 
 Data first: :func:`error_table` aggregates records into an :class:`ErrorTable` of
-:class:`Cell` s; :func:`format_cell`, :func:`to_markdown` and :func:`run_summary` only render it.
+:class:`Cell` s; :class:`TableView` is a table ready to print (cell texts, bold best cells,
+published values with footnotes), rendered by :func:`to_markdown`, :func:`to_latex` (booktabs)
+and the report's HTML templates. :func:`run_summary` prints an :class:`ErrorTable` as text.
 
 Rules (architecture.md §8 pitfalls 1 and 2):
 
 * only ``status == "ok"`` runs enter a mean; ``failed`` and ``diverged`` runs are counted and
-  shown next to the number, never averaged in;
+  shown next to the number, never averaged in; so are *missing* runs, the seeds the dataset's
+  runs use that a configuration has no record for (the same expectation as ``ltbench status``);
 * a cell without a finite value renders "—", never a number (DomainBed prints ``X`` tables,
   facebookresearch/DomainBed #127; classifier-balancing's ``shot_acc`` reports an empty group
   as 0);
 * the spread is the sample standard deviation over seeds (ddof = 1), NaN for fewer than two.
 
-A row is one configuration: a method with one set of resolved hyper-parameters, count profile
-and harness version. Runs of different configurations are never pooled, e.g. an ``--epochs 1``
-smoke run never averages into the 200-epoch numbers.
+A row is one :class:`Configuration`: a method with one set of resolved hyper-parameters, count
+profile and harness version. Runs of different configurations are never pooled, e.g. an
+``--epochs 1`` smoke run never averages into the 200-epoch numbers. Rows follow
+:data:`FAMILY_ORDER`, then the other methods sorted by name.
+
+This module must not import torch.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,29 +38,68 @@ from .store import STATUSES
 
 MISSING = "—"
 
+#: The canonical row order of every table: method families as the long-tailed literature groups
+#: them (losses, re-weighting, margins, logit adjustment, fine-tuning, meta-learning, decoupled
+#: classifiers, post-hoc corrections). Methods not listed follow, sorted by name.
+FAMILY_ORDER = (
+    "ce", "focal", "cb-ce", "cb-focal", "ce-drw", "ldam", "ldam-drw", "balanced-softmax",
+    "logit-adjust", "cb-finetune", "meta-set-finetune", "l2rw", "mwn", "meta-ce", "meta-focal",
+    "meta-ldam", "crt", "lws", "tau-norm", "ncm", "pc-softmax", "logit-adjust-posthoc", "lade",
+)
+
 
 @dataclass
 class Cell:
-    """One table entry: statistics over the ``ok`` runs and the number of unusable runs."""
+    """One table entry: statistics over the ``ok`` runs, and the runs that are not in them."""
 
     mean: float
     std: float
     n: int
     failed: int
+    missing: int = 0
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One table row: ``method`` run with ``settings`` (hparams, profile, harness version)."""
+
+    label: str
+    method: str
+    settings: Mapping[str, Any]
+
+    @property
+    def epochs(self) -> int | None:
+        epochs = self.settings.get("epochs")
+        return int(epochs) if isinstance(epochs, (int, float)) else None
+
+    @property
+    def profile(self) -> str:
+        return str(self.settings["profile"])
+
+    @property
+    def protocol(self) -> str | None:
+        """The protocol preset (``ldam``, ``jamal``, ...), None for runs that predate them."""
+        protocol = self.settings.get("protocol")
+        return protocol if isinstance(protocol, str) else None
 
 
 @dataclass
 class ErrorTable:
-    """A metric over configurations (``rows``, labels) × imbalance factors (``columns``)."""
+    """A metric over configurations (``rows``, labels) × imbalance factors (``columns``).
+
+    ``cells`` has an entry for every (row, column) pair; ``configs`` maps a row label to its
+    :class:`Configuration`.
+    """
 
     dataset: str
     metric: str
     columns: list[float]
     rows: list[str]
     cells: dict[tuple[str, float], Cell]
+    configs: dict[str, Configuration] = field(default_factory=dict)
 
 
-def _config(row: pd.Series) -> dict[str, Any]:
+def _settings(row: pd.Series) -> dict[str, Any]:
     """The settings that distinguish configurations of one method in one dataset."""
     config = json.loads(row["hparams"])
     config.update(profile=row["profile"], harness_version=row["harness_version"])
@@ -78,14 +123,45 @@ def _config_labels(method: str, configs: list[dict[str, Any]]) -> list[str]:
             for config in configs]
 
 
-def _cell(group: pd.DataFrame, metric: str) -> Cell:
+def method_rank(method_order: Sequence[str] | None = None):
+    """Sort key of method names: ``method_order`` (default :data:`FAMILY_ORDER`), then by name."""
+    order = list(FAMILY_ORDER if method_order is None else method_order)
+    return lambda method: (order.index(method) if method in order else len(order), method)
+
+
+def configurations(records: pd.DataFrame, method_order: Sequence[str] | None = None
+                   ) -> tuple[list[Configuration], pd.Series]:
+    """The configurations of ``records`` (one dataset) in row order, and each record's label.
+
+    The label Series is aligned with ``records.index``.
+    """
+    settings = [_settings(row) for _, row in records.iterrows()]
+    keys = [canonical_json(s) for s in settings]
+    by_method: dict[str, dict[str, dict[str, Any]]] = {}
+    for method, key, setting in zip(records["method"], keys, settings):
+        by_method.setdefault(method, {})[key] = setting
+    configs: list[Configuration] = []
+    label_of: dict[tuple[str, str], str] = {}
+    for method in sorted(by_method, key=method_rank(method_order)):
+        ordered = sorted(by_method[method])
+        labelled = zip(ordered, _config_labels(method, [by_method[method][k] for k in ordered]))
+        for key, label in sorted(labelled, key=lambda pair: pair[1]):
+            label_of[(method, key)] = label
+            configs.append(Configuration(label, method, by_method[method][key]))
+    labels = pd.Series([label_of[(method, key)] for method, key in zip(records["method"], keys)],
+                       index=records.index, dtype=object)
+    return configs, labels
+
+
+def _cell(group: pd.DataFrame, metric: str, expected_seeds: set[int]) -> Cell:
     ok = group["status"] == "ok"
     values = group.loc[ok, metric].to_numpy(dtype=np.float64)
     values = values[np.isfinite(values)]
     n = len(values)
     return Cell(mean=float(values.mean()) if n else math.nan,
                 std=float(values.std(ddof=1)) if n >= 2 else math.nan,
-                n=n, failed=int((~ok).sum()))
+                n=n, failed=int((~ok).sum()),
+                missing=len(expected_seeds - {int(seed) for seed in group["seed"]}))
 
 
 def error_table(records: pd.DataFrame, dataset: str, metric: str = "top1_err",
@@ -93,64 +169,118 @@ def error_table(records: pd.DataFrame, dataset: str, metric: str = "top1_err",
     """Aggregate ``records`` (as from :meth:`ResultStore.read`) of ``dataset`` into a table.
 
     Columns are the imbalance factors present, descending. Rows are ordered by method
-    (``method_order`` first, in that order, then the remaining methods sorted), then label.
-    A (row, column) pair with no run at all has no entry in ``cells``.
+    (``method_order``, default :data:`FAMILY_ORDER`, then the remaining methods sorted), then
+    label. The expected seeds of every cell are all seeds of the dataset's records.
     """
     subset = records[records["dataset"] == dataset]
     columns = sorted({float(imb) for imb in subset["imb_factor"]}, reverse=True)
-    configs = [_config(row) for _, row in subset.iterrows()]
-    config_keys = [canonical_json(config) for config in configs]
-    configs_by_method: dict[str, dict[str, dict[str, Any]]] = {}
-    for method, key, config in zip(subset["method"], config_keys, configs):
-        configs_by_method.setdefault(method, {})[key] = config
-    label_of: dict[tuple[str, str], str] = {}
-    for method, by_key in configs_by_method.items():
-        keys = sorted(by_key)
-        for key, label in zip(keys, _config_labels(method, [by_key[k] for k in keys])):
-            label_of[(method, key)] = label
-
-    order = list(method_order or [])
-    methods = sorted(configs_by_method,
-                     key=lambda m: (order.index(m) if m in order else len(order), m))
-    rows = [label for method in methods
-            for label in sorted(label for (m, _), label in label_of.items() if m == method)]
-
-    labels = pd.Series([label_of[(method, key)] for method, key
-                        in zip(subset["method"], config_keys)], index=subset.index, dtype=object)
-    cells = {}
-    for (label, imb), group in subset.groupby([labels, subset["imb_factor"].astype(float)]):
-        cells[(label, float(imb))] = _cell(group, metric)
-    return ErrorTable(dataset=dataset, metric=metric, columns=columns, rows=rows, cells=cells)
+    configs, labels = configurations(subset, method_order)
+    expected = {int(seed) for seed in subset["seed"]}
+    empty = subset.iloc[0:0]
+    groups = {(label, float(imb)): group for (label, imb), group
+              in subset.groupby([labels, subset["imb_factor"].astype(float)])}
+    cells = {(config.label, imb): _cell(groups.get((config.label, imb), empty), metric, expected)
+             for config in configs for imb in columns}
+    return ErrorTable(dataset=dataset, metric=metric, columns=columns,
+                      rows=[config.label for config in configs], cells=cells,
+                      configs={config.label: config for config in configs})
 
 
-def format_cell(cell: Cell | None) -> str:
-    """``"29.64 ± 0.31 (n=3)"``, ``"29.64 (n=1)"``, ``"—"``; ``" (k failed)"`` appended."""
-    if cell is None:
-        return MISSING
+def format_cell(cell: Cell) -> str:
+    """``"29.64 ± 0.31 (n=3)"``, ``"29.64 (n=1)"`` or ``"—"``; then ``" (k failed, m missing)"``.
+    """
     if cell.n == 0:
         text = MISSING
     elif cell.n == 1:
         text = f"{cell.mean:.2f} (n=1)"
     else:
         text = f"{cell.mean:.2f} ± {cell.std:.2f} (n={cell.n})"
-    return f"{text} ({cell.failed} failed)" if cell.failed else text
+    unusable = [f"{count} {what}" for count, what in ((cell.failed, "failed"),
+                                                       (cell.missing, "missing")) if count]
+    return f"{text} ({', '.join(unusable)})" if unusable else text
 
 
 def column_header(imb: float) -> str:
     return f"IF {format_imb(imb)}"
 
 
-def to_markdown(table: ErrorTable) -> str:
-    """The table as GitHub-flavoured Markdown (configuration column, one column per IF)."""
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+def _markdown_line(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
-    out = [line(["method"] + [column_header(imb) for imb in table.columns]),
-           "|---|" + "---:|" * len(table.columns)]
-    for row in table.rows:
-        out.append(line([row] + [format_cell(table.cells.get((row, imb)))
-                                 for imb in table.columns]))
-    return "\n".join(out) + "\n"
+
+@dataclass
+class CellView:
+    """One printable cell: its text, whether it is the column's best, a published annotation."""
+
+    text: str
+    missing: bool = False
+    best: bool = False
+    published: str = ""
+    tooltip: str = ""
+
+
+@dataclass
+class TableView:
+    """A printable table: a caption, a header, labelled rows of cells and footnotes."""
+
+    caption: str
+    header: list[str]
+    rows: list[tuple[str, list[CellView]]]
+    footnotes: list[str] = field(default_factory=list)
+
+
+def best_flags(cells: Sequence[Cell], lower_is_better: bool) -> list[bool]:
+    """Which cells hold the best mean as printed (2 decimals); ties are all best."""
+    shown = [round(cell.mean, 2) if cell.n else None for cell in cells]
+    candidates = [value for value in shown if value is not None]
+    if not candidates:
+        return [False] * len(cells)
+    best = min(candidates) if lower_is_better else max(candidates)
+    return [value == best for value in shown]
+
+
+def to_markdown(view: TableView) -> str:
+    """``view`` as a Markdown table: best cells in bold, published values after a ``·``."""
+    def text(cell: CellView) -> str:
+        shown = f"**{cell.text}**" if cell.best else cell.text
+        return f"{shown} · {cell.published}" if cell.published else shown
+
+    out = [f"{view.caption}\n", _markdown_line(view.header),
+           "|---|" + "---:|" * (len(view.header) - 1)]
+    out += [_markdown_line([label] + [text(cell) for cell in cells]) for label, cells in view.rows]
+    notes = "".join(f"\n{note}\n" for note in view.footnotes)
+    return "\n".join(out) + "\n" + notes
+
+
+_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                   "^": r"\textasciicircum{}", "±": r"$\pm$", "—": "--", "Δ": r"$\Delta$",
+                   "·": r"$\cdot$"}
+
+
+def latex_escape(text: str) -> str:
+    """``text`` safe inside a LaTeX table cell (specials escaped, ± and Δ as math)."""
+    return "".join(_LATEX_SPECIALS.get(char, char) for char in text)
+
+
+def to_latex(view: TableView) -> str:
+    """``view`` as a booktabs ``table`` (needs ``\\usepackage{booktabs}``); best cells bold."""
+    def text(cell: CellView) -> str:
+        shown = latex_escape(cell.text)
+        shown = rf"\textbf{{{shown}}}" if cell.best else shown
+        return shown + (rf" {{\scriptsize {latex_escape(cell.published)}}}"
+                        if cell.published else "")
+
+    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+             rf"\caption{{{latex_escape(view.caption)}}}",
+             r"\begin{tabular}{l" + "r" * (len(view.header) - 1) + "}", r"\toprule",
+             " & ".join(latex_escape(h) for h in view.header) + r" \\", r"\midrule"]
+    lines += [" & ".join([latex_escape(label)] + [text(cell) for cell in cells]) + r" \\"
+              for label, cells in view.rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [rf"\par\smallskip{{\footnotesize {latex_escape(note)}}}" for note in view.footnotes]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
 
 
 def status_counts(records: pd.DataFrame) -> dict[str, int]:
@@ -167,7 +297,7 @@ def run_summary(records: pd.DataFrame) -> str:
     for dataset in sorted(records["dataset"].unique()):
         table = error_table(records, dataset)
         grid = [["method"] + [column_header(imb) for imb in table.columns]]
-        grid += [[row] + [format_cell(table.cells.get((row, imb))) for imb in table.columns]
+        grid += [[row] + [format_cell(table.cells[(row, imb)]) for imb in table.columns]
                  for row in table.rows]
         widths = [max(len(line[i]) for line in grid) for i in range(len(grid[0]))]
         body = ["  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip()

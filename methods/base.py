@@ -1,23 +1,54 @@
 """The method plugin contract, and the loss pieces several methods share.
 
 A method is a class registered in the ``ltbench.methods`` entry-point group. The harness builds
-one instance per run, after the data is loaded, and calls :meth:`Method.loss` on every batch::
+one instance per run, after the data is loaded, and calls :meth:`Method.training_loss` on every
+batch, then back-propagates the loss and steps the optimiser::
 
     method = MethodClass(class_counts, hparams)      # class_counts: float64 tensor, on device
-    loss = method.loss(logits, targets, epoch)        # logits: fp32 [B, C]; returns a scalar
+    loss, logits, targets = method.training_loss(model, inputs, targets, epoch, step)
+    ...                                               # after training:
+    frames = method.artifacts()                       # {name: DataFrame}, stored with the run
+
+The default :meth:`Method.training_loss` is one forward of the model and :meth:`Method.loss`
+(fp32 logits [B, C] → a scalar), so a loss-only method overrides nothing else. Meta-learning
+methods override :meth:`Method.training_loss` and use the :class:`StepContext` (current learning
+rate, precision context, batches of the balanced meta set, the run's seed).
 
 ``hparams`` is the run's fully resolved hyper-parameter dict (protocol + the method's own
-``defaults`` + overrides). A method needs nothing else: no global state, no randomness.
+``defaults`` + overrides). A method needs nothing else: no global state; any randomness it needs
+comes from generators seeded from ``StepContext.seed`` through :func:`ltbench.spec.derive_seed`.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, ContextManager, Mapping, Sequence
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from ..hparams import EpochOf
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What the engine hands to :meth:`Method.training_loss` besides the batch.
+
+    * ``lr``: the main optimiser's learning rate in this epoch;
+    * ``precision``: factory of the forward pass's precision context (bf16 autocast on CUDA);
+    * ``meta_batch``: returns the next augmented batch ``(inputs, targets)`` of the balanced meta
+      set, or None when the run has no meta set (the method does not use one);
+    * ``seed``: the run's training seed, for the method's own named random streams.
+    """
+
+    lr: float
+    precision: Callable[[], ContextManager[Any]]
+    meta_batch: Callable[[], tuple[torch.Tensor, torch.Tensor] | None]
+    seed: int
 
 
 class Method:
@@ -29,13 +60,20 @@ class Method:
     * ``paper``: the reference (authors, venue, arXiv id) and the code it follows;
     * ``head``: ``"linear"`` or ``"cosine"`` (LDAM's NormedLinear);
     * ``defaults``: the method's own hyper-parameters with their reference values;
-      epoch-valued ones as :class:`~ltbench.hparams.EpochOf` so ``--epochs`` rescales them.
+      epoch-valued ones as :class:`~ltbench.hparams.EpochOf` so ``--epochs`` rescales them;
+      they override the protocol's values;
+    * ``protocol``: the dataset protocol the method's reference used (e.g. ``"jamal"``), or None
+      for the dataset's default; ``--set protocol=X`` overrides both;
+    * ``uses_meta_set``: True if :meth:`training_loss` draws meta batches (the grid then
+      requires ``meta_per_class >= 1``).
     """
 
     summary: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     head: ClassVar[str] = "linear"
     defaults: ClassVar[Mapping[str, Any]] = {}
+    protocol: ClassVar[str | None] = None
+    uses_meta_set: ClassVar[bool] = False
 
     def __init__(self, class_counts: torch.Tensor, hparams: Mapping[str, Any]):
         self.class_counts = class_counts
@@ -48,6 +86,22 @@ class Method:
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
         raise NotImplementedError
+
+    def training_loss(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                      epoch: int, step: StepContext
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The loss to back-propagate for one training batch, with the logits and targets the
+        engine scores the batch's train accuracy on (a method that trains on other examples
+        than the batch returns those). Default: one forward under ``step.precision()`` and
+        :meth:`loss` on the fp32 logits."""
+        with step.precision():
+            logits = model(inputs)
+        return self.loss(logits.float(), targets, epoch), logits, targets
+
+    def artifacts(self) -> dict[str, pd.DataFrame]:
+        """Per-run tables the method produced (e.g. weight histograms), stored next to the
+        run's record as ``<name>/<run_id>.parquet``; called once, after training."""
+        return {}
 
 
 def class_balanced_weights(class_counts: torch.Tensor, beta: float) -> torch.Tensor:
@@ -81,17 +135,24 @@ class DeferredReweighting:
 
 
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float,
-               weight: torch.Tensor | None = None) -> torch.Tensor:
+               weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """Softmax focal loss exactly as kaidic/LDAM-DRW : losses.py (``FocalLoss``).
 
     ``l_i`` is the (optionally class-weighted) per-example cross-entropy, ``p_i = exp(-l_i)``
-    and the loss is ``mean_i (1 - p_i)**gamma * l_i`` over the batch. With weights, ``p_i`` is
-    computed from the weighted CE, so it is not the model's probability: that is the reference
-    code's behaviour (protocols.md §3.2), reproduced on purpose and named here.
+    and the loss is ``mean_i (1 - p_i)**gamma * l_i`` over the batch (``reduction="none"``:
+    the per-example terms). With weights, ``p_i`` is computed from the weighted CE, so it is not
+    the model's probability: that is the reference code's behaviour (protocols.md §3.2),
+    reproduced on purpose and named here.
     """
     per_example = F.cross_entropy(logits, targets, weight=weight, reduction="none")
     p = torch.exp(-per_example)
-    return ((1.0 - p) ** gamma * per_example).mean()
+    focal = (1.0 - p) ** gamma * per_example
+    return focal if reduction == "none" else focal.mean()
+
+
+def step_decay(base: float, decay: float, milestones: Sequence[int], epoch: int) -> float:
+    """``base · decay ** k`` with k the number of ``milestones`` m with ``epoch >= m``."""
+    return base * float(decay) ** sum(epoch >= int(milestone) for milestone in milestones)
 
 
 DRW_DEFAULTS = {"beta": 0.9999, "drw_epoch": EpochOf(160)}

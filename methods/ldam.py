@@ -23,10 +23,13 @@ def ldam_margins(class_counts: torch.Tensor, max_m: float) -> torch.Tensor:
 
 
 def ldam_loss(logits: torch.Tensor, targets: torch.Tensor, margins: torch.Tensor, scale: float,
-              weight: torch.Tensor | None = None) -> torch.Tensor:
-    """``CE(scale · (z - Δ_y · onehot(y)), y, weight)``: only the true-class logit is lowered."""
+              weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """``CE(scale · (z - Δ_y · onehot(y)), y, weight)``: only the true-class logit is lowered.
+    ``reduction="none"`` gives the per-example terms (the ``reduce_`` switch of
+    abdullahjamal/Longtail_DA : C-LT/losses.py)."""
     target_margin = F.one_hot(targets, logits.shape[1]).to(logits.dtype) * margins[targets, None]
-    return F.cross_entropy(scale * (logits - target_margin), targets, weight=weight)
+    return F.cross_entropy(scale * (logits - target_margin), targets, weight=weight,
+                           reduction=reduction)
 
 
 class LDAM(Method):

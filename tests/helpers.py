@@ -6,6 +6,11 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
+
+from ltbench.evaluate import summarize
+from ltbench.store import ResultStore
+
 #: ``--set`` values that make a synthetic-lt run take about a second on one CPU core.
 TINY_SYNTHETIC = ("classes=4", "n_max=24", "test_per_class=5", "batch_size=16")
 
@@ -48,3 +53,95 @@ def failed_record(run_id: str, **overrides) -> dict:
                    per_class_acc=None, train_class_counts=None, best_epoch_selected_on=None)
     return make_record(run_id, status="failed", error="RuntimeError: CUDA out of memory",
                        **{**metrics, **overrides})
+
+
+def exp_counts(n_max: int, classes: int, imb: float) -> list[int]:
+    """LDAM-DRW's exponential profile (kaidic/LDAM-DRW : imbalance_cifar.py)."""
+    return [int(n_max * (1 / imb) ** (i / (classes - 1))) for i in range(classes)]
+
+
+def summarized_record(run_id: str, *, method: str, dataset: str, imb: float, seed: int,
+                      base_err: float, epochs: int = 200, protocol: str = "ldam",
+                      **overrides) -> dict:
+    """An ok record whose metrics are consistent: derived from per-class correct counts.
+
+    Class ``c`` of a 100-image-per-class test set gets ``correct = 100 - base_err`` plus a
+    head-to-tail slope, so ``top1_err`` is ``base_err`` up to the slope's mean.
+    """
+    classes = 10 if dataset == "cifar10-lt" else 100
+    counts = exp_counts(5000 if classes == 10 else 500, classes, imb)
+    slope = [20.0 * (c / (classes - 1) - 0.5) for c in range(classes)]
+    correct = [min(100, max(0, round(100 - base_err - s))) for s in slope]
+    metrics = summarize(correct, [100] * classes, counts)
+    return make_record(
+        run_id, method=method, dataset=dataset, imb_factor=float(imb), seed=seed,
+        epochs=epochs, hparams=f'{{"epochs":{epochs},"lr":0.1,"protocol":"{protocol}"}}',
+        top1_err_best_epoch=metrics["top1_err"] - 0.5, train_class_counts=counts,
+        **{**metrics, **overrides})
+
+
+def curves_frame(epochs: int, final_err: float) -> pd.DataFrame:
+    """Per-epoch curves as the engine writes them, test evaluated every epoch."""
+    epoch = list(range(epochs))
+    return pd.DataFrame({
+        "epoch": epoch, "lr": [0.1] * epochs,
+        "train_loss": [2.3 / (1 + e) for e in epoch],
+        "train_acc": [min(99.0, 10.0 + e) for e in epoch],
+        "test_acc": [max(0.0, 100 - final_err - 40.0 / (1 + e)) for e in epoch],
+        "train_s": [1.0] * epochs, "eval_s": [0.1] * epochs})
+
+
+def eps_frame(train_counts: list[int], epoch: int, shift: float = 0.0) -> pd.DataFrame:
+    """An ε histogram artifact (long format): 10 bins of width 0.2 from ``-1 + shift``, shared
+    by the classes as the engine bins them; rarer classes get larger ε."""
+    rows = []
+    for quantity in ("eps", "weight"):
+        for cls, count in enumerate(train_counts):
+            centre = 4 if count > 100 else 6 if count >= 20 else 8
+            for b in range(10):
+                rows.append({"quantity": quantity, "epoch": epoch, "class": cls, "bin": b,
+                             "lo": -1.0 + shift + 0.2 * b, "hi": -0.8 + shift + 0.2 * b,
+                             "count": max(0, 5 - abs(b - centre))})
+    return pd.DataFrame(rows)
+
+
+def small_store(root: Path):
+    """A store of several methods, factors and seeds, with curves, ε artifacts and holes.
+
+    cifar10-lt at IF 100 and 10: ce, focal, ldam-drw and meta-ce over seeds 0-2 (focal seed 2
+    failed; ldam-drw at IF 10 has no seed 2), meta-ce with ε histograms, plus a 1-epoch ce
+    smoke run (meta-ce under the ``jamal`` protocol, the others ``ldam``); cifar100-lt at IF 100:
+    ce and ldam-drw over seeds 0-1.
+    """
+    store = ResultStore(root)
+    base = {"ce": 30.0, "focal": 29.0, "ldam-drw": 23.0, "meta-ce": 22.0}
+    for imb in (100.0, 10.0):
+        for method, err in base.items():
+            for seed in (0, 1, 2):
+                run_id = f"c10-{method}-{int(imb)}-{seed}"
+                if method == "focal" and seed == 2:
+                    store.write(failed_record(
+                        run_id, method=method, imb_factor=imb, seed=seed,
+                        hparams='{"epochs":200,"lr":0.1,"protocol":"ldam"}'))
+                    continue
+                if method == "ldam-drw" and imb == 10.0 and seed == 2:
+                    continue
+                shift = err if imb == 100.0 else err / 2
+                record = summarized_record(run_id, method=method, dataset="cifar10-lt",
+                                           imb=imb, seed=seed, base_err=shift + seed,
+                                           protocol="jamal" if method == "meta-ce" else "ldam")
+                artifacts = {"curves": curves_frame(8, record["top1_err"])}
+                if method == "meta-ce":  # each seed's bins start 0.1 further right
+                    artifacts["eps"] = eps_frame(record["train_class_counts"], 199, 0.1 * seed)
+                store.write(record, artifacts)
+    store.write(summarized_record("c10-ce-smoke", method="ce", dataset="cifar10-lt", imb=100,
+                                  seed=0, base_err=80.0, epochs=1),
+                {"curves": curves_frame(1, 80.0)})
+    for method, err in (("ce", 61.0), ("ldam-drw", 57.0)):
+        for seed in (0, 1):
+            record = summarized_record(f"c100-{method}-{seed}", method=method,
+                                       dataset="cifar100-lt", imb=100, seed=seed,
+                                       base_err=err + seed, device="NVIDIA H200",
+                                       torch_version="2.4.0+cu121", wall_s=1800.0)
+            store.write(record, {"curves": curves_frame(8, record["top1_err"])})
+    return store

@@ -161,3 +161,41 @@ def test_data_indices_on_real_cifar(cifar_root, tmp_path):
     idx1 = np.load(out1)
     assert np.bincount(labels[idx1]).tolist() == np.bincount(labels[idx]).tolist()
     assert not np.array_equal(idx, idx1)
+
+
+def test_data_describe_jamal_protocol():
+    result = invoke("data", "describe", "cifar10-lt", "--imb", "100", "--set", "protocol=jamal")
+    assert result.exit_code == 0, result.output
+    assert "images 12380" in result.output
+    assert "per-class counts: 4990 2991 1793 1075 644 386 231 138 83 49\n" in result.output
+    assert "protocol jamal, meta set: 10 per class (100 images)" in result.output
+    plain = invoke("data", "describe", "cifar100-lt", "--imb", "100")
+    assert "protocol ldam, meta set: 0 per class (0 images)" in plain.output
+
+
+def test_data_indices_of_the_meta_set(tmp_path):
+    subset_file, meta_file = tmp_path / "subset.npy", tmp_path / "meta.npy"
+    common = ["data", "indices", "synthetic-lt", "--imb", "10", "--set", "protocol=jamal",
+              "--data-root", tmp_path / "unused"]
+    assert invoke(*common, "--out", subset_file).exit_code == 0
+    result = invoke(*common, "--meta", "--out", meta_file)
+    assert result.exit_code == 0, result.output
+    assert "wrote 100 indices" in result.output
+    subset, meta = np.load(subset_file), np.load(meta_file)
+    # synthetic-lt's pool is class-grouped, 200 per class: position // 200 is the class;
+    # int(190 * 0.1 ** (i / 9)) images of class i.
+    assert np.bincount(meta // 200).tolist() == [10] * 10
+    assert np.bincount(subset // 200).tolist() == [190, 147, 113, 88, 68, 52, 40, 31, 24, 19]
+    assert not set(meta) & set(subset)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "--meta: protocol 'ldam' of 'synthetic-lt' has no meta set"),
+    (["--set", "meta_per_class=5"], "class 0 keeps 200 of its 200 images"),
+])
+def test_data_indices_meta_without_a_meta_set(tmp_path, extra, message):
+    out = tmp_path / "meta.npy"
+    result = invoke("data", "indices", "synthetic-lt", "--imb", "10", "--meta", *extra,
+                    "--out", out)
+    assert result.exit_code == 2 and message in result.stderr
+    assert not out.exists()

@@ -16,12 +16,17 @@ import torch
 
 from ltbench import registry
 from ltbench.datasets.cifar_lt import Cifar100LT, Cifar10LT
-from ltbench.datasets.profiles import PROFILES, class_counts, select_subset
+from ltbench.datasets.profiles import PROFILES, class_counts, select_split, select_subset
 from ltbench.datasets.synthetic_lt import SyntheticLT
 from ltbench.errors import BadInput
-from ltbench.hparams import LDAM_CIFAR
+from ltbench.hparams import JAMAL_CIFAR, LDAM_CIFAR, resolve_run
 
 FACTORS = (200, 100, 50, 20, 10, 1)
+
+#: The data keys of the two protocols (what class_counts and the loaders read).
+LDAM = {"protocol": "ldam", "meta_per_class": 0}
+JAMAL = {"protocol": "jamal", "meta_per_class": 10}
+SYNTHETIC = resolve_run(SyntheticLT, None, {})
 
 # datasets.md §2.4, LDAM construction.
 CIFAR10_COUNTS = {
@@ -90,14 +95,14 @@ def balanced_labels(num_classes: int, per_class: int, seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize("imb", FACTORS)
 def test_cifar10_lt_counts_match_reference_table(imb):
-    counts = Cifar10LT().class_counts(imb, "exp", {})
+    counts = Cifar10LT().class_counts(imb, "exp", LDAM)
     assert counts == CIFAR10_COUNTS[imb]
     assert sum(counts) == CIFAR10_TOTALS[imb]
 
 
 @pytest.mark.parametrize("imb", FACTORS)
 def test_cifar100_lt_counts_match_reference_table(imb):
-    counts = Cifar100LT().class_counts(imb, "exp", {})
+    counts = Cifar100LT().class_counts(imb, "exp", LDAM)
     total, smallest, many, medium, few = CIFAR100_SUMMARY[imb]
     assert len(counts) == 100 and counts[0] == 500
     assert (sum(counts), min(counts)) == (total, smallest)
@@ -108,13 +113,13 @@ def test_cifar100_lt_counts_match_reference_table(imb):
 
 
 def test_cifar100_lt_if100_full_list():
-    assert Cifar100LT().class_counts(100, "exp", {}) == CIFAR100_IF100
+    assert Cifar100LT().class_counts(100, "exp", LDAM) == CIFAR100_IF100
 
 
 def test_step_profile():
     assert PROFILES == ("exp", "step")
-    assert Cifar10LT().class_counts(100, "step", {}) == [5000] * 5 + [50] * 5
-    assert Cifar100LT().class_counts(10, "step", {}) == [500] * 50 + [50] * 50
+    assert Cifar10LT().class_counts(100, "step", LDAM) == [5000] * 5 + [50] * 5
+    assert Cifar100LT().class_counts(10, "step", LDAM) == [500] * 50 + [50] * 50
     # Odd C: the extra class gets the tail count.
     assert class_counts(200.0, 5, 10, "step") == [200, 200, 20, 20, 20]
 
@@ -128,7 +133,7 @@ def test_float_factor_and_small_hand_computed_case():
 @pytest.mark.parametrize("imb", [0.5, 0, -3, math.nan, math.inf])
 def test_bad_imbalance_factor_is_bad_input(imb):
     with pytest.raises(BadInput, match="imbalance factor"):
-        Cifar10LT().class_counts(imb, "exp", {})
+        Cifar10LT().class_counts(imb, "exp", LDAM)
 
 
 def test_bad_profile_classes_and_empty_tail_are_bad_input():
@@ -201,12 +206,19 @@ def test_split_seed_outside_randomstate_range_is_bad_input():
 
 # --- plugins ----------------------------------------------------------------------------------
 
-def test_plugins_are_registered_with_their_defaults():
+def test_plugins_are_registered_with_their_protocols():
     assert registry.load("dataset", "cifar10-lt") is Cifar10LT
     assert registry.load("dataset", "cifar100-lt") is Cifar100LT
     assert registry.load("dataset", "synthetic-lt") is SyntheticLT
-    assert Cifar10LT.defaults == LDAM_CIFAR and Cifar100LT.defaults == LDAM_CIFAR
-    assert set(SyntheticLT.data_keys) <= set(SyntheticLT.defaults)
+    for cifar in (Cifar10LT, Cifar100LT):
+        assert cifar.protocols == {"ldam": LDAM_CIFAR, "jamal": JAMAL_CIFAR}
+        assert cifar.default_protocol == "ldam"
+    assert set(SyntheticLT.protocols) == {"ldam", "jamal"}
+    for protocol, reference in (("ldam", LDAM_CIFAR), ("jamal", JAMAL_CIFAR)):
+        options = SyntheticLT.protocols[protocol]
+        assert {k: options[k] for k in reference if k not in ("mean", "std")} == \
+            {k: v for k, v in reference.items() if k not in ("mean", "std")}
+        assert set(SyntheticLT.data_keys) <= set(options) | {"protocol"}
 
 
 # --- CIFAR files: failures ----------------------------------------------------------------------
@@ -288,7 +300,7 @@ def test_cifar10_lt_if100_loads_the_ldam_subset(tmp_path):
     root = cifar_root("cifar-10-batches-py")
     dataset = Cifar10LT()
     dataset.check(root, {})
-    data = dataset.load(root, 100, "exp", 0, dict(dataset.defaults))
+    data = dataset.load(root, 100, "exp", 0, resolve_run(dataset, None, {}))
     official = CIFAR10(str(root), train=True, download=False)
     targets = np.asarray(official.targets)
 
@@ -304,7 +316,9 @@ def test_cifar10_lt_if100_loads_the_ldam_subset(tmp_path):
 
     reference = ldam_replay(targets, [{"rand_number": 0, "imb_factor": 0.01}], tmp_path)
     assert data.train_indices.tolist() == sorted(next(iter(reference.values())))
-    assert np.array_equal(dataset.train_indices(root, 100, "exp", 0, {}), data.train_indices)
+    assert data.meta_images is None and data.meta_labels is None and data.meta_indices is None
+    assert np.array_equal(dataset.split_indices(root, 100, "exp", 0, LDAM)[0],
+                          data.train_indices)
 
 
 @pytest.mark.cifar
@@ -312,7 +326,7 @@ def test_cifar100_lt_if100_loads_fine_labels():
     from torchvision.datasets import CIFAR100
 
     root = cifar_root("cifar-100-python")
-    data = Cifar100LT().load(root, 100, "exp", 0, dict(Cifar100LT.defaults))
+    data = Cifar100LT().load(root, 100, "exp", 0, resolve_run(Cifar100LT, None, {}))
     targets = np.asarray(CIFAR100(str(root), train=True, download=False).targets)
     assert len(data.train_labels) == 10847
     assert torch.bincount(data.train_labels, minlength=100).tolist() == CIFAR100_IF100
@@ -324,7 +338,7 @@ def test_cifar100_lt_if100_loads_fine_labels():
 # --- synthetic ------------------------------------------------------------------------------------
 
 def synthetic(imb: float, split_seed: int = 0, profile: str = "exp", **options):
-    hparams = {**SyntheticLT.defaults, **options}
+    hparams = {**SYNTHETIC, **options}
     return SyntheticLT().load(Path("unused"), imb, profile, split_seed, hparams)
 
 
@@ -368,14 +382,14 @@ def test_synthetic_subsets_are_nested_with_identical_images():
         assert set(subset.train_indices) < set(pool.train_indices)
         assert torch.equal(subset.train_images, pool.train_images[subset.train_indices])
         assert np.array_equal(subset.train_indices,
-                              SyntheticLT().train_indices(Path("unused"), imb, "exp", 0,
-                                                          SyntheticLT.defaults))
+                              SyntheticLT().split_indices(Path("unused"), imb, "exp", 0,
+                                                          SYNTHETIC)[0])
 
 
 def test_synthetic_normalisation_constants_fit_the_data():
     pixels = synthetic(1).train_images.double() / 255
-    assert pixels.mean((0, 2, 3)).tolist() == pytest.approx(SyntheticLT.defaults["mean"], abs=0.01)
-    assert pixels.std((0, 2, 3)).tolist() == pytest.approx(SyntheticLT.defaults["std"], abs=0.01)
+    assert pixels.mean((0, 2, 3)).tolist() == pytest.approx(SYNTHETIC["mean"], abs=0.01)
+    assert pixels.std((0, 2, 3)).tolist() == pytest.approx(SYNTHETIC["std"], abs=0.01)
 
 
 def test_synthetic_classes_differ_in_appearance():
@@ -386,3 +400,137 @@ def test_synthetic_classes_differ_in_appearance():
     # Distinct base colours and a stripe pattern (large within-image spread) in every class.
     assert torch.cdist(class_colours, class_colours).add(torch.eye(10)).min() > 0.02
     assert images.std((2, 3)).mean() > 0.15
+
+
+# --- the Jamal / MW-Net construction and the meta set (datasets.md §2.4, §2.5) --------------------
+
+JAMAL_CIFAR10_COUNTS = {
+    200: [4990, 2769, 1537, 853, 473, 262, 145, 80, 44, 24],
+    100: [4990, 2991, 1793, 1075, 644, 386, 231, 138, 83, 49],
+    50: [4990, 3230, 2091, 1354, 877, 567, 367, 238, 154, 99],
+    20: [4990, 3577, 2564, 1838, 1317, 944, 677, 485, 348, 249],
+    10: [4990, 3863, 2991, 2316, 1793, 1388, 1075, 832, 644, 499],
+    1: [4990] * 10,
+}
+# IF: (C10 total, C10 realised ratio, C100 total, C100 min, C100 realised ratio)
+JAMAL_SUMMARY = {
+    200: (11177, 207.9, 9304, 2, 245.0),
+    100: (12380, 101.8, 10626, 4, 122.5),
+    50: (13967, 50.4, 12354, 9, 54.4),
+    20: (16989, 20.0, 15594, 24, 20.4),
+    10: (20391, 10.0, 19183, 49, 10.0),
+    1: (49900, 1.0, 49000, 490, 1.0),
+}
+JAMAL_CIFAR100_IF100 = [int(n) for n in """
+490 467 446 426 406 388 370 353 337 322 307 293 280 267 255 243 232 222 212 202 193 184 176 168
+160 153 146 139 133 127 121 115 110 105 100 96 91 87 83 79 76 72 69 66 63 60 57 55 52 50 47 45 43
+41 39 37 36 34 32 31 30 28 27 26 24 23 22 21 20 19 18 18 17 16 15 14 14 13 13 12 11 11 10 10 9 9 8
+8 8 7 7 7 6 6 6 5 5 5 5 4""".split()]
+
+
+@pytest.mark.parametrize("imb", FACTORS)
+def test_jamal_counts_match_reference_table(imb):
+    c10 = Cifar10LT().class_counts(imb, "exp", JAMAL)
+    c100 = Cifar100LT().class_counts(imb, "exp", JAMAL)
+    c10_total, c10_ratio, c100_total, c100_min, c100_ratio = JAMAL_SUMMARY[imb]
+    assert c10 == JAMAL_CIFAR10_COUNTS[imb] and sum(c10) == c10_total
+    assert round(max(c10) / min(c10), 1) == c10_ratio
+    assert (len(c100), c100[0], sum(c100), min(c100)) == (100, 490, c100_total, c100_min)
+    assert round(max(c100) / min(c100), 1) == c100_ratio
+
+
+def test_jamal_cifar100_if100_full_list():
+    assert Cifar100LT().class_counts(100, "exp", JAMAL) == JAMAL_CIFAR100_IF100
+    # n_max = (50000 - meta_per_class * C) / C follows meta_per_class.
+    assert Cifar10LT().class_counts(1, "exp", {**JAMAL, "meta_per_class": 25}) == [4975] * 10
+
+
+def test_meta_set_of_a_protocol_without_one_is_empty():
+    labels = balanced_labels(3, 50, seed=2)
+    subset, meta = select_split(labels, [40, 20, 10], 5, "ldam", 0)
+    assert meta.dtype == np.int64 and len(meta) == 0
+    assert np.array_equal(subset, select_subset(labels, [40, 20, 10], 5))
+
+
+def test_ldam_protocol_meta_set_comes_from_unselected_images():
+    labels = balanced_labels(3, 50, seed=3)
+    before = np.random.get_state()[1].copy()
+    subset, meta = select_split(labels, [40, 20, 10], 5, "ldam", 6)
+    assert np.array_equal(np.random.get_state()[1], before)  # local RNGs only
+    assert np.array_equal(subset, select_subset(labels, [40, 20, 10], 5))  # subset unchanged
+    assert np.bincount(labels[meta]).tolist() == [6, 6, 6]
+    assert not set(meta) & set(subset) and np.all(np.diff(meta) > 0)
+    again, other = select_split(labels, [40, 20, 10], 5, "ldam", 6), select_split(
+        labels, [40, 20, 10], 6, "ldam", 6)
+    assert np.array_equal(meta, again[1]) and not np.array_equal(meta, other[1])
+    # The head class keeps 40 of 50: 10 left, so 11 meta images cannot be drawn.
+    with pytest.raises(ValueError, match="class 0 has 10 candidates"):
+        select_split(labels, [40, 20, 10], 5, "ldam", 11)
+
+
+def test_ldam_protocol_with_a_meta_set_is_bad_input_before_any_data():
+    with pytest.raises(BadInput, match="cifar10-lt: protocol 'ldam' draws the meta set from the "
+                                       "images its subset leaves out, but class 0 keeps 5000 "
+                                       "of its 5000 images.*use --set protocol=jamal"):
+        Cifar10LT().class_counts(100, "exp", {"protocol": "ldam", "meta_per_class": 10})
+    with pytest.raises(BadInput, match="meta_per_class must be >= 0"):
+        Cifar10LT().class_counts(100, "exp", {"protocol": "jamal", "meta_per_class": -1})
+
+
+def test_jamal_meta_set_is_balanced_disjoint_deterministic_and_independent_of_imb():
+    labels = balanced_labels(10, 500, seed=4)
+    splits = {imb: select_split(labels, class_counts(490.0, 10, imb, "exp"), 0, "jamal", 10)
+              for imb in FACTORS}
+    subset, meta = splits[100]
+    assert meta.dtype == np.int64 and np.all(np.diff(meta) > 0)
+    assert np.bincount(labels[meta], minlength=10).tolist() == [10] * 10
+    assert np.bincount(labels[subset], minlength=10).tolist() == class_counts(490.0, 10, 100,
+                                                                              "exp")
+    assert not set(meta) & set(subset)
+    for imb, (other_subset, other_meta) in splits.items():
+        assert np.array_equal(other_meta, meta)  # removed first: the same for every factor
+        assert not set(other_meta) & set(other_subset)
+    nested = [set(splits[imb][0]) for imb in FACTORS]
+    assert all(small < large for small, large in zip(nested, nested[1:]))
+    assert nested[-1] | set(meta) == set(range(5000))  # IF 1: everything but the meta set
+    again = select_split(labels, class_counts(490.0, 10, 100, "exp"), 0, "jamal", 10)
+    assert all(np.array_equal(a, b) for a, b in zip(again, splits[100]))
+    other = select_split(labels, class_counts(490.0, 10, 100, "exp"), 1, "jamal", 10)
+    assert not np.array_equal(other[1], meta)
+
+
+def test_synthetic_jamal_load_holds_the_meta_set():
+    hparams = resolve_run(SyntheticLT, None, {"protocol": "jamal"})
+    data = SyntheticLT().load(Path("unused"), 100, "exp", 0, hparams)
+    assert data.class_counts == class_counts(190.0, 10, 100, "exp")
+    assert data.meta_images.shape == (100, 3, 32, 32) and data.meta_images.dtype == torch.uint8
+    assert torch.bincount(data.meta_labels).tolist() == [10] * 10
+    assert not set(data.meta_indices) & set(data.train_indices)
+    pool = synthetic(1)  # the same rendered pool, ldam protocol, every image
+    assert torch.equal(data.meta_images, pool.train_images[data.meta_indices])
+    assert torch.equal(data.meta_labels, pool.train_labels[data.meta_indices])
+    assert torch.equal(data.train_images, pool.train_images[data.train_indices])
+    assert synthetic(100).meta_images is None
+
+
+@pytest.mark.cifar
+@pytest.mark.parametrize("dataset, folder, counts", [
+    (Cifar10LT(), "cifar-10-batches-py", JAMAL_CIFAR10_COUNTS[100]),
+    (Cifar100LT(), "cifar-100-python", JAMAL_CIFAR100_IF100),
+])
+def test_real_cifar_jamal_split(dataset, folder, counts):
+    root = cifar_root(folder)
+    hparams = resolve_run(dataset, None, {"protocol": "jamal"})
+    data = dataset.load(root, 100, "exp", 0, hparams)
+    classes = len(counts)
+    assert torch.bincount(data.train_labels, minlength=classes).tolist() == counts
+    assert torch.bincount(data.meta_labels, minlength=classes).tolist() == [10] * classes
+    assert not set(data.meta_indices) & set(data.train_indices)
+    images, labels = (torch.cat([data.train_images, data.meta_images]),
+                      torch.cat([data.train_labels, data.meta_labels]))
+    positions = np.concatenate([data.train_indices, data.meta_indices])
+    official_images, official_labels = dataset._split(root, hparams, train=True)
+    assert torch.equal(images, official_images[positions])
+    assert torch.equal(labels, official_labels[positions])
+    subset, meta = dataset.split_indices(root, 100, "exp", 0, hparams)
+    assert np.array_equal(subset, data.train_indices) and np.array_equal(meta, data.meta_indices)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ltbench import HARNESS_VERSION, grid
+from ltbench import HARNESS_VERSION, grid, registry
 from ltbench.errors import BadInput
-from ltbench.hparams import LDAM_CIFAR, EpochOf, parse_overrides, resolve
+from ltbench.hparams import (JAMAL_CIFAR, LDAM_CIFAR, EpochOf, parse_overrides, resolve,
+                             resolve_run)
 from ltbench.spec import RunSpec, derive_seed
 
 
@@ -60,9 +61,14 @@ def test_set_values_take_the_default_type():
     assert hp["lr"] == 0.05 and hp["batch_size"] == 64 and hp["nesterov"] is True
 
 
+def _ce_on_cifar10(overrides: dict[str, str]) -> dict:
+    return resolve_run(registry.load("dataset", "cifar10-lt"), registry.load("method", "ce"),
+                       overrides)
+
+
 def _spec(**changes) -> RunSpec:
     fields = dict(method="ce", dataset="cifar10-lt", imb_factor=100.0, profile="exp",
-                  split_seed=0, seed=0, hparams=resolve(LDAM_CIFAR, {}, {}))
+                  split_seed=0, seed=0, hparams=_ce_on_cifar10({}))
     fields.update(changes)
     return RunSpec(**fields)
 
@@ -73,14 +79,16 @@ def test_run_id_is_stable_and_depends_only_on_identity():
     ids = {_spec().run_id, _spec(seed=1).run_id, _spec(split_seed=1).run_id,
            _spec(imb_factor=50.0).run_id, _spec(profile="step").run_id,
            _spec(method="focal").run_id,
-           _spec(hparams=resolve(LDAM_CIFAR, {}, {"lr": "0.05"})).run_id}
-    assert len(ids) == 7
+           _spec(hparams=_ce_on_cifar10({"lr": "0.05"})).run_id,
+           _spec(hparams=_ce_on_cifar10({"protocol": "jamal"})).run_id}
+    assert len(ids) == 8
 
 
 def test_run_id_golden_value():
     # If this changes, every stored run is orphaned: change it only with HARNESS_VERSION.
     assert HARNESS_VERSION == "0.1"
-    assert _spec().run_id == "bf28b862e42c3b29"
+    # Changed from bf28b862e42c3b29 when the protocol and meta_per_class entered the hparams.
+    assert _spec().run_id == "c337a41fc73dc6bb"
 
 
 def test_derived_seeds_are_independent_streams():
@@ -125,3 +133,72 @@ def test_seeds_parse():
     assert grid.parse_seeds("0, 1,2,1") == [0, 1, 2]
     with pytest.raises(BadInput, match="not a non-negative integer"):
         grid.parse_seeds("-1")
+
+
+# --- protocols -------------------------------------------------------------------------------
+
+def test_protocol_comes_from_set_then_method_then_dataset():
+    cifar = registry.load("dataset", "cifar10-lt")
+    ce, meta_ce = registry.load("method", "ce"), registry.load("method", "meta-ce")
+    assert ce.protocol is None and meta_ce.protocol == "jamal"
+    assert cifar.default_protocol == "ldam"
+    plain = resolve_run(cifar, ce, {})
+    assert plain["protocol"] == "ldam" and plain["meta_per_class"] == 0
+    assert {k: v for k, v in plain.items() if k != "protocol"} == resolve(LDAM_CIFAR, {}, {})
+    jamal = resolve_run(cifar, meta_ce, {})
+    assert jamal["protocol"] == "jamal"
+    assert (jamal["batch_size"], jamal["nesterov"], jamal["weight_decay"], jamal["pad_mode"],
+            jamal["warmup_epochs"], jamal["lr_milestones"], jamal["lr_decay"],
+            jamal["meta_per_class"]) == (100, True, 5e-4, "reflect", 0, [159, 179], 0.01, 10)
+    assert jamal["mean"] == [125.3 / 255, 123.0 / 255, 113.9 / 255]
+    assert jamal["std"] == [63.0 / 255, 62.1 / 255, 66.7 / 255]
+    assert resolve_run(cifar, ce, {"protocol": "jamal"})["batch_size"] == 100
+    assert resolve_run(cifar, meta_ce, {"protocol": "ldam"})["batch_size"] == 128
+    assert resolve_run(cifar, None, {"protocol": "jamal"})["protocol"] == "jamal"
+    with pytest.raises(BadInput, match="unknown protocol 'cui'; known: ldam, jamal"):
+        resolve_run(cifar, ce, {"protocol": "cui"})
+
+
+def test_method_defaults_override_the_protocol_and_epochs_rescale_both():
+    cifar, mwn = registry.load("dataset", "cifar10-lt"), registry.load("method", "mwn")
+    hp = resolve_run(cifar, mwn, {})
+    # MW-Net's own schedule on the Jamal data: 100 epochs, x0.1 at 0-based 79 / 89.
+    assert (hp["epochs"], hp["lr_milestones"], hp["lr_decay"], hp["meta_lr_milestones"]) == \
+        (100, [79, 89], 0.1, [80, 90])
+    hp = resolve_run(cifar, mwn, {}, epochs=10)
+    assert (hp["lr_milestones"], hp["meta_lr_milestones"]) == ([8, 9], [8, 9])
+    meta_ce = resolve_run(cifar, registry.load("method", "meta-ce"), {}, epochs=20)
+    assert (meta_ce["lr_milestones"], meta_ce["meta_start_epoch"],
+            meta_ce["meta_lr_milestones"]) == ([16, 18], 16, [16, 18])
+    assert JAMAL_CIFAR["lr_milestones"] == (EpochOf(159), EpochOf(179))
+
+
+def test_protocol_set_key_is_known_and_changes_the_grid():
+    (ldam,) = grid.expand(["ce"], ["synthetic-lt"], [10.0], [0])
+    (jamal,) = grid.expand(["ce"], ["synthetic-lt"], [10.0], [0],
+                           overrides={"protocol": "jamal"})
+    assert (ldam.hparams["protocol"], jamal.hparams["protocol"]) == ("ldam", "jamal")
+    assert ldam.run_id != jamal.run_id
+    with pytest.raises(BadInput, match="unknown protocol 'nosuch'"):
+        grid.expand(["ce"], ["synthetic-lt"], [10.0], [0], overrides={"protocol": "nosuch"})
+
+
+def test_meta_set_problems_fail_the_grid_before_training():
+    # The ldam protocol keeps every image of the head class, so no meta set can be drawn.
+    with pytest.raises(BadInput, match="class 0 keeps 5000 of its 5000 images.*"
+                                       "use --set protocol=jamal"):
+        grid.expand(["ce"], ["cifar10-lt"], [100.0], [0], overrides={"meta_per_class": "10"})
+    with pytest.raises(BadInput, match="method 'meta-ce' needs a balanced meta set.*"
+                                       "protocol 'ldam'.*meta_per_class 0"):
+        grid.expand(["meta-ce"], ["cifar10-lt"], [100.0], [0], overrides={"protocol": "ldam"})
+    with pytest.raises(BadInput, match="class 0 keeps"):
+        grid.expand(["meta-ce"], ["cifar100-lt"], [100.0], [0],
+                    overrides={"protocol": "ldam", "meta_per_class": "10"})
+    with pytest.raises(BadInput, match="needs a balanced meta set"):
+        grid.expand(["l2rw"], ["synthetic-lt"], [10.0], [0], overrides={"meta_per_class": "0"})
+    with pytest.raises(BadInput, match="meta_batch_size must be at least 1"):
+        grid.expand(["l2rw"], ["synthetic-lt"], [10.0], [0], overrides={"meta_batch_size": "0"})
+    # cb-finetune uses no meta set, so meta_per_class 0 is fine for it.
+    (spec,) = grid.expand(["cb-finetune"], ["synthetic-lt"], [10.0], [0],
+                          overrides={"meta_per_class": "0"})
+    assert spec.hparams["protocol"] == "jamal" and spec.hparams["meta_per_class"] == 0

@@ -18,7 +18,8 @@ from ltbench.errors import BadInput
 REPO = Path(__file__).resolve().parents[1]
 
 BUILTIN_METHODS = {"ce", "focal", "cb-ce", "cb-focal", "ce-drw", "ldam", "ldam-drw",
-                   "balanced-softmax", "logit-adjust"}
+                   "balanced-softmax", "logit-adjust", "meta-ce", "meta-focal", "meta-ldam",
+                   "cb-finetune", "l2rw", "mwn", "meta-set-finetune"}
 BUILTIN_DATASETS = {"cifar10-lt", "cifar100-lt", "synthetic-lt"}
 
 

@@ -1,4 +1,4 @@
-"""Result tables (aggregation, labels, rendering) and the static HTML / Markdown report."""
+"""Result tables (aggregation, labels, rendering) and the static report (HTML, MD, LaTeX, CSV)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,19 @@ import json
 import math
 import statistics
 
+import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 from ltbench import __version__
-from ltbench.report import write_report
+from ltbench.cli import cli
+from ltbench.published import LTBENCH_COLUMNS, ORIGINAL_COLUMNS, load_published
+from ltbench.report import _cuda_of, rebin, write_report
 from ltbench.store import ResultStore
-from ltbench.tables import (Cell, ErrorTable, error_table, format_cell, run_summary, status_counts,
-                            to_markdown)
-from helpers import failed_record, make_record
+from ltbench.tables import (FAMILY_ORDER, Cell, CellView, TableView, best_flags, error_table,
+                            format_cell, run_summary, status_counts, to_latex, to_markdown)
+from helpers import failed_record, make_record, small_store
 
 HPARAMS = {"epochs": 200, "lr": 0.1}
 
@@ -40,18 +44,22 @@ def read(tmp_path, records: list[dict]) -> pd.DataFrame:
     return stored(tmp_path, records).read()
 
 
+# -- aggregation ----------------------------------------------------------------------------
+
 def test_mean_and_sample_std_over_seeds(tmp_path):
     records = read(tmp_path, [record(f"s{seed}", seed=seed, err=err)
                               for seed, err in enumerate([30.0, 31.0, 32.0])]
                    + [record(f"t{seed}", imb=10.0, seed=seed, err=err)
                       for seed, err in enumerate([29.5, 30.25])])
     table = error_table(records, "cifar10-lt")
-    assert table.cells[("ce", 100.0)] == Cell(mean=31.0, std=1.0, n=3, failed=0)
+    assert table.cells[("ce", 100.0)] == Cell(mean=31.0, std=1.0, n=3, failed=0, missing=0)
     assert format_cell(table.cells[("ce", 100.0)]) == "31.00 ± 1.00 (n=3)"
     two = table.cells[("ce", 10.0)]
     assert two.mean == pytest.approx(29.875)
     assert two.std == pytest.approx(statistics.stdev([29.5, 30.25]))  # 0.5303...
-    assert format_cell(two) == "29.88 ± 0.53 (n=2)"
+    # Seed 2 runs at IF 100 only: at IF 10 it is missing.
+    assert two.missing == 1
+    assert format_cell(two) == "29.88 ± 0.53 (n=2) (1 missing)"
 
 
 def test_single_seed_has_no_std():
@@ -66,8 +74,9 @@ def test_columns_descending_and_missing_cell(tmp_path):
     table = error_table(records, "cifar10-lt")
     assert table.columns == [100.0, 12.5, 10.0]
     assert table.rows == ["ce", "focal"]
-    assert ("focal", 10.0) not in table.cells
-    assert format_cell(table.cells.get(("focal", 10.0))) == "—"
+    empty = table.cells[("focal", 10.0)]
+    assert (empty.n, empty.failed, empty.missing, math.isnan(empty.mean)) == (0, 0, 1, True)
+    assert format_cell(table.cells[("focal", 10.0)]) == "— (1 missing)"
 
 
 def test_failed_and_diverged_runs_are_counted_not_averaged(tmp_path):
@@ -75,14 +84,15 @@ def test_failed_and_diverged_runs_are_counted_not_averaged(tmp_path):
         record("ok1", seed=0, err=30.0), record("ok2", seed=1, err=32.0),
         failed_record("bad1", seed=2, hparams=json.dumps(HPARAMS, separators=(",", ":"))),
         record("div1", seed=3, err=90.0, status="diverged", error="loss is nan"),
-        failed_record("bad2", imb_factor=10.0,
+        failed_record("bad2", imb_factor=10.0, seed=1,
                       hparams=json.dumps(HPARAMS, separators=(",", ":"))),
     ])
     table = error_table(records, "cifar10-lt")
     assert table.cells[("ce", 100.0)] == Cell(mean=31.0, std=pytest.approx(math.sqrt(2)),
-                                              n=2, failed=2)
+                                              n=2, failed=2, missing=0)
     assert format_cell(table.cells[("ce", 100.0)]) == "31.00 ± 1.41 (n=2) (2 failed)"
-    assert format_cell(table.cells[("ce", 10.0)]) == "— (1 failed)"
+    # Seeds 0-3 exist in the dataset; IF 10 has one failed run (seed 1), 3 seeds missing.
+    assert format_cell(table.cells[("ce", 10.0)]) == "— (1 failed, 3 missing)"
     assert status_counts(records) == {"ok": 2, "failed": 2, "diverged": 1}
 
 
@@ -113,8 +123,10 @@ def test_configuration_labels(tmp_path):
                           "ldam [pad_mode=zero, profile=exp]",
                           "ldam [pad_mode=zero, profile=step]"]
     assert table.cells[("ce [epochs=200]", 100.0)] == Cell(31.0, pytest.approx(math.sqrt(2)),
-                                                           2, 0)
+                                                           2, 0, 0)
     assert table.cells[("ce [epochs=1]", 100.0)].mean == 80.0
+    assert table.configs["ce [epochs=1]"].epochs == 1
+    assert table.configs["ldam [pad_mode=zero, profile=step]"].profile == "step"
     # A key absent from one configuration is shown as unset, distinct from a null value.
     unset = read(tmp_path / "unset", [record("i", hparams={"epochs": 200}),
                                       record("j", hparams={"epochs": 200, "tau": None})])
@@ -123,17 +135,29 @@ def test_configuration_labels(tmp_path):
     assert error_table(records, "cifar100-lt").rows == ["ce"]
 
 
-def test_method_order(tmp_path):
-    records = read(tmp_path, [record("a", method="ce"), record("b", method="zeta"),
-                              record("c", method="ldam"), record("d", method="focal")])
-    assert error_table(records, "cifar10-lt").rows == ["ce", "focal", "ldam", "zeta"]
+def test_family_order_then_names(tmp_path):
+    records = read(tmp_path, [record("a", method="zeta"), record("b", method="lade"),
+                              record("c", method="ldam"), record("d", method="focal"),
+                              record("e", method="alpha"), record("f", method="ce")])
+    assert error_table(records, "cifar10-lt").rows == ["ce", "focal", "ldam", "lade", "alpha",
+                                                       "zeta"]
     ordered = error_table(records, "cifar10-lt", method_order=["ldam", "ce"])
-    assert ordered.rows == ["ldam", "ce", "focal", "zeta"]
+    assert ordered.rows == ["ldam", "ce", "alpha", "focal", "lade", "zeta"]
+    assert FAMILY_ORDER[:2] == ("ce", "focal") and FAMILY_ORDER[-1] == "lade"
 
 
 def test_empty_dataset_table(tmp_path):
     table = error_table(read(tmp_path, []), "cifar10-lt")
     assert (table.columns, table.rows, table.cells) == ([], [], {})
+
+
+def test_best_flags_follow_the_printed_value():
+    cells = [Cell(20.004, 0, 2, 0), Cell(19.996, 0, 2, 0), Cell(math.nan, math.nan, 0, 1),
+             Cell(25.0, 0, 1, 0)]
+    # 20.004 and 19.996 both print as 20.00: a tie, both bold; the empty cell never is.
+    assert best_flags(cells, lower_is_better=True) == [True, True, False, False]
+    assert best_flags(cells, lower_is_better=False) == [False, False, False, True]
+    assert best_flags([Cell(math.nan, math.nan, 0, 0)], True) == [False]
 
 
 SMALL_RECORDS = [
@@ -144,29 +168,13 @@ SMALL_RECORDS = [
 ]
 
 
-def test_markdown_exact(tmp_path):
-    table = error_table(read(tmp_path, SMALL_RECORDS), "cifar10-lt")
-    assert to_markdown(table) == (
-        "| method | IF 100 | IF 10 |\n"
-        "|---|---:|---:|\n"
-        "| ce | 31.00 ± 1.00 (n=3) | 12.35 (n=1) |\n"
-        "| focal | 29.00 (n=1) (1 failed) | — |\n"
-    )
-
-
-def test_markdown_escapes_pipes():
-    table = ErrorTable("d", "top1_err", [100.0], ["a|b"],
-                       {("a|b", 100.0): Cell(1.0, math.nan, 1, 0)})
-    assert to_markdown(table).splitlines()[2] == "| a\\|b | 1.00 (n=1) |"
-
-
 def test_run_summary_exact(tmp_path):
     records = read(tmp_path, SMALL_RECORDS + [record("d0", dataset="cifar100-lt", err=61.5)])
     assert run_summary(records) == (
         "cifar10-lt: top-1 error (%), final epoch, mean ± std over seeds\n"
-        "method  IF 100                  IF 10\n"
-        "ce      31.00 ± 1.00 (n=3)      12.35 (n=1)\n"
-        "focal   29.00 (n=1) (1 failed)  —\n"
+        "method  IF 100                             IF 10\n"
+        "ce      31.00 ± 1.00 (n=3)                 12.35 (n=1) (2 missing)\n"
+        "focal   29.00 (n=1) (1 failed, 1 missing)  — (3 missing)\n"
         "\n"
         "cifar100-lt: top-1 error (%), final epoch, mean ± std over seeds\n"
         "method  IF 100\n"
@@ -175,40 +183,218 @@ def test_run_summary_exact(tmp_path):
     assert run_summary(read(tmp_path / "empty", [])) == "no results\n"
 
 
-def test_report_writes_html_and_markdown(tmp_path):
-    store = stored(tmp_path, SMALL_RECORDS + [
-        record("d0", dataset="cifar100-lt", err=61.5),
-        record("e0", method="ce", hparams={"epochs": 200, "note": "<b>bold</b>"},
-               dataset="cifar100-lt", err=62.0),
-    ])
-    out = tmp_path / "report"
-    index = write_report(store, out, method_order=["focal", "ce"])
-    assert index == out / "index.html"
-    html = index.read_text(encoding="utf-8")
-    assert "http://" not in html and "https://" not in html
-    assert "<link" not in html and "<script" not in html and "<style>" in html
-    assert 'name="viewport"' in html and "overflow-x: auto" in html
-    for text in ("cifar10-lt", "cifar100-lt", "IF 100", "IF 10", "31.00 ± 1.00 (n=3)",
-                 "12.35 (n=1)", "29.00 (n=1) (1 failed)", "61.50 (n=1)",
-                 "Runs: 5 ok, 1 failed, 0 diverged.", "final epoch", "not shown",
-                 f"ltbench {__version__}"):
-        assert text in html, text
-    # focal before ce, as asked; a missing cell shows the dash, not a number.
-    assert html.index(">focal<") < html.index(">ce<")
-    assert '<td class="missing">—</td>' in html
-    # Labels are escaped.
-    assert "&lt;b&gt;bold&lt;/b&gt;" in html and "<b>bold" not in html
+# -- rendering ------------------------------------------------------------------------------
 
+VIEW = TableView("c10: top-1 error (%)", ["method", "IF 100", "IF 10"], [
+    ("ce", [CellView("31.00 ± 1.00 (n=3)", published="pub. 29.64 [1] Δ +0.86"),
+            CellView("— (3 missing)", missing=True)]),
+    ("a|b_c", [CellView("29.00 (n=1)", best=True), CellView("12.00 (n=1)", best=True)]),
+], ["[1] Cao2019-LDAM, Table2: 50% of_it"])
+
+
+def test_markdown_exact():
+    assert to_markdown(VIEW) == (
+        "c10: top-1 error (%)\n"
+        "\n"
+        "| method | IF 100 | IF 10 |\n"
+        "|---|---:|---:|\n"
+        "| ce | 31.00 ± 1.00 (n=3) · pub. 29.64 [1] Δ +0.86 | — (3 missing) |\n"
+        "| a\\|b_c | **29.00 (n=1)** | **12.00 (n=1)** |\n"
+        "\n"
+        "[1] Cao2019-LDAM, Table2: 50% of_it\n"
+    )
+
+
+def test_latex_booktabs_exact():
+    assert to_latex(VIEW) == (
+        "\\begin{table}[t]\n\\centering\n\\small\n"
+        "\\caption{c10: top-1 error (\\%)}\n"
+        "\\begin{tabular}{lrr}\n\\toprule\n"
+        "method & IF 100 & IF 10 \\\\\n\\midrule\n"
+        "ce & 31.00 $\\pm$ 1.00 (n=3) {\\scriptsize pub. 29.64 [1] $\\Delta$ +0.86} & "
+        "-- (3 missing) \\\\\n"
+        "a|b\\_c & \\textbf{29.00 (n=1)} & \\textbf{12.00 (n=1)} \\\\\n"
+        "\\bottomrule\n\\end{tabular}\n"
+        "\\par\\smallskip{\\footnotesize [1] Cao2019-LDAM, Table2: 50\\% of\\_it}\n"
+        "\\end{table}\n"
+    )
+
+
+def test_cuda_version_from_torch_build_tag():
+    assert _cuda_of("2.4.0+cu121") == "12.1"
+    assert _cuda_of("2.15.0+cu132") == "13.2"
+    assert _cuda_of("2.4.0+cpu") == "CPU build"
+    assert _cuda_of("2.4.0") == "not recorded"
+
+
+# -- the report -----------------------------------------------------------------------------
+
+PUBLISHED_HEADER = ",".join(ORIGINAL_COLUMNS + LTBENCH_COLUMNS) + "\n"
+
+
+def published_file(tmp_path, lines: list[str]):
+    path = tmp_path / "published.csv"
+    path.write_text(PUBLISHED_HEADER + "".join(line + "\n" for line in lines))
+    return path
+
+
+def test_report_cells_show_matching_published_numbers(tmp_path):
+    store = stored(tmp_path, [
+        record("a0", seed=0, err=30.0, top1_err_best_epoch=29.0),
+        record("a1", seed=1, err=32.0, top1_err_best_epoch=30.0),
+        record("s0", seed=0, err=80.0, hparams={"epochs": 1, "lr": 0.1}),
+        record("f0", method="focal", seed=0, err=28.0, top1_err_best_epoch=27.5),
+    ])
+    rows = load_published(published_file(tmp_path, [
+        # Best-test-epoch error: compared with the best-epoch mean (29.5): Δ = -0.14.
+        "P,T1,ERM,CIFAR-10-LT,100,all,top1_err,29.64,Paper A,P2,,ce,cifar10-lt,exp,,200,"
+        "best_test_epoch,code selects on test,",
+        # Final-epoch accuracy 70.0 = 30.0 % error: preferred (like for like), Δ = 31 - 30.
+        "Q,T2,Softmax,CIFAR-10-LT,100,all,top1_acc,70.0,Paper B,P1,,ce,cifar10-lt,exp,,200,"
+        "final_epoch,last epoch,",
+        # Unknown selection and another protocol length: never shown.
+        "R,T3,Softmax,CIFAR-10-LT,100,all,top1_acc,99.0,Paper C,P1,,ce,cifar10-lt,exp,,200,"
+        "unknown,,",
+        "S,T4,Softmax,CIFAR-10-LT,100,all,top1_acc,98.0,Paper D,P1,,ce,cifar10-lt,exp,,1241,"
+        "final_epoch,last epoch,",
+        "P,T1,Focal,CIFAR-10-LT,100,all,top1_err,29.62,Paper A,P2,,focal,cifar10-lt,exp,,200,"
+        "best_test_epoch,code selects on test,",
+    ]))
+    out = tmp_path / "report"
+    write_report(store, out, published=rows)
     markdown = (out / "results.md").read_text(encoding="utf-8")
-    records = store.read()
-    for dataset in ("cifar10-lt", "cifar100-lt"):
-        table = error_table(records, dataset, method_order=["focal", "ce"])
-        assert f"## {dataset}\n" in markdown
-        assert to_markdown(table) in markdown
-    assert sorted(path.name for path in out.iterdir()) == ["index.html", "results.md"]
+    assert ("| ce [epochs=200] | 31.00 ± 1.41 (n=2) · pub. 30.00 [1] Δ +1.00; also [2] |"
+            in markdown)
+    assert "| ce [epochs=1] | 80.00 (n=1) (1 missing) |" in markdown
+    assert ("| focal | **28.00 (n=1) (1 missing)** · pub. 29.62 [2] Δ -2.12 (best ep.) |"
+            in markdown)
+    assert "[1] Q, T2: Paper B (P1). Model selection: final epoch — last epoch." in markdown
+    assert "[2] P, T1: Paper A (P2). Model selection: best test epoch" in markdown
+    assert "Paper C" not in markdown and "Paper D" not in markdown
+    data = pd.read_csv(out / "data" / "cifar10-lt_top1_err.csv")
+    ce = data[data["configuration"] == "ce [epochs=200]"].iloc[0]
+    assert (ce["mean"], ce["n"], ce["published_error"], ce["delta"]) == \
+        (31.0, 2, 30.0, pytest.approx(1.0))
+    assert ce["all_published"].splitlines() == [
+        "Q, T2: 70 % top-1 accuracy (final epoch, P1)",
+        "P, T1: 29.64 % top-1 error (best test epoch, P2)"]
+    html = (out / "cifar10-lt.html").read_text(encoding="utf-8")
+    assert ('<span class="pub" title="Q, T2: 70 % top-1 accuracy (final epoch, P1)\n'
+            'P, T1: 29.64 % top-1 error (best test epoch, P2)">pub. 30.00 [1]') in html
+    latex = (out / "results.tex").read_text(encoding="utf-8")
+    assert "\\toprule" in latex and "{\\scriptsize pub. 30.00 [1] $\\Delta$ +1.00; also [2]}" \
+        in latex
+
+
+@pytest.fixture(scope="module")
+def small_report(tmp_path_factory):
+    """The report of :func:`helpers.small_store` with one published number, written once."""
+    root = tmp_path_factory.mktemp("small")
+    rows = load_published(published_file(root, [
+        "P,T1,LDAM-DRW,CIFAR-100-LT,100,all,top1_err,57.96,Paper A,P2,,ldam-drw,cifar100-lt,"
+        "exp,,200,best_test_epoch,code selects on test,"]))
+    index = write_report(small_store(root / "results"), root / "report", published=rows)
+    assert index == root / "report" / "index.html"
+    return root / "report"
+
+
+def test_report_of_a_small_store(small_report):
+    out, index = small_report, small_report / "index.html"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cifar10-lt.html", "cifar100-lt.html", "data", "index.html", "results.md",
+        "results.tex"]
+    assert sorted(p.name for p in (out / "data").iterdir()) == sorted(
+        [f"cifar10-lt_{name}.csv" for name in
+         ("top1_err", "shot_acc", "training_counts", "per_class_if100", "per_class_if10",
+          "curves_if100", "curves_if10", "eps_meta-ce_if100", "eps_meta-ce_if10")]
+        + [f"cifar100-lt_{name}.csv" for name in
+           ("top1_err", "shot_acc", "training_counts", "per_class_if100", "curves_if100")])
+    for page in ("index.html", "cifar10-lt.html", "cifar100-lt.html"):
+        html = (out / page).read_text(encoding="utf-8")
+        assert "http://" not in html and "https://" not in html, page
+        assert "<script" not in html and "<link" not in html and 'name="viewport"' in html
+        assert f"ltbench</dt><dd>{__version__}" in html
+    index_html = index.read_text(encoding="utf-8")
+    assert index_html.index(">cifar10-lt<") < index_html.index(">cifar100-lt<")
+    # ce (seeds 0-2 at 30, 31, 32 % error) and the bold best cell (meta-ce, 23 %).
+    assert '<span class="value">31.00 ± 1.00 (n=3)</span>' in index_html
+    assert '<td class="num best"><span class="value">23.00 ± 1.00 (n=3)</span>' in index_html
+    assert '<td class="missing"><span class="value">— (3 missing)</span>' in index_html
+    # ldam-drw on CIFAR-100-LT: best-epoch errors 56.5, 57.5 → Δ = 57.0 − 57.96.
+    assert "pub. 57.96 [1] Δ -0.96 (best ep.)" in index_html
+    page = (out / "cifar10-lt.html").read_text(encoding="utf-8")
+    assert page.count("<picture>") == 7 and page.count("data:image/svg+xml;base64,") == 14
+    assert "Runs: 22 ok, 2 failed, 0 diverged, 6 missing." in page
+    assert "many (8 classes)" in page and "few (0 classes)" in page
+    # Provenance: 4 CIFAR-100 runs of 1800 s on a GPU; CUDA from the torch build tag.
+    c100 = (out / "cifar100-lt.html").read_text(encoding="utf-8")
+    assert "<dt>GPU-hours</dt><dd>2.00 (wall time" in c100
+    assert "<dt>CUDA</dt><dd>12.1</dd>" in c100 and "NVIDIA H200 (4 runs)" in c100
+
+
+def test_plot_data_is_the_numbers_drawn(small_report):
+    data = small_report / "data"
+    counts = pd.read_csv(data / "cifar10-lt_training_counts.csv")
+    assert counts[counts["imb_factor"] == 100]["train_count"].tolist() == \
+        [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    # Test error at epoch e is final + 40 / (1 + e): the median over ce's seeds (30, 31, 32)
+    # at the last epoch (7) is 31 + 5.
+    curves = pd.read_csv(data / "cifar10-lt_curves_if100.csv")
+    last = curves[(curves["configuration"] == "ce [epochs=200]") & (curves["epoch"] == 7)]
+    assert last["test_err"].tolist() == [pytest.approx(36.0)] and last["runs"].tolist() == [3]
+    # Per-class accuracy of class 0 (5000 images): round(100 - e + 10) over e = 30, 31, 32.
+    per_class = pd.read_csv(data / "cifar10-lt_per_class_if100.csv")
+    head = per_class[(per_class["configuration"] == "ce [epochs=200]")
+                     & (per_class["class"] == 0)]
+    assert head[["train_count", "accuracy_mean", "runs"]].values.tolist() == [[5000, 79.0, 3]]
+    # ε at IF 100: 8 head classes × 25 examples and 2 medium classes × 24, over 3 seeds whose
+    # bins start at -1.0, -0.9, -0.8: re-binned onto 10 equal bins over [-1.0, 1.2].
+    eps = pd.read_csv(data / "cifar10-lt_eps_meta-ce_if100.csv")
+    mine = eps[eps["quantity"] == "eps"]
+    totals = mine.groupby("group")["count"].sum().to_dict()
+    assert totals == {"many": pytest.approx(600), "medium": pytest.approx(144)}
+    assert set(eps["epoch"]) == {199} and len(mine) == 20
+    assert mine["lo"].min() == pytest.approx(-1.0) and mine["hi"].max() == pytest.approx(1.2)
+
+
+def test_rebin_keeps_totals_and_splits_by_overlap():
+    edges = np.array([0.0, 0.5, 1.0, 1.5])
+    counts = rebin(np.array([0.0, 0.25, 1.0, 1.2]), np.array([1.0, 0.75, 1.5, 1.2]),
+                   np.array([4.0, 2.0, 3.0, 5.0]), edges)
+    # [0, 1) → 2 + 2; [0.25, 0.75) → 1 + 1; [1, 1.5) → 3 in the last bin; the zero-width
+    # bin at 1.2 → the last bin.
+    assert counts.tolist() == [3.0, 3.0, 8.0]
 
 
 def test_report_of_empty_store(tmp_path):
     index = write_report(ResultStore(tmp_path / "nothing"), tmp_path / "report")
     assert "No results in the store yet." in index.read_text(encoding="utf-8")
     assert "No results in the store yet." in (tmp_path / "report" / "results.md").read_text()
+
+
+def test_report_command(tmp_path):
+    ldam = {"epochs": 200, "lr": 0.1, "protocol": "ldam"}
+    stored(tmp_path, [record(f"r{seed}", seed=seed, err=30.0 + seed, hparams=ldam,
+                             top1_err_best_epoch=29.5 + seed) for seed in range(3)])
+    result = CliRunner().invoke(cli, ["report", "--results", str(tmp_path / "results"),
+                                      "--out", str(tmp_path / "site")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"wrote {tmp_path / 'site' / 'index.html'}\n"
+    # The repository's published numbers are used by default: Jamal's CE at IF 100 (best
+    # test epoch) against the best-epoch mean 30.5.
+    assert "pub. 29.64 [1] Δ +0.86 (best ep.)" in (tmp_path / "site" / "index.html").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--results", "{tmp}/none"], "no results store at"),
+    (["--published", "{tmp}/none.csv"], "published numbers not found"),
+])
+def test_report_bad_input(tmp_path, args, message):
+    small_store(tmp_path / "results")
+    args = [a.format(tmp=tmp_path) for a in args]
+    result = CliRunner().invoke(cli, ["report", "--results", str(tmp_path / "results"),
+                                      "--out", str(tmp_path / "site"), *args])
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("Error: ") and message in line
+    assert not (tmp_path / "site").exists()

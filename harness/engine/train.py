@@ -3,14 +3,19 @@
 SGD on all parameters (momentum, weight decay on every parameter, optional Nesterov), the
 learning rate set once per epoch by :func:`learning_rate`, a fresh permutation of the training
 set every epoch with the last partial batch kept (``drop_last=False`` as the reference), and
-the test set evaluated after every ``eval_every``-th epoch and after the last one. The
-reported train loss is the sample-weighted mean of the batch losses and the train accuracy the
-plain top-1 over the epoch's samples (the reference's ``AverageMeter``s); the test accuracy is
-the mean per-class accuracy (:func:`ltbench.evaluate.summarize`).
+the test set evaluated after every ``eval_every``-th epoch and after the last one. Each batch's
+loss comes from :meth:`Method.training_loss <ltbench.methods.base.Method.training_loss>`, given a
+:class:`~ltbench.methods.base.StepContext`. The reported train loss is the sample-weighted mean
+of the batch losses and the train accuracy the plain top-1 over the samples trained on (the
+reference's ``AverageMeter``s); the test accuracy is the mean per-class accuracy
+(:func:`ltbench.evaluate.summarize`).
 
 Random streams are independent and named: the model's initialisation draws from a CPU
 generator seeded with ``derive_seed(seed, "init")``, the data order and augmentation from a
-generator on the training device seeded with ``derive_seed(seed, "data")``; no global RNG.
+generator on the training device seeded with ``derive_seed(seed, "data")``, the meta-set
+batches of methods that use one (:class:`MetaBatches`, training augmentation) from their own
+generator seeded with ``derive_seed(seed, "meta")``, so they leave the data order untouched;
+no global RNG.
 On CPU everything runs in fp32 and a seed reproduces bit-identical numbers. On CUDA the
 forward runs under bf16 autocast with channels-last tensors (the head and the loss in fp32,
 architecture.md §6.3) and ``cudnn.benchmark`` is enabled.
@@ -36,7 +41,7 @@ import torch.nn as nn
 
 from ..datasets.base import LTData
 from ..evaluate import summarize
-from ..methods.base import Method
+from ..methods.base import Method, StepContext, step_decay
 from ..progress import RunProgress
 from ..spec import derive_seed
 from .augment import DeviceImages
@@ -76,8 +81,7 @@ def learning_rate(epoch: int, hparams: Mapping[str, Any]) -> float:
     warmup_epochs = int(hparams["warmup_epochs"])
     if epoch < warmup_epochs:
         return base * (epoch + 1) / warmup_epochs
-    decays = sum(epoch >= int(milestone) for milestone in hparams["lr_milestones"])
-    return base * float(hparams["lr_decay"]) ** decays
+    return step_decay(base, hparams["lr_decay"], hparams["lr_milestones"], epoch)
 
 
 def build_optimizer(model: nn.Module, hparams: Mapping[str, Any]) -> torch.optim.SGD:
@@ -95,29 +99,62 @@ def mixed_precision(device: torch.device) -> Precision:
     return contextlib.nullcontext
 
 
+class MetaBatches:
+    """Augmented batches of the balanced meta set for :attr:`StepContext.meta_batch`.
+
+    Each call returns ``min(batch_size, len(images))`` images with the training augmentation,
+    taken in turn from a permutation of the set; a fresh permutation is drawn whenever fewer
+    than a batch remain, so every batch has the same shape. The Jamal and MW-Net references
+    draw ``next(iter(validation_loader))`` (a fresh shuffle of the meta set, batch 100) every
+    step: the whole CIFAR-10 meta set, or a random 100 of CIFAR-100's 1,000 (protocols.md
+    §3.6, §3.7). All draws come from ``generator``.
+    """
+
+    def __init__(self, images: DeviceImages, batch_size: int, generator: torch.Generator):
+        self.images = images
+        self.batch_size = min(batch_size, len(images))
+        self.generator = generator
+        self._order: torch.Tensor | None = None
+        self._next = 0
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._order is None or self._next + self.batch_size > len(self.images):
+            self._order = torch.randperm(len(self.images), generator=self.generator,
+                                         device=self.generator.device)
+            self._next = 0
+        index = self._order[self._next:self._next + self.batch_size]
+        self._next += self.batch_size
+        return self.images.train_batch(index, self.generator)
+
+
+def _no_meta_set() -> None:
+    return None
+
+
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images: DeviceImages,
                 method: Method, epoch: int, batch_size: int, generator: torch.Generator,
-                precision: Precision, progress: RunProgress | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One pass over a fresh permutation of ``images``; returns the device tensors
-    (sum over samples of the batch loss, number of correct top-1 predictions)."""
+                step: StepContext, progress: RunProgress | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One pass over a fresh permutation of ``images``; returns the device tensors (sum over
+    samples of the batch loss, number of correct top-1 predictions) and the number of samples
+    they cover (the epoch's size, unless the method trains on other examples)."""
     model.train()
     order = torch.randperm(len(images), generator=generator, device=generator.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=generator.device)
     correct = torch.zeros((), dtype=torch.int64, device=generator.device)
+    seen = 0
     for index in order.split(batch_size):
         inputs, targets = images.train_batch(index, generator)
-        with precision():
-            logits = model(inputs)
-        loss = method.loss(logits.float(), targets, epoch)
+        loss, logits, scored = method.training_loss(model, inputs, targets, epoch, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.detach().double() * targets.shape[0]
-        correct += (logits.detach().argmax(dim=1) == targets).sum()
+        loss_sum += loss.detach().double() * scored.shape[0]
+        correct += (logits.detach().argmax(dim=1) == scored).sum()
+        seen += scored.shape[0]
         if progress is not None:
             progress.advance()
-    return loss_sum, correct
+    return loss_sum, correct, seen
 
 
 def evaluate(model: nn.Module, images: DeviceImages, num_classes: int,
@@ -163,6 +200,14 @@ def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
                                 device, channels_last=on_cuda)
     test_images = DeviceImages(data.test_images, data.test_labels, hparams["mean"],
                                hparams["std"], 0, "zero", device, channels_last=on_cuda)
+    meta_batch = _no_meta_set
+    if method.uses_meta_set and data.meta_images is not None:
+        meta_batch = MetaBatches(
+            DeviceImages(data.meta_images, data.meta_labels, hparams["mean"], hparams["std"],
+                         int(hparams["pad"]), hparams["pad_mode"], device,
+                         channels_last=on_cuda),
+            int(hparams["meta_batch_size"]),
+            torch.Generator(device=device).manual_seed(derive_seed(seed, "meta")))
     num_train = len(train_images)
     per_class_total = np.bincount(data.test_labels.numpy(), minlength=num_classes)
     per_class_correct = np.zeros(num_classes, dtype=np.int64)
@@ -175,12 +220,13 @@ def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
         lr = learning_rate(epoch, hparams)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        step = StepContext(lr=lr, precision=precision, meta_batch=meta_batch, seed=seed)
         started = time.perf_counter()
-        loss_sum, correct = train_epoch(model, optimizer, train_images, method, epoch,
-                                        batch_size, data_generator, precision, progress)
+        loss_sum, correct, seen = train_epoch(model, optimizer, train_images, method, epoch,
+                                              batch_size, data_generator, step, progress)
         loss_total, correct_total = torch.stack((loss_sum, correct.double())).tolist()
         train_s = time.perf_counter() - started
-        train_loss = loss_total / num_train
+        train_loss = loss_total / seen
         test_acc, eval_s = math.nan, math.nan
         if not math.isfinite(train_loss):
             status, error = "diverged", f"non-finite training loss in epoch {epoch}"
@@ -191,7 +237,7 @@ def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
             test_acc = summarize(per_class_correct, per_class_total,
                                  data.class_counts)["top1_acc"]
         rows.append({"epoch": epoch, "lr": lr, "train_loss": train_loss,
-                     "train_acc": 100.0 * correct_total / num_train, "test_acc": test_acc,
+                     "train_acc": 100.0 * correct_total / seen, "test_acc": test_acc,
                      "train_s": train_s, "eval_s": eval_s})
         if progress is not None:
             progress.epoch_done(epoch, epochs, train_loss,

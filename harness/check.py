@@ -1,0 +1,259 @@
+"""``ltbench check``: the store's means over seeds against the published numbers.
+
+Scope: the published rows (:mod:`ltbench.published`) of the checked methods (default: the
+methods in the store) on the datasets the store has runs of. Each row in scope is either *not
+compared* — :func:`~ltbench.published.skip_reason` (unknown model selection, shifted split,
+...), or no run of any method in the store has the row's setting (imbalance factor, count
+profile, protocol preset and length), so nobody tried to reproduce it — or compared with every
+store configuration that matches it (:func:`~ltbench.published.comparable`) and has runs at
+its imbalance factor:
+
+* *missing*: no such configuration has a run there, or none of its runs is ``ok`` with a finite
+  value. A missing run is never a pass (architecture.md §8 pitfall 2);
+* otherwise ``diff = mean − published`` over the ``ok`` runs, with the tolerance
+  ``max(floor, k × SE)``, SE = sample std / √n over seeds (the floor alone for one seed;
+  architecture.md §8 pitfall 12: tolerances from seed-level standard error). The result is
+  *regression* when the mean is worse than published by more than the tolerance (error higher,
+  accuracy lower), *improvement* when better by more, *pass* otherwise.
+
+The default floor, 1 point, is below the ≥ 1.5-point spread between long-tailed subsets of
+one dataset (protocols.md §4, subset RNG row) because ltbench fixes the subset (split seed 0 is
+LDAM-DRW's); k = 2 is a two-sided ≈ 95 % band for a normal mean.
+
+This module must not import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .published import (SELECTION_TEXT, PublishedRow, comparable, compared_column,
+                        matches_setting, setting, skip_reason, with_compared_metrics)
+from .spec import format_imb
+from .tables import configurations, method_rank
+
+#: Outcomes in the order the summary lists them.
+OUTCOMES = ("regression", "missing", "improvement", "pass")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Allowed |mean − published| in metric points: ``max(floor, k × SE)``."""
+
+    floor: float = 1.0
+    k: float = 2.0
+
+    def of(self, se: float) -> float:
+        return max(self.floor, self.k * se) if math.isfinite(se) else self.floor
+
+
+@dataclass
+class Comparison:
+    """One published row against one store configuration (or against nothing: missing)."""
+
+    row: PublishedRow
+    outcome: str
+    config: str = ""
+    n: int = 0
+    failed: int = 0
+    mean: float = math.nan
+    std: float = math.nan
+    se: float = math.nan
+    tolerance: float = math.nan
+    diff: float = math.nan
+    reason: str = ""
+
+
+@dataclass
+class CheckResult:
+    comparisons: list[Comparison]
+    not_compared: list[tuple[PublishedRow, str]]
+    tolerance: Tolerance
+
+    def counts(self) -> dict[str, int]:
+        counts = {outcome: 0 for outcome in OUTCOMES}
+        for comparison in self.comparisons:
+            counts[comparison.outcome] += 1
+        return counts
+
+    @property
+    def regressed(self) -> bool:
+        return any(c.outcome == "regression" for c in self.comparisons)
+
+
+def _outcome(row: PublishedRow, diff: float, tolerance: float) -> str:
+    worse = diff if row.lower_is_better else -diff
+    if worse > tolerance:
+        return "regression"
+    if worse < -tolerance:
+        return "improvement"
+    return "pass"
+
+
+def _compare(row: PublishedRow, label: str, group: pd.DataFrame,
+             tolerance: Tolerance) -> Comparison:
+    ok = group["status"] == "ok"
+    values = group.loc[ok, compared_column(row)].to_numpy(dtype=np.float64)
+    values = values[np.isfinite(values)]
+    n, failed = len(values), int((~ok).sum())
+    if n == 0:
+        reason = (f"no ok run ({failed} failed or diverged)" if failed
+                  else f"no finite {compared_column(row)} in its ok runs")
+        return Comparison(row, "missing", config=label, failed=failed, reason=reason)
+    mean = float(values.mean())
+    std = float(values.std(ddof=1)) if n >= 2 else math.nan
+    se = std / math.sqrt(n) if n >= 2 else math.nan
+    allowed = tolerance.of(se)
+    diff = mean - row.value
+    return Comparison(row, _outcome(row, diff, allowed), config=label, n=n, failed=failed,
+                      mean=mean, std=std, se=se, tolerance=allowed, diff=diff)
+
+
+def _compare_row(row: PublishedRow, records: pd.DataFrame, tolerance: Tolerance
+                 ) -> list[Comparison]:
+    mine = records[records["method"] == row.ltbench_method]
+    if mine.empty:
+        return [Comparison(row, "missing", reason=f"no run of {row.ltbench_method} on "
+                                                  f"{row.ltbench_dataset}")]
+    configs, labels = configurations(mine)
+    matching = [c.label for c in configs if comparable(row, c)]
+    if not matching:
+        return [Comparison(row, "missing", reason=f"no configuration with {setting(row)}")]
+    at_imb = mine["imb_factor"].astype(float) == row.imb_factor
+    comparisons = [_compare(row, label, mine[at_imb & (labels == label)], tolerance)
+                   for label in matching if (at_imb & (labels == label)).any()]
+    return comparisons or [Comparison(row, "missing",
+                                      reason=f"no run at IF {format_imb(row.imb_factor)}")]
+
+
+NOT_RUN = "no run of any method in its setting (imbalance factor, profile, protocol, epochs)"
+
+
+def _setting_in_store(row: PublishedRow, settings: set[tuple]) -> bool:
+    return any(dataset == row.ltbench_dataset and imb == row.imb_factor
+               and matches_setting(row, epochs, profile, protocol)
+               for dataset, imb, profile, epochs, protocol in settings)
+
+
+def check(records: pd.DataFrame, published: Iterable[PublishedRow],
+          methods: Sequence[str] | None = None, tolerance: Tolerance = Tolerance()
+          ) -> CheckResult:
+    """Compare ``records`` (:meth:`ResultStore.read`) with the ``published`` rows in scope.
+
+    ``methods`` defaults to the methods in ``records``. Comparisons are sorted by outcome
+    (:data:`OUTCOMES`), dataset, method family order, imbalance factor (descending), paper.
+    """
+    records = with_compared_metrics(records)
+    datasets = set(records["dataset"])
+    checked = set(records["method"]) if methods is None else set(methods)
+    settings = set(zip(records["dataset"], records["imb_factor"].astype(float),
+                       records["profile"], records["epochs"].astype(int),
+                       [json.loads(h).get("protocol") for h in records["hparams"]]))
+    comparisons: list[Comparison] = []
+    not_compared: list[tuple[PublishedRow, str]] = []
+    for row in published:
+        if row.ltbench_method not in checked or row.ltbench_dataset not in datasets:
+            continue
+        reason = skip_reason(row) or (None if _setting_in_store(row, settings) else
+                                      NOT_RUN)
+        if reason:
+            not_compared.append((row, reason))
+            continue
+        comparisons += _compare_row(row, records[records["dataset"] == row.ltbench_dataset],
+                                    tolerance)
+    rank = method_rank()
+    comparisons.sort(key=lambda c: (OUTCOMES.index(c.outcome), c.row.ltbench_dataset,
+                                    rank(c.row.ltbench_method), -c.row.imb_factor,
+                                    c.row.split, c.row.metric, c.row.paper, c.row.table,
+                                    c.config))
+    return CheckResult(comparisons, not_compared, tolerance)
+
+
+def _number(value: float, signed: bool = False) -> str:
+    if not math.isfinite(value):
+        return "—"
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def _ours(c: Comparison) -> str:
+    if c.n == 0:
+        return "—"
+    spread = f" ± {c.se:.2f}" if math.isfinite(c.se) else ""
+    return f"{c.mean:.2f}{spread} (n={c.n})"
+
+
+def _summary_line(result: CheckResult) -> str:
+    counts = result.counts()
+    return ", ".join(f"{counts[outcome]} {outcome}" for outcome in OUTCOMES)
+
+
+def to_markdown(result: CheckResult) -> str:
+    """The comparisons as an aligned Markdown table (readable as plain text in a CI log)."""
+    tol = result.tolerance
+    lines = [f"## ltbench check: {_summary_line(result)}", "",
+             f"ltbench = mean ± standard error over the ok runs of each configuration; "
+             f"Δ = ltbench − published (points); tolerance = max({tol.floor:g}, "
+             f"{tol.k:g} × SE). Error: lower is better; accuracy: higher is better.", ""]
+    header = ["outcome", "configuration", "dataset", "IF", "split", "metric", "selection",
+              "ltbench ± SE", "published", "Δ", "tol", "source", "note"]
+    body = [[c.outcome.upper() if c.outcome == "regression" else c.outcome,
+             c.config or c.row.ltbench_method, c.row.ltbench_dataset,
+             format_imb(c.row.imb_factor), c.row.split, c.row.metric,
+             SELECTION_TEXT[c.row.selection], _ours(c), f"{c.row.value:g}",
+             _number(c.diff, signed=True), _number(c.tolerance),
+             f"{c.row.label()} ({c.row.provenance})", c.reason]
+            for c in result.comparisons]
+    if body:
+        widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
+
+        def line(cells: list[str]) -> str:
+            return "| " + " | ".join(cell.replace("|", "\\|").ljust(width)
+                                     for cell, width in zip(cells, widths)) + " |"
+
+        lines += [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+        lines += [line(cells) for cells in body]
+    else:
+        lines.append("No published number matches the methods and datasets in the store.")
+    if result.not_compared:
+        reasons: dict[str, int] = {}
+        for _, reason in result.not_compared:
+            reasons[reason] = reasons.get(reason, 0) + 1
+        lines += ["", f"Not compared: {len(result.not_compared)} published rows in scope ("
+                  + "; ".join(f"{count}: {reason}" for reason, count in sorted(reasons.items()))
+                  + ")."]
+    return "\n".join(lines) + "\n"
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _row_json(row: PublishedRow) -> dict[str, Any]:
+    return {"paper": row.paper, "table": row.table, "method": row.method,
+            "ltbench_method": row.ltbench_method, "dataset": row.ltbench_dataset,
+            "imb_factor": row.imb_factor, "split": row.split, "metric": row.metric,
+            "selection": row.selection, "published": row.value, "source": row.source,
+            "provenance": row.provenance, "where": row.where}
+
+
+def to_json(result: CheckResult) -> dict[str, Any]:
+    """The result as JSON-ready data (NaN as null)."""
+    return {
+        "tolerance": {"floor": result.tolerance.floor, "k": result.tolerance.k},
+        "counts": {**result.counts(), "not_compared": len(result.not_compared)},
+        "regressed": result.regressed,
+        "comparisons": [{**_row_json(c.row), "outcome": c.outcome, "configuration": c.config,
+                         "n": c.n, "failed": c.failed, "mean": _finite(c.mean),
+                         "std": _finite(c.std), "se": _finite(c.se),
+                         "tolerance": _finite(c.tolerance), "diff": _finite(c.diff),
+                         "reason": c.reason}
+                        for c in result.comparisons],
+        "not_compared": [{**_row_json(row), "reason": reason}
+                         for row, reason in result.not_compared],
+    }

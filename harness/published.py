@@ -1,0 +1,234 @@
+"""Published numbers: loading ``results/published/*.csv`` and matching rows to store results.
+
+One row per (paper, table, method, dataset, imbalance factor, split, metric): the shared
+reference table's columns (``value``, ``source``, ``provenance``, ``note``, ...) plus ltbench's
+(``ltbench_method``, ``ltbench_dataset``, ``ltbench_profile``, ``ltbench_protocol``,
+``protocol_epochs``, ``selection``, ``selection_source``, ``mapping_note``; see
+``results/published/make_published.py`` for how each was decided).
+
+Matching rules, shared by ``ltbench check`` and the report:
+
+* a row compares with a store configuration of its ``ltbench_method`` on its
+  ``ltbench_dataset`` and imbalance factor only when the configuration was trained for the
+  published protocol's length (``epochs == protocol_epochs``) and, where the row names them,
+  with its count profile and ltbench protocol preset (the ``protocol`` hyper-parameter; a
+  configuration without one never matches a row that names one). A 1-epoch smoke
+  configuration, or any row whose protocol length is unknown, is never compared;
+* the store number compared follows the row's ``selection``: ``final_epoch`` → the final-epoch
+  metric; ``best_test_epoch`` → the best-test-epoch error the reference codes print
+  (``top1_err_best_epoch``, kaidic/LDAM-DRW : cifar_train.py), stored only for the whole test
+  set; ``unknown`` → no comparison;
+* accuracies and errors are both in percent on a class-balanced test set, so
+  error = 100 − accuracy (protocols.md §1.1); top-1 *error* is better when lower, accuracy
+  when higher;
+* shifted test splits (LADE protocol, protocols.md §1.4: F50 … U1 … B50) are not stored yet
+  and are not compared.
+
+This module must not import torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from .errors import BadInput
+from .tables import FAMILY_ORDER, Configuration
+
+ORIGINAL_COLUMNS = ("paper", "table", "method", "dataset", "imbalance_factor", "split",
+                    "metric", "value", "source", "provenance", "note")
+LTBENCH_COLUMNS = ("ltbench_method", "ltbench_dataset", "ltbench_profile", "ltbench_protocol",
+                   "protocol_epochs", "selection", "selection_source", "mapping_note")
+
+#: Datasets published numbers may name (registered or planned).
+KNOWN_DATASETS = ("cifar10-lt", "cifar100-lt", "imagenet-lt", "places-lt", "inat2017",
+                  "inat2018")
+SELECTIONS = ("best_test_epoch", "final_epoch", "unknown")
+SELECTION_TEXT = {"best_test_epoch": "best test epoch", "final_epoch": "final epoch",
+                  "unknown": "unknown"}
+METRICS = ("top1_err", "top1_acc")
+SHOT_SPLITS = ("many", "medium", "few")
+SHIFTED_SPLITS = ("F50", "F25", "F10", "F5", "F2", "U1", "B2", "B5", "B10", "B25", "B50")
+SPLITS = ("all",) + SHOT_SPLITS + SHIFTED_SPLITS
+PROFILES = ("exp", "step")
+PROTOCOLS = ("ldam", "jamal")
+
+
+@dataclass(frozen=True)
+class PublishedRow:
+    """One published number and how ltbench compares with it."""
+
+    paper: str
+    table: str
+    method: str
+    dataset: str
+    imb_factor: float
+    split: str
+    metric: str
+    value: float
+    source: str
+    provenance: str
+    note: str
+    ltbench_method: str
+    ltbench_dataset: str
+    ltbench_profile: str
+    ltbench_protocol: str
+    protocol_epochs: int | None
+    selection: str
+    selection_source: str
+    mapping_note: str
+    where: str  # file:line, for messages
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric == "top1_err"
+
+    @property
+    def as_error(self) -> float:
+        """The value as a top-1 error (%)."""
+        return self.value if self.metric == "top1_err" else 100.0 - self.value
+
+    def label(self) -> str:
+        return f"{self.paper} {self.table}"
+
+
+def default_published_dir() -> Path:
+    """``results/published`` of the source checkout ltbench is installed from."""
+    return Path(__file__).resolve().parent.parent / "results" / "published"
+
+
+def _number(text: str, what: str, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadInput(f"{where}: {what} '{text}' is not a number") from None
+    if not math.isfinite(value):
+        raise BadInput(f"{where}: {what} '{text}' is not finite")
+    return value
+
+
+def _choice(value: str, allowed: Sequence[str], what: str, where: str) -> str:
+    if value not in allowed:
+        raise BadInput(f"{where}: {what} '{value}' is not one of {', '.join(allowed)}")
+    return value
+
+
+def _parse(row: dict[str, str], where: str, known_methods: Sequence[str]) -> PublishedRow:
+    imb = _number(row["imbalance_factor"], "imbalance_factor", where)
+    if imb < 1:
+        raise BadInput(f"{where}: imbalance_factor must be >= 1 (n_max / n_min), got {imb}")
+    epochs = row["protocol_epochs"].strip()
+    if epochs and not epochs.isdigit():
+        raise BadInput(f"{where}: protocol_epochs '{epochs}' is not a whole number of epochs")
+    method = row["ltbench_method"]
+    if method:
+        _choice(method, known_methods, "ltbench_method", where)
+    return PublishedRow(
+        paper=row["paper"], table=row["table"], method=row["method"], dataset=row["dataset"],
+        imb_factor=imb, split=_choice(row["split"], SPLITS, "split", where),
+        metric=_choice(row["metric"], METRICS, "metric", where),
+        value=_number(row["value"], "value", where), source=row["source"],
+        provenance=row["provenance"], note=row["note"], ltbench_method=method,
+        ltbench_dataset=_choice(row["ltbench_dataset"], KNOWN_DATASETS, "ltbench_dataset",
+                                where),
+        ltbench_profile=_choice(row["ltbench_profile"], PROFILES + ("",), "ltbench_profile",
+                                where),
+        ltbench_protocol=_choice(row["ltbench_protocol"], PROTOCOLS + ("",), "ltbench_protocol",
+                                 where),
+        protocol_epochs=int(epochs) if epochs else None,
+        selection=_choice(row["selection"], SELECTIONS, "selection", where),
+        selection_source=row["selection_source"], mapping_note=row["mapping_note"],
+        where=where)
+
+
+def load_published(path: Path, extra_methods: Sequence[str] = ()) -> list[PublishedRow]:
+    """Every row of ``path`` (a CSV file, or a folder whose ``*.csv`` files are read in order).
+
+    ``ltbench_method`` must be empty, one of :data:`~ltbench.tables.FAMILY_ORDER` or one of
+    ``extra_methods`` (e.g. third-party registered names). Raises
+    :class:`~ltbench.errors.BadInput` naming the file and line of the first bad row.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.csv"))
+        if not files:
+            raise BadInput(f"no published-numbers file (*.csv) in {path}")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise BadInput(f"published numbers not found: {path} does not exist")
+    known_methods = tuple(FAMILY_ORDER) + tuple(extra_methods)
+    rows = []
+    for file in files:
+        try:
+            with open(file, newline="", encoding="utf-8") as handle:
+                reader = csv.DictReader(handle)
+                missing = [c for c in ORIGINAL_COLUMNS + LTBENCH_COLUMNS
+                           if c not in (reader.fieldnames or [])]
+                if missing:
+                    raise BadInput(f"{file}: missing columns {', '.join(missing)}")
+                for line, row in enumerate(reader, start=2):
+                    if None in row or any(value is None for value in row.values()):
+                        raise BadInput(f"{file}:{line}: wrong number of fields")
+                    rows.append(_parse(row, f"{file}:{line}", known_methods))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise BadInput(f"{file} is not a readable CSV file: {exc}") from exc
+    return rows
+
+
+def skip_reason(row: PublishedRow) -> str | None:
+    """Why ``row`` (of an ltbench method) is never compared with a store result, or None."""
+    if row.split in SHIFTED_SPLITS:
+        return "shifted test split (not stored yet)"
+    if row.selection == "unknown":
+        return "model selection unknown"
+    if row.selection == "best_test_epoch" and row.split != "all":
+        return "best-epoch numbers are stored for the whole test set only"
+    if row.protocol_epochs is None:
+        return "published protocol length unknown"
+    return None
+
+
+def setting(row: PublishedRow) -> str:
+    """The training setting a comparable configuration needs, e.g. ``epochs=200, profile=exp``."""
+    return ", ".join([f"epochs={row.protocol_epochs}"]
+                     + [f"{name}={value}" for name, value in (("profile", row.ltbench_profile),
+                                                              ("protocol", row.ltbench_protocol))
+                        if value])
+
+
+def matches_setting(row: PublishedRow, epochs: int | None, profile: str,
+                    protocol: str | None) -> bool:
+    """Whether a run of ``epochs``, ``profile`` and ``protocol`` has the row's setting."""
+    return (epochs == row.protocol_epochs
+            and (not row.ltbench_profile or profile == row.ltbench_profile)
+            and (not row.ltbench_protocol or protocol == row.ltbench_protocol))
+
+
+def comparable(row: PublishedRow, config: Configuration) -> bool:
+    """Whether ``config`` is ``row``'s method trained in ``row``'s setting."""
+    return config.method == row.ltbench_method and matches_setting(
+        row, config.epochs, config.profile, config.protocol)
+
+
+def compared_column(row: PublishedRow) -> str:
+    """The column of :func:`with_compared_metrics` records compared with a comparable ``row``."""
+    if row.selection == "best_test_epoch":
+        return "top1_err_best_epoch" if row.metric == "top1_err" else "top1_acc_best_epoch"
+    name = "top1" if row.split == "all" else row.split
+    return f"{name}_{row.metric.split('_')[1]}"
+
+
+def with_compared_metrics(records: pd.DataFrame) -> pd.DataFrame:
+    """``records`` plus the derived columns :func:`compared_column` can name.
+
+    ``top1_acc_best_epoch`` and ``{many,medium,few}_err`` are 100 minus the stored value.
+    """
+    derived = {"top1_acc_best_epoch": 100.0 - records["top1_err_best_epoch"]}
+    derived.update({f"{split}_err": 100.0 - records[f"{split}_acc"] for split in SHOT_SPLITS})
+    return records.assign(**derived)
