@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Every method on synthetic-lt (generated, nothing to download), two imbalance factors, two
-# seeds, a short schedule: about six minutes on two CPU cores. Re-running it trains nothing.
+# seeds, a short schedule. Re-running it trains nothing new.
 DEMO_SET := --set n_max=100 --set test_per_class=20 --set batch_size=32
 demo: venv
 	$(BIN)/ltbench run --methods all --datasets synthetic-lt --imb 50,10 --seeds 0,1 \
