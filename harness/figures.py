@@ -208,6 +208,42 @@ def eps_histograms(dataset: str, imb: float, label: str, histogram: pd.DataFrame
                 f"eps_{re.sub(r'[^A-Za-z0-9]+', '-', label).strip('-')}_if{format_imb(imb)}")
 
 
+def eps_by_class(dataset: str, imb: float, label: str, means: pd.DataFrame) -> Plot:
+    """Mean ε (and weight) of every class against its training count, one configuration.
+
+    ``means``: long format with ``quantity``, ``class``, ``train_count``, ``group`` and
+    ``mean`` — each class's mean over its examples at the last recorded epoch, averaged over
+    seeds. Jamal et al. (CVPR 2020, §4) expect ε to grow toward the tail, which this shows.
+    """
+    quantities = sorted(means["quantity"].unique())
+
+    def draw(figure: Figure, narrow: bool) -> None:
+        axes_list = np.atleast_1d(figure.subplots(len(quantities), 1))
+        for axes, quantity in zip(axes_list, quantities):
+            mine = means[means["quantity"] == quantity]
+            for index, group in enumerate(GROUP_NAMES):
+                part = mine[mine["group"] == group]
+                if not part.empty:
+                    axes.scatter(part["train_count"], part["mean"], s=14,
+                                 label=GROUP_NAMES[group], color=_style(index)["color"])
+            axes.axhline(0.0 if quantity == "eps" else 1.0, color="0.6", linewidth=0.8,
+                         linestyle=":")
+            axes.set_xscale("log")
+            axes.set_xlabel("training images of the class (log scale)")
+            axes.set_ylabel(f"mean {QUANTITY_NAMES.get(quantity, quantity)}")
+            axes.legend(frameon=False, fontsize="small")
+
+    names = " and ".join(QUANTITY_NAMES.get(q, q) for q in quantities)
+    return Plot(f"{label}, IF {format_imb(imb)}: mean per class",
+                f"{dataset}, IF {format_imb(imb)}, {label}: mean {names} of each class's "
+                f"examples at the last recorded epoch, averaged over seeds, against the class's "
+                f"training images.",
+                *_render(draw, 2.8 * len(quantities)),
+                means.assign(configuration=label, imb_factor=imb),
+                f"eps_mean_{re.sub(r'[^A-Za-z0-9]+', '-', label).strip('-')}"
+                f"_if{format_imb(imb)}")
+
+
 def group_of_classes(train_counts: Sequence[int]) -> np.ndarray:
     """The many / medium / few group name of every class, from its training count."""
     names = np.empty(len(train_counts), dtype=object)

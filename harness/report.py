@@ -6,7 +6,8 @@ Files written to the report folder:
 * ``<dataset>.html``: one page per dataset — the paper-style error table with published
   numbers, the many / medium / few accuracy tables, per-class accuracy vs. training count,
   the training counts, learning curves (median over seeds) and, for methods that record ε
-  (artifact ``eps``), ε histograms by head / medium / tail group;
+  (artifacts ``eps`` and ``eps_summary``), ε histograms by head / medium / tail group and the
+  mean ε per class against its training count;
 * ``results.md`` and ``results.tex`` (booktabs): the same tables;
 * ``data/*.csv``: the numbers behind every table and plot.
 
@@ -286,6 +287,26 @@ def _eps_histogram(store: ResultStore, runs: pd.DataFrame) -> pd.DataFrame | Non
     return pd.DataFrame(rows)
 
 
+def _eps_class_means(store: ResultStore, runs: pd.DataFrame) -> pd.DataFrame | None:
+    """Each class's mean ε / weight at the last recorded epoch (``eps_summary`` artifact),
+    averaged over the seeds of ``runs``, with its training count and group."""
+    parts = []
+    for _, run in runs.iterrows():
+        summary = store.artifact("eps_summary", run["run_id"])
+        if summary is None or summary.empty or run["train_class_counts"] is None:
+            continue
+        last = summary[summary["epoch"] == summary["epoch"].max()]
+        parts.append(last[["quantity", "class", "mean"]])
+    if not parts:
+        return None
+    means = (pd.concat(parts, ignore_index=True).dropna(subset=["mean"])
+             .groupby(["quantity", "class"], as_index=False)["mean"].mean())
+    counts = np.asarray(runs["train_class_counts"].iloc[0])
+    classes = means["class"].to_numpy(dtype=int)
+    return means.assign(train_count=counts[classes],
+                        group=figures.group_of_classes(counts)[classes])
+
+
 def _plot_sections(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
                    table: ErrorTable) -> list[tuple[str, list[figures.Plot]]]:
     """The page's plot sections, in reading order; a section without data is left out."""
@@ -312,6 +333,8 @@ def _plot_sections(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
                 curve_series.append((label, medians))
             if (histogram := _eps_histogram(store, ok_runs)) is not None:
                 eps.append(figures.eps_histograms(dataset, imb, label, histogram))
+            if (means := _eps_class_means(store, ok_runs)) is not None:
+                eps.append(figures.eps_by_class(dataset, imb, label, means))
         if per_class_series:
             per_class.append(figures.per_class_accuracy(dataset, imb, per_class_series,
                                                         style_of))
@@ -320,7 +343,7 @@ def _plot_sections(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
     sections = [("Training images per class", counts),
                 ("Per-class accuracy vs. training count", per_class),
                 ("Learning curves", curves),
-                ("ε by head / medium / tail group", eps)]
+                ("Meta-learned ε and weights: by head / medium / tail group and per class", eps)]
     return [(title, plots) for title, plots in sections if plots]
 
 

@@ -105,6 +105,20 @@ def eps_frame(train_counts: list[int], epoch: int, shift: float = 0.0) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+def eps_summary_frame(train_counts: list[int], epoch: int, shift: float = 0.0) -> pd.DataFrame:
+    """The ``eps_summary`` artifact matching :func:`eps_frame`: each class's mean is the centre
+    of its peak bin, ``-0.9 + shift + 0.2 · peak``."""
+    rows = []
+    for quantity in ("eps", "weight"):
+        for cls, count in enumerate(train_counts):
+            peak = 4 if count > 100 else 6 if count >= 20 else 8
+            mean = -0.9 + shift + 0.2 * peak
+            rows.append({"quantity": quantity, "epoch": epoch, "class": cls, "n": 25,
+                         "mean": mean, "std": 0.2, "q05": mean - 0.4, "q25": mean - 0.2,
+                         "q50": mean, "q75": mean + 0.2, "q95": mean + 0.4})
+    return pd.DataFrame(rows)
+
+
 def small_store(root: Path):
     """A store of several methods, factors and seeds, with curves, ε artifacts and holes.
 
@@ -133,6 +147,8 @@ def small_store(root: Path):
                 artifacts = {"curves": curves_frame(8, record["top1_err"])}
                 if method == "meta-ce":  # each seed's bins start 0.1 further right
                     artifacts["eps"] = eps_frame(record["train_class_counts"], 199, 0.1 * seed)
+                    artifacts["eps_summary"] = eps_summary_frame(record["train_class_counts"],
+                                                                 199, 0.1 * seed)
                 store.write(record, artifacts)
     store.write(summarized_record("c10-ce-smoke", method="ce", dataset="cifar10-lt", imb=100,
                                   seed=0, base_err=80.0, epochs=1),

@@ -182,8 +182,9 @@ def test_dataset_page_renders_offline(browser, report_dir, tmp_path):
     # Error table + many/medium/few tables at IF 100 and 10; 5 configurations.
     assert facts["tables"] == 3
     assert facts["rows"] == 5 + 5 + 4
-    # Training counts, per-class x2, curves x2, ε x2 (meta-ce at two factors): all decoded.
-    assert facts["images"] == 7 and facts["imagesDecoded"] == 7
+    # Training counts, per-class x2, curves x2, ε histograms x2 and per-class ε means x2
+    # (meta-ce at two factors): all decoded.
+    assert facts["images"] == 9 and facts["imagesDecoded"] == 9
     # Every configuration trained for 200 epochs has a published number at both factors.
     assert facts["published"] == 8
     assert facts["bold"] >= 2

@@ -306,7 +306,8 @@ def test_report_of_a_small_store(small_report):
     assert sorted(p.name for p in (out / "data").iterdir()) == sorted(
         [f"cifar10-lt_{name}.csv" for name in
          ("top1_err", "shot_acc", "training_counts", "per_class_if100", "per_class_if10",
-          "curves_if100", "curves_if10", "eps_meta-ce_if100", "eps_meta-ce_if10")]
+          "curves_if100", "curves_if10", "eps_meta-ce_if100", "eps_meta-ce_if10",
+          "eps_mean_meta-ce_if100", "eps_mean_meta-ce_if10")]
         + [f"cifar100-lt_{name}.csv" for name in
            ("top1_err", "shot_acc", "training_counts", "per_class_if100", "curves_if100")])
     for page in ("index.html", "cifar10-lt.html", "cifar100-lt.html"):
@@ -323,7 +324,7 @@ def test_report_of_a_small_store(small_report):
     # ldam-drw on CIFAR-100-LT: best-epoch errors 56.5, 57.5 → Δ = 57.0 − 57.96.
     assert "pub. 57.96 [1] Δ -0.96 (best ep.)" in index_html
     page = (out / "cifar10-lt.html").read_text(encoding="utf-8")
-    assert page.count("<picture>") == 7 and page.count("data:image/svg+xml;base64,") == 14
+    assert page.count("<picture>") == 9 and page.count("data:image/svg+xml;base64,") == 18
     assert "Runs: 22 ok, 2 failed, 0 diverged, 6 missing." in page
     assert "many (8 classes)" in page and "few (0 classes)" in page
     # Provenance: 4 CIFAR-100 runs of 1800 s on a GPU; CUDA from the torch build tag.
@@ -355,6 +356,14 @@ def test_plot_data_is_the_numbers_drawn(small_report):
     assert totals == {"many": pytest.approx(600), "medium": pytest.approx(144)}
     assert set(eps["epoch"]) == {199} and len(mine) == 20
     assert mine["lo"].min() == pytest.approx(-1.0) and mine["hi"].max() == pytest.approx(1.2)
+    # Mean ε per class over the seeds' shifts 0, 0.1, 0.2: -0.9 + 0.1 + 0.2 · peak bin, the
+    # peak at bin 4 for the head classes and 6 for the medium ones.
+    means = pd.read_csv(data / "cifar10-lt_eps_mean_meta-ce_if100.csv")
+    eps_means = means[means["quantity"] == "eps"].sort_values("class")
+    assert eps_means["train_count"].tolist() == [5000, 2997, 1796, 1077, 645, 387, 232, 139,
+                                                 83, 50]
+    assert eps_means["mean"].tolist() == pytest.approx([0.0] * 8 + [0.4] * 2)
+    assert eps_means["group"].tolist() == ["many"] * 8 + ["medium"] * 2
 
 
 def test_rebin_keeps_totals_and_splits_by_overlap():
