@@ -234,7 +234,7 @@ class FixedSplitDataset(Dataset):
         if int(hparams["crop_size"]) > int(hparams["resize_size"]):
             raise BadInput(f"{self.name}: crop_size {hparams['crop_size']} exceeds "
                            f"resize_size {hparams['resize_size']}")
-        if hparams.get("pretrained"):
+        if hparams["pretrained"] != "none":
             from ltbench.engine.imagenet_models import pretrained_state
 
             pretrained_state(hparams["backbone"], hparams["pretrained"])
@@ -276,7 +276,7 @@ def imagenet_protocol(**values: Any) -> dict[str, Any]:
         "lr_decay": 0.1,
         "crop_size": 224,
         "resize_size": 256,
-        "pretrained": "",
+        "pretrained": "none",
         "eval_every": 5,
         "meta_per_class": 0,
         **values,

@@ -13,7 +13,7 @@ convolution, BN weight 1 and bias 0; the linear head gets PyTorch's default
 ``U(±1/sqrt(fan_in))`` for weight and bias. Every draw comes from the given generator (modules
 are built on the meta device first, so their own initialisers never touch the global RNG).
 
-``pretrained`` (``--set pretrained=...``): ``""`` for none, ``"imagenet"`` for torchvision's
+``pretrained`` (``--set pretrained=...``): ``"none"``, ``"imagenet"`` for torchvision's
 ImageNet-1k weights (``IMAGENET1K_V1``: the model-zoo weights Decoupling fine-tunes for
 Places-LT, protocols.md §2.3), or the path of a saved ``state_dict`` of the torchvision model;
 the head is always freshly initialised. Weights that cannot be downloaded or read are
@@ -114,14 +114,14 @@ def pretrained_state(name: str, pretrained: str) -> dict[str, torch.Tensor]:
 
 
 def build_torchvision_backbone(name: str, num_classes: int, head: str,
-                               generator: torch.Generator, pretrained: str = "") -> nn.Module:
+                               generator: torch.Generator, pretrained: str = "none") -> nn.Module:
     """A freshly initialised :class:`TorchvisionResNet` on the CPU, its trunk loaded with
     ``pretrained`` weights when given."""
     with torch.device("meta"):
         model = TorchvisionResNet(_trunk(name), BACKBONES[name][1], num_classes, head)
     model = model.to_empty(device="cpu")
     _initialise(model, generator)
-    if pretrained:
+    if pretrained != "none":
         missing, unexpected = model.trunk.load_state_dict(pretrained_state(name, pretrained),
                                                           strict=False)
         if missing or unexpected:

@@ -123,7 +123,7 @@ def initialise(model: nn.Module, generator: torch.Generator) -> None:
 
 
 def build_backbone(name: str, num_classes: int, head: str,
-                   generator: torch.Generator, pretrained: str = "") -> nn.Module:
+                   generator: torch.Generator, pretrained: str = "none") -> nn.Module:
     """A freshly initialised backbone on the CPU (move it to a device afterwards).
 
     ``name``: ``"resnet32"`` or one of the ImageNet-scale backbones of
@@ -139,7 +139,7 @@ def build_backbone(name: str, num_classes: int, head: str,
         raise ValueError(f"unknown head {head!r}; known: {', '.join(map(repr, HEADS))}")
     if name in BACKBONES:
         return build_torchvision_backbone(name, num_classes, head, generator, pretrained)
-    if pretrained:
+    if pretrained != "none":
         raise ValueError(f"backbone {name!r} has no pretrained weights")
     with torch.device("meta"):
         model = CifarResNet(5, num_classes, head)

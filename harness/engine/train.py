@@ -207,7 +207,7 @@ def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
 
     init_generator = torch.Generator().manual_seed(derive_seed(seed, "init"))
     model = build_backbone(hparams["backbone"], num_classes, method.head, init_generator,
-                           pretrained=hparams.get("pretrained", ""))
+                           pretrained=hparams.get("pretrained", "none"))
     if on_cuda:
         torch.backends.cudnn.benchmark = True
         model = model.to(device, memory_format=torch.channels_last)
