@@ -122,9 +122,10 @@ def build_torchvision_backbone(name: str, num_classes: int, head: str,
     model = model.to_empty(device="cpu")
     _initialise(model, generator)
     if pretrained != "none":
-        missing, unexpected = model.trunk.load_state_dict(pretrained_state(name, pretrained),
-                                                          strict=False)
-        if missing or unexpected:
+        try:
+            model.trunk.load_state_dict(pretrained_state(name, pretrained))
+        except RuntimeError as exc:  # missing, unexpected or mis-shaped tensors
+            first = " ".join(str(exc).split())[:200]
             raise BadInput(f"--set pretrained={pretrained}: the weights do not fit {name} "
-                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+                           f"({first})") from None
     return model
