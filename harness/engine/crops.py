@@ -159,24 +159,29 @@ def centre_crops(images: PackedImages, index: torch.Tensor, size: int) -> torch.
     return _gather(images, index, top[:, None] + span, left[:, None] + span)
 
 
-def _grey(images: torch.Tensor) -> torch.Tensor:
-    weights = torch.tensor(GREY_WEIGHTS, dtype=images.dtype, device=images.device)
-    return (images * weights).sum(dim=-1, keepdim=True)
-
-
 def color_jitter(images: torch.Tensor, strength: float, generator: torch.Generator
                  ) -> torch.Tensor:
     """``ColorJitter(strength, strength, strength, hue=0)`` of float ``[B, H, W, 3]`` images in
-    [0, 1], per image (module docstring); returns a new tensor."""
+    [0, 1], per image (module docstring); returns a new tensor.
+
+    Each of the three operations is an affine map of a pixel's RGB with a per-image matrix
+    (``f·I``, plus ``(1 - f)·mean grey`` for contrast, or ``f·I + (1 - f)·1wᵀ`` for saturation,
+    w the grey weights), so every step is one batched matrix product and a clamp."""
     batch = images.shape[0]
     factors = _uniform((batch, 3), 1.0 - strength, 1.0 + strength, generator).float()
     order = torch.rand((batch, 3), generator=generator, device=generator.device).argsort(dim=1)
+    grey = torch.tensor(GREY_WEIGHTS, dtype=images.dtype, device=images.device)
+    identity = torch.eye(3, dtype=images.dtype, device=images.device)
+    pixels = images.reshape(batch, -1, 3)
     for slot in range(3):
-        operation = order[:, slot][:, None, None, None]
-        factor = factors.gather(1, order[:, slot:slot + 1])[:, :, None, None]
-        brightness = images * factor
-        contrast = factor * images + (1 - factor) * _grey(images).mean(dim=(1, 2), keepdim=True)
-        saturation = factor * images + (1 - factor) * _grey(images)
-        images = torch.where(operation == 0, brightness,
-                             torch.where(operation == 1, contrast, saturation)).clamp(0.0, 1.0)
-    return images
+        operation = order[:, slot]
+        factor = factors.gather(1, operation[:, None])[:, 0]
+        mean_grey = (pixels @ grey).mean(dim=1)
+        towards_grey = torch.where(operation == 2, 1 - factor, torch.zeros_like(factor))
+        matrix = (factor[:, None, None] * identity
+                  + towards_grey[:, None, None] * grey.expand(3, 3))
+        offset = torch.where(operation == 1, (1 - factor) * mean_grey,
+                             torch.zeros_like(factor))
+        pixels = torch.baddbmm(offset[:, None, None].expand(batch, 1, 3), pixels,
+                               matrix.transpose(1, 2)).clamp_(0.0, 1.0)
+    return pixels.reshape(images.shape)
