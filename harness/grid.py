@@ -79,7 +79,9 @@ def expand(methods: list[str], datasets: list[str], imb_factors: list[float] | N
         factors = imb_factors or [dataset_cls.natural_imb_factor or DEFAULT_IMB_FACTOR]
         for method in methods:
             method_cls = registry.load("method", method)
-            if not method_cls.supports(dataset):
+            # A method tied to a protocol (e.g. jamal's meta set) runs only where it exists.
+            has_protocol = method_cls.protocol in (None, *dataset_cls.protocols)
+            if not (method_cls.supports(dataset) and has_protocol):
                 if all_methods:
                     continue
                 raise BadInput(f"method '{method}' does not support dataset '{dataset}'")

@@ -324,3 +324,13 @@ def test_real_imagenet_lt_train_counts_match_datasets_md():
         (115_846, 1280, 86, 5, 5)
     assert {g: int(m.sum()) for g, m in shot_groups(counts).items()} == \
         {"many": 385, "medium": 479, "few": 136}
+
+
+def test_methods_tied_to_the_jamal_protocol_are_left_out_of_all():
+    methods = list(registry.plugins("method"))
+    specs = grid.expand(methods, ["imagenet-lt"], None, [0], all_methods=True)
+    kept = {s.method for s in specs}
+    tied = {m for m in methods if registry.load("method", m).protocol == "jamal"}
+    assert tied and not kept & tied and "ce" in kept and "ldam-drw" in kept
+    with pytest.raises(BadInput, match="does not support dataset 'imagenet-lt'"):
+        grid.expand([sorted(tied)[0]], ["imagenet-lt"], None, [0])
