@@ -34,6 +34,7 @@ iNat 2017 has no reference PyTorch protocol (Cui et al.'s TF/TPU scripts only, p
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import ClassVar
@@ -60,7 +61,14 @@ def read_coco_json(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
     """``(file names, labels)`` of an iNat annotation file, in ``images`` order: each image's
     annotation found by ``image_id``, its label the rank of its ``category_id`` among the
     file's categories. :class:`BadInput` for a malformed file, an image without exactly one
-    annotation or an unknown category."""
+    annotation or an unknown category. Read once per process and file version (the 2017 /
+    2018 training files are hundreds of megabytes)."""
+    stat = Path(path).stat()
+    return _read_coco_json(Path(path).resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _read_coco_json(path: Path, size: int, mtime_ns: int) -> tuple[tuple[str, ...], np.ndarray]:
     try:
         with open(path, encoding="utf-8") as handle:
             document = json.load(handle)
