@@ -80,9 +80,11 @@ def learning_rate(epoch: int, hparams: Mapping[str, Any]) -> float:
     then ``lr · lr_decay ** k`` with k the number of ``lr_milestones`` m with ``epoch >= m``.
     With ``lr_schedule = "cosine"`` the decay after the warm-up is instead
     ``lr · (1 + cos(pi · t / T)) / 2``, t the epochs since the warm-up and T their total: the
-    per-epoch ``CosineAnnealingLR(T_max=epochs, eta_min=0)`` of
+    per-epoch ``CosineAnnealingLR(T_max=num_epochs, eta_min=endlr = 0)`` of
     facebookresearch/classifier-balancing : run_networks.py (``coslr``) when there is no
-    warm-up."""
+    warm-up, with the first epoch at the full lr (that code steps the scheduler at the start
+    of each epoch, the PyTorch < 1.1 convention; on later PyTorch the same calls shift the
+    schedule by one epoch, which ltbench does not reproduce)."""
     base = float(hparams["lr"])
     warmup_epochs = int(hparams["warmup_epochs"])
     if epoch < warmup_epochs:
