@@ -211,6 +211,7 @@ def test_protocol_defaults_and_their_sources():
         ("resnet50", 1e-4, 0.0, [0.466, 0.471, 0.380])
 
 
+@pytest.mark.filterwarnings("ignore::ltbench.datasets.split_lists.SplitFileMismatch")
 def test_missing_cache_or_wrong_imb_exit_2_and_write_nothing(tmp_path):
     imagenet_lt_tree(tmp_path, TRAIN_COUNTS, TEST_PER_CLASS)
     results = tmp_path / "results"
