@@ -155,12 +155,17 @@ def _parallel_map(function, argument_lists: Iterable[tuple], jobs: int) -> Itera
             yield future.result()
 
 
-def _scan(images: ImageList, jobs: int) -> tuple[np.ndarray, np.ndarray]:
-    """Original heights and widths of every image; :class:`BadInput` naming the first missing
-    or unreadable ones (nothing has been written yet)."""
+def _scan(images: ImageList, jobs: int, progress: RunProgress) -> tuple[np.ndarray, np.ndarray]:
+    """Original heights and widths of every image, read from the file headers; :class:`BadInput`
+    naming the first missing or unreadable ones (nothing has been written yet)."""
     full_paths = [str(images.root / path) for path in images.paths]
     batches = [(full_paths[part],) for _, part in _chunks(len(full_paths))]
-    sizes = [size for batch in _parallel_map(_read_sizes, batches, jobs) for size in batch]
+    sizes = []
+    progress.begin(len(full_paths))
+    for batch in _parallel_map(_read_sizes, batches, jobs):
+        sizes.extend(batch)
+        progress.advance(len(batch))
+    progress.end(f"read {len(sizes)} image headers")
     problems = [size for size in sizes if isinstance(size, str)]
     if problems:
         raise BadInput(f"{len(problems)} of {len(sizes)} listed images under {images.root} are "
@@ -200,7 +205,7 @@ def prepare_split(images: ImageList, folder: Path, *, short_side: int = SHORT_SI
         return False
     if not (_index_matches(index, images, short_side) and pixels_path.is_file()
             and pixels_path.stat().st_size == 3 * int(index["total"])):
-        heights, widths = _scan(images, jobs)
+        heights, widths = _scan(images, jobs, RunProgress(f"{label}: reading sizes", stream))
         resized = np.array([resized_size(h, w, short_side) for h, w in zip(heights, widths)],
                            dtype=np.int64).reshape(-1, 2)
         areas = resized[:, 0] * resized[:, 1]
