@@ -111,7 +111,9 @@ def test_prepare_resumes_only_unfinished_chunks(image_list, tmp_path, monkeypatc
     assert repaired[other + 1:] == reference[other + 1:]
     assert log.getvalue().count("cached 8 images") == 1
     # Complete now: nothing to do.
-    assert not prepare_split(image_list, folder, short_side=SHORT, stream=io.StringIO())
+    log = io.StringIO()
+    assert not prepare_split(image_list, folder, short_side=SHORT, label="x", stream=log)
+    assert log.getvalue() == f"x already cached in {folder}\n"
 
 
 def test_a_cache_of_another_list_is_refused_then_rebuilt(image_list, tmp_path):

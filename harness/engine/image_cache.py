@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +203,8 @@ def prepare_split(images: ImageList, folder: Path, *, short_side: int = SHORT_SI
     index = _load_index(folder)
     pixels_path = folder / "pixels.u8"
     if _index_matches(index, images, short_side) and (folder / "complete.json").is_file():
+        (stream if stream is not None else sys.stderr).write(
+            f"{label} already cached in {folder}\n")
         return False
     if not (_index_matches(index, images, short_side) and pixels_path.is_file()
             and pixels_path.stat().st_size == 3 * int(index["total"])):
