@@ -120,10 +120,10 @@ def _sample_positions(start: torch.Tensor, length: torch.Tensor, size: int
 
 def _gather(images: PackedImages, index: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
             ) -> torch.Tensor:
-    """Pixels ``[B, R, C, 3]`` (uint8) at ``rows`` ``[B, R]`` × ``cols`` ``[B, C]`` of images
-    ``index``."""
+    """Pixels ``[..., B, R, C, 3]`` (uint8) at ``rows`` ``[..., B, R]`` × ``cols``
+    ``[..., B, C]`` of images ``index``."""
     flat = (images.starts[index][:, None, None]
-            + rows[:, :, None] * images.widths[index][:, None, None] + cols[:, None, :])
+            + rows[..., :, None] * images.widths[index][:, None, None] + cols[..., None, :])
     return images.pixels[flat]
 
 
@@ -138,13 +138,15 @@ def resized_crops(images: PackedImages, index: torch.Tensor, top: torch.Tensor,
     col_lo, col_hi, col_w = (torch.where(mirrored, col_lo.flip(1), col_lo),
                              torch.where(mirrored, col_hi.flip(1), col_hi),
                              torch.where(mirrored, col_w.flip(1), col_w))
+    # The four neighbours of every output pixel in one gather: (upper row, left column), ...
+    rows = torch.stack((row_lo, row_lo, row_hi, row_hi))
+    cols = torch.stack((col_lo, col_hi, col_lo, col_hi))
+    corners = _gather(images, index, rows, cols).float()
     row_w = row_w[:, :, None, None]
     col_w = col_w[:, None, :, None]
-    top_row = (_gather(images, index, row_lo, col_lo).float() * (1 - col_w)
-               + _gather(images, index, row_lo, col_hi).float() * col_w)
-    bottom_row = (_gather(images, index, row_hi, col_lo).float() * (1 - col_w)
-                  + _gather(images, index, row_hi, col_hi).float() * col_w)
-    return top_row * (1 - row_w) + bottom_row * row_w
+    upper = torch.lerp(corners[0], corners[1], col_w)
+    lower = torch.lerp(corners[2], corners[3], col_w)
+    return torch.lerp(upper, lower, row_w)
 
 
 def centre_crops(images: PackedImages, index: torch.Tensor, size: int) -> torch.Tensor:
