@@ -40,9 +40,11 @@ class LTData:
     held the same way in the ``meta_*`` fields, which are None when the run has none.
     """
 
-    train_images: torch.Tensor  # uint8 [N, 3, H, W]
+    # uint8 [N, 3, H, W], or for the split-list datasets a CacheSplit of the decoded-image
+    # cache (ltbench.engine.image_cache), which ltbench.engine.sources serves.
+    train_images: torch.Tensor
     train_labels: torch.Tensor  # int64 [N]
-    test_images: torch.Tensor   # uint8 [M, 3, H, W]
+    test_images: torch.Tensor   # uint8 [M, 3, H, W], or a CacheSplit as train_images
     test_labels: torch.Tensor   # int64 [M]
     class_counts: list[int]
     train_indices: np.ndarray   # int64 [N]
@@ -66,10 +68,19 @@ class Dataset:
     #: generator options); runs that agree on them and on (imb, profile, split_seed) share one
     #: loaded copy, and ``ltbench data`` accepts exactly these in ``--set``.
     data_keys: ClassVar[tuple[str, ...]] = ()
+    #: The imbalance factor a run gets without ``--imb``: None for datasets built for any
+    #: factor (the CLI's default then applies), the split's own for fixed long-tailed splits.
+    natural_imb_factor: ClassVar[float | None] = None
 
     def class_counts(self, imb_factor: float, profile: str,
                      hparams: Mapping[str, Any]) -> list[int]:
         raise NotImplementedError
+
+    def check_subset(self, imb_factor: float, profile: str,
+                     hparams: Mapping[str, Any]) -> None:
+        """Raise :class:`~ltbench.errors.BadInput` if the subset cannot be drawn; the grid calls
+        it before anything runs. By default :meth:`class_counts` decides."""
+        self.class_counts(imb_factor, profile, hparams)
 
     def check(self, root: Path, hparams: Mapping[str, Any]) -> None:
         """Raise :class:`~ltbench.errors.BadInput` if the data under ``root`` is unusable."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -89,7 +90,8 @@ def _subset_options(f):
               help="'all' or comma-separated method names (see 'ltbench list').")
 @click.option("--datasets", default="cifar10-lt", show_default=True,
               help="Comma-separated dataset names.")
-@click.option("--imb", default="100", show_default=True,
+@click.option("--imb", default=None, show_default="100, or the split's own factor for "
+                                                   "datasets with fixed splits",
               help="Comma-separated imbalance factors n_max/n_min (>= 1), e.g. 200,100,50.")
 @click.option("--seeds", default="0", show_default=True, help="Comma-separated training seeds.")
 @click.option("--epochs", type=int, default=None,
@@ -118,7 +120,7 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
     specs = grid.expand(
         registry.parse_names("method", methods),
         registry.parse_names("dataset", datasets),
-        grid.parse_imb_factors(imb),
+        grid.parse_imb_factors(imb) if imb is not None else None,
         grid.parse_seeds(seeds),
         profile=profile, split_seed=split_seed, overrides=parse_overrides(overrides),
         epochs=epochs, all_methods=methods.strip() == "all")
@@ -394,5 +396,31 @@ def indices(dataset, imb, profile, split_seed, data_root, overrides, out, meta):
     click.echo(f"wrote {len(idx)} indices to {out}")
 
 
+@data.command()
+@click.argument("dataset")
+@_data_root_option
+@click.option("--cache", envvar="LTBENCH_CACHE", default=None, type=click.Path(path_type=Path),
+              help="Cache folder (training reads $LTBENCH_CACHE) [default: $LTBENCH_CACHE, "
+                   "else inside the dataset's folder].")
+@click.option("--jobs", type=int, default=os.cpu_count() or 1, show_default="all CPU cores",
+              help="Decoding processes.")
+@_set_option
+def prepare(dataset, data_root, cache, jobs, overrides):
+    """Decode and resize every listed image once into the cache training reads (resumable)."""
+    plugin, hp = _dataset_and_hparams(dataset, overrides)
+    if not hasattr(plugin, "prepare"):
+        raise BadInput(f"dataset '{dataset}' is not read from a decoded-image cache; there is "
+                       f"nothing to prepare")
+    if jobs < 1:
+        raise BadInput(f"--jobs must be at least 1, got {jobs}")
+    plugin.prepare(data_root, hp, jobs=jobs, cache=cache)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"Warning: {message}\n"
+
+
 def main() -> None:
+    # Warnings (e.g. a split file that is not the canonical one) read like errors: one line.
+    warnings.formatwarning = _one_line_warning
     cli()

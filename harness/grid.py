@@ -49,7 +49,12 @@ def parse_seeds(text: str, what: str = "seed") -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
-def expand(methods: list[str], datasets: list[str], imb_factors: list[float], seeds: list[int],
+#: The imbalance factor of a run without ``--imb`` on a dataset built for any factor.
+DEFAULT_IMB_FACTOR = 100.0
+
+
+def expand(methods: list[str], datasets: list[str], imb_factors: list[float] | None,
+           seeds: list[int],
            *, profile: str = "exp", split_seed: int = 0, overrides: dict[str, str] | None = None,
            epochs: int | None = None, all_methods: bool = False) -> list[RunSpec]:
     """The runs of the grid datasets × imbalance factors × methods × seeds, in that order.
@@ -59,6 +64,8 @@ def expand(methods: list[str], datasets: list[str], imb_factors: list[float], se
     A ``--set`` key must be known to at least one (dataset, method) pair of the grid. A method
     that uses a meta set needs ``meta_per_class >= 1``, and every subset must be drawable
     (e.g. a meta set under the ``ldam`` protocol needs unselected images in every class).
+    ``imb_factors=None`` (no ``--imb``) gives each dataset its ``natural_imb_factor``, or
+    :data:`DEFAULT_IMB_FACTOR` when it has none.
     """
     overrides = overrides or {}
     if profile not in PROFILES:
@@ -69,9 +76,12 @@ def expand(methods: list[str], datasets: list[str], imb_factors: list[float], se
     known_keys: set[str] = set()
     for dataset in datasets:
         dataset_cls = registry.load("dataset", dataset)
+        factors = imb_factors or [dataset_cls.natural_imb_factor or DEFAULT_IMB_FACTOR]
         for method in methods:
             method_cls = registry.load("method", method)
-            if not method_cls.supports(dataset):
+            # A method tied to a protocol (e.g. jamal's meta set) runs only where it exists.
+            has_protocol = method_cls.protocol in (None, *dataset_cls.protocols)
+            if not (method_cls.supports(dataset) and has_protocol):
                 if all_methods:
                     continue
                 raise BadInput(f"method '{method}' does not support dataset '{dataset}'")
@@ -81,10 +91,10 @@ def expand(methods: list[str], datasets: list[str], imb_factors: list[float], se
                 raise BadInput(f"method '{method}' needs a balanced meta set, but protocol "
                                f"'{resolved['protocol']}' of '{dataset}' has meta_per_class "
                                f"{resolved.get('meta_per_class', 0)}; use --set protocol=jamal")
-            for imb in imb_factors:
+            for imb in factors:
                 # Raises for a factor that leaves a class empty, or a meta set that cannot
                 # be drawn, before anything runs.
-                dataset_cls().class_counts(imb, profile, resolved)
+                dataset_cls().check_subset(imb, profile, resolved)
                 for seed in seeds:
                     specs.append(RunSpec(method, dataset, imb, profile, split_seed, seed,
                                          resolved))
@@ -97,6 +107,7 @@ def expand(methods: list[str], datasets: list[str], imb_factors: list[float], se
         raise BadInput("the grid is empty: no method supports the chosen datasets")
     # Datasets × factors × methods × seeds reads like the tables; the loop above nests
     # methods outside factors so hyper-parameters resolve once per pair.
-    order = {(d, i): k for k, (d, i) in enumerate((d, i) for d in datasets for i in imb_factors)}
+    order = {(d, i): k for k, (d, i) in enumerate(
+        dict.fromkeys((s.dataset, s.imb_factor) for s in specs))}
     specs.sort(key=lambda s: order[(s.dataset, s.imb_factor)])
     return specs

@@ -123,16 +123,24 @@ def initialise(model: nn.Module, generator: torch.Generator) -> None:
 
 
 def build_backbone(name: str, num_classes: int, head: str,
-                   generator: torch.Generator) -> nn.Module:
+                   generator: torch.Generator, pretrained: str = "none") -> nn.Module:
     """A freshly initialised backbone on the CPU (move it to a device afterwards).
 
-    ``name``: ``"resnet32"``; ``head``: ``"linear"`` or ``"cosine"`` (NormedLinear).
-    Raises ``ValueError`` for anything else.
+    ``name``: ``"resnet32"`` or one of the ImageNet-scale backbones of
+    :mod:`ltbench.engine.imagenet_models` (which also take ``pretrained``); ``head``:
+    ``"linear"`` or ``"cosine"`` (NormedLinear). Raises ``ValueError`` for anything else.
     """
-    if name != "resnet32":
-        raise ValueError(f"unknown backbone {name!r}; known: 'resnet32'")
+    from .imagenet_models import BACKBONES, build_torchvision_backbone
+
+    if name != "resnet32" and name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; known: 'resnet32', "
+                         f"{', '.join(map(repr, BACKBONES))}")
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; known: {', '.join(map(repr, HEADS))}")
+    if name in BACKBONES:
+        return build_torchvision_backbone(name, num_classes, head, generator, pretrained)
+    if pretrained != "none":
+        raise ValueError(f"backbone {name!r} has no pretrained weights")
     with torch.device("meta"):
         model = CifarResNet(5, num_classes, head)
     model = model.to_empty(device="cpu")

@@ -46,6 +46,7 @@ from ..progress import RunProgress
 from ..spec import derive_seed
 from .augment import DeviceImages
 from .models import build_backbone
+from .sources import image_source
 
 EVAL_BATCH_SIZE = 1000
 
@@ -76,17 +77,39 @@ class TrainResult:
 def learning_rate(epoch: int, hparams: Mapping[str, Any]) -> float:
     """The learning rate of 0-based ``epoch`` (kaidic/LDAM-DRW : cifar_train.py,
     ``adjust_learning_rate``): ``lr · (epoch + 1) / warmup_epochs`` during the linear warm-up,
-    then ``lr · lr_decay ** k`` with k the number of ``lr_milestones`` m with ``epoch >= m``."""
+    then ``lr · lr_decay ** k`` with k the number of ``lr_milestones`` m with ``epoch >= m``.
+    With ``lr_schedule = "cosine"`` the decay after the warm-up is instead
+    ``lr · (1 + cos(pi · t / T)) / 2``, t the epochs since the warm-up and T their total: the
+    per-epoch ``CosineAnnealingLR(T_max=num_epochs, eta_min=endlr = 0)`` of
+    facebookresearch/classifier-balancing : run_networks.py (``coslr``) when there is no
+    warm-up, with the first epoch at the full lr (that code steps the scheduler at the start
+    of each epoch, the PyTorch < 1.1 convention; on later PyTorch the same calls shift the
+    schedule by one epoch, which ltbench does not reproduce)."""
     base = float(hparams["lr"])
     warmup_epochs = int(hparams["warmup_epochs"])
     if epoch < warmup_epochs:
         return base * (epoch + 1) / warmup_epochs
+    if hparams.get("lr_schedule", "step") == "cosine":
+        decay_epochs = int(hparams["epochs"]) - warmup_epochs
+        return base * (1 + math.cos(math.pi * (epoch - warmup_epochs) / decay_epochs)) / 2
     return step_decay(base, hparams["lr_decay"], hparams["lr_milestones"], epoch)
 
 
 def build_optimizer(model: nn.Module, hparams: Mapping[str, Any]) -> torch.optim.SGD:
-    """SGD over all parameters, weight decay included on BN and biases as the reference."""
-    return torch.optim.SGD(model.parameters(), lr=float(hparams["lr"]),
+    """SGD over all parameters, weight decay included on BN and biases as the reference.
+
+    ``backbone_lr_factor`` (where the protocol has one, else 1) puts every parameter outside
+    ``model.head`` in a group whose ``lr_factor`` scales the epoch's learning rate: LADE's
+    Places-LT fine-tuning trains the backbone at 0.001 and the classifier at 0.1
+    (hyperconnect/LADE : config/Places_LT/ce.yaml)."""
+    factor = float(hparams.get("backbone_lr_factor", 1.0))
+    params: Any = model.parameters()
+    if factor != 1.0:
+        head = {id(p) for p in model.head.parameters()}
+        params = [{"params": [p for p in model.parameters() if id(p) not in head],
+                   "lr_factor": factor},
+                  {"params": list(model.head.parameters()), "lr_factor": 1.0}]
+    return torch.optim.SGD(params, lr=float(hparams["lr"]),
                            momentum=float(hparams["momentum"]),
                            weight_decay=float(hparams["weight_decay"]),
                            nesterov=bool(hparams["nesterov"]))
@@ -185,7 +208,8 @@ def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
     batch_size = int(hparams["batch_size"])
 
     init_generator = torch.Generator().manual_seed(derive_seed(seed, "init"))
-    model = build_backbone(hparams["backbone"], num_classes, method.head, init_generator)
+    model = build_backbone(hparams["backbone"], num_classes, method.head, init_generator,
+                           pretrained=hparams.get("pretrained", "none"))
     if on_cuda:
         torch.backends.cudnn.benchmark = True
         model = model.to(device, memory_format=torch.channels_last)
@@ -195,16 +219,14 @@ def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
     precision = mixed_precision(device)
     data_generator = torch.Generator(device=device).manual_seed(derive_seed(seed, "data"))
 
-    train_images = DeviceImages(data.train_images, data.train_labels, hparams["mean"],
-                                hparams["std"], int(hparams["pad"]), hparams["pad_mode"],
-                                device, channels_last=on_cuda)
-    test_images = DeviceImages(data.test_images, data.test_labels, hparams["mean"],
-                               hparams["std"], 0, "zero", device, channels_last=on_cuda)
+    train_images = image_source(data.train_images, data.train_labels, hparams, device,
+                                augment=True, channels_last=on_cuda)
+    test_images = image_source(data.test_images, data.test_labels, hparams, device,
+                               augment=False, channels_last=on_cuda)
     meta_batch = _no_meta_set
     if method.uses_meta_set and data.meta_images is not None:
         meta_batch = MetaBatches(
-            DeviceImages(data.meta_images, data.meta_labels, hparams["mean"], hparams["std"],
-                         int(hparams["pad"]), hparams["pad_mode"], device,
+            image_source(data.meta_images, data.meta_labels, hparams, device, augment=True,
                          channels_last=on_cuda),
             int(hparams["meta_batch_size"]),
             torch.Generator(device=device).manual_seed(derive_seed(seed, "meta")))
@@ -219,7 +241,7 @@ def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
     for epoch in range(epochs):
         lr = learning_rate(epoch, hparams)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_factor", 1.0)
         step = StepContext(lr=lr, precision=precision, meta_batch=meta_batch, seed=seed)
         started = time.perf_counter()
         loss_sum, correct, seen = train_epoch(model, optimizer, train_images, method, epoch,

@@ -1,0 +1,244 @@
+"""The decoded-image cache and the batched crops against torchvision's PIL reference pipeline.
+
+Exact where the arithmetic is the same (the cache is torchvision's ``Resize`` to the pixel, the
+test-time centre crop equals ``Resize + CenterCrop + ToTensor + Normalize``, a crop box resamples
+as torchvision's tensor ``resized_crop`` without antialiasing, colour jitter as torchvision's
+functional ops); statistical for the random draws (``RandomResizedCrop`` boxes and whole-pipeline
+pixel statistics over many draws). torchvision's transforms draw from the global torch RNG, so
+those draws run inside ``torch.random.fork_rng``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as T
+import torchvision.transforms.functional as TF
+from image_fixtures import write_jpeg
+from PIL import Image
+from scipy.stats import ks_2samp
+
+from ltbench.engine import image_cache
+from ltbench.engine.crops import (PackedImages, color_jitter, draw_crop_boxes, resized_crops)
+from ltbench.engine.image_cache import ImageList, open_split, prepare_split, resized_size
+from ltbench.engine.sources import CachedImages
+from ltbench.errors import BadInput
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+SIZES = [(30, 40), (44, 33), (36, 36), (28, 52), (61, 47), (25, 90), (40, 30)]
+SHORT = 36
+
+
+@pytest.fixture()
+def image_list(tmp_path) -> ImageList:
+    rng = np.random.default_rng(0)
+    paths = []
+    for k, (height, width) in enumerate(SIZES):
+        path = f"img/{k}.jpg"
+        write_jpeg(tmp_path / path, height, width, k, rng)
+        paths.append(path)
+    # One grey-scale JPEG: the loader must convert it to RGB.
+    Image.fromarray(rng.integers(0, 256, (33, 45), dtype=np.uint8), "L").save(
+        tmp_path / "img/grey.jpg")
+    paths.append("img/grey.jpg")
+    return ImageList(tmp_path, tuple(paths), np.arange(len(paths), dtype=np.int64))
+
+
+def pil(path) -> Image.Image:
+    with open(path, "rb") as handle:
+        return Image.open(handle).convert("RGB")
+
+
+def cached(images: ImageList, tmp_path, jobs: int = 1):
+    prepare_split(images, tmp_path / "cache", short_side=SHORT, jobs=jobs,
+                  stream=io.StringIO())
+    return open_split(images, tmp_path / "cache", SHORT, "prepare")
+
+
+def cached_image(split, k: int) -> np.ndarray:
+    start, height, width = split.starts[k], split.heights[k], split.widths[k]
+    return np.asarray(split.pixels[start:start + height * width]).reshape(height, width, 3)
+
+
+def test_resized_size_is_torchvisions():
+    assert resized_size(375, 500, 256) == (256, 341)   # int(256 * 500 / 375) = 341
+    assert resized_size(500, 375, 256) == (341, 256)
+    assert resized_size(300, 300, 256) == (256, 256)
+
+
+def test_cache_round_trips_exactly_to_torchvisions_resize(image_list, tmp_path):
+    split = cached(image_list, tmp_path)
+    for k, path in enumerate(image_list.paths):
+        expected = np.asarray(T.Resize(SHORT)(pil(tmp_path / path)))
+        assert np.array_equal(cached_image(split, k), expected), path
+
+
+def test_parallel_prepare_writes_the_same_bytes(image_list, tmp_path, monkeypatch):
+    monkeypatch.setattr(image_cache, "CHUNK_IMAGES", 3)
+    serial = cached(image_list, tmp_path / "serial")
+    parallel = cached(image_list, tmp_path / "parallel", jobs=2)
+    assert np.array_equal(np.asarray(serial.pixels), np.asarray(parallel.pixels))
+
+
+def test_prepare_resumes_only_unfinished_chunks(image_list, tmp_path, monkeypatch):
+    monkeypatch.setattr(image_cache, "CHUNK_IMAGES", 3)
+    folder = tmp_path / "cache"
+    assert prepare_split(image_list, folder, short_side=SHORT, stream=io.StringIO())
+    reference = (folder / "pixels.u8").read_bytes()
+    # An interrupted run: chunk 1 never finished (no marker, zeroed bytes), no completion.
+    (folder / "complete.json").unlink()
+    (folder / "done" / "00001").unlink()
+    index = np.load(folder / "index.npz")
+    first = int(index["starts"][3])
+    last = int(index["starts"][5] + index["heights"][5] * index["widths"][5])
+    damaged = bytearray(reference)
+    damaged[3 * first:3 * last] = bytes(3 * (last - first))
+    # A mark inside finished chunk 0 must survive: it proves that chunk was not rewritten.
+    other = 3 * int(index["starts"][1])
+    damaged[other] = 7 if reference[other] != 7 else 8
+    (folder / "pixels.u8").write_bytes(bytes(damaged))
+    with pytest.raises(BadInput, match="no complete image cache"):
+        open_split(image_list, folder, SHORT, "ltbench data prepare x")
+    log = io.StringIO()
+    assert prepare_split(image_list, folder, short_side=SHORT, stream=log)
+    repaired = (folder / "pixels.u8").read_bytes()
+    assert repaired[3 * first:3 * last] == reference[3 * first:3 * last]
+    assert repaired[other] == damaged[other] != reference[other]
+    assert repaired[other + 1:] == reference[other + 1:]
+    assert log.getvalue().count("cached 8 images") == 1
+    # Complete now: nothing to do.
+    log = io.StringIO()
+    assert not prepare_split(image_list, folder, short_side=SHORT, label="x", stream=log)
+    assert log.getvalue() == f"x already cached in {folder}\n"
+
+
+def test_a_cache_of_another_list_is_refused_then_rebuilt(image_list, tmp_path):
+    cached(image_list, tmp_path)
+    changed = ImageList(image_list.root, image_list.paths, image_list.labels[::-1].copy())
+    with pytest.raises(BadInput, match="made from another list or short side"):
+        open_split(changed, tmp_path / "cache", SHORT, "prepare")
+    with pytest.raises(BadInput, match="made from another list or short side"):
+        open_split(image_list, tmp_path / "cache", SHORT + 1, "prepare")
+    assert prepare_split(changed, tmp_path / "cache", short_side=SHORT, stream=io.StringIO())
+    open_split(changed, tmp_path / "cache", SHORT, "prepare")
+
+
+def source(split, jitter: float = 0.0, crop: int = 32) -> CachedImages:
+    labels = torch.arange(len(split.starts))
+    return CachedImages(split, labels, MEAN, STD, crop, jitter, torch.device("cpu"),
+                        channels_last=False)
+
+
+def test_eval_batches_equal_torchvisions_resize_centre_crop(image_list, tmp_path):
+    reference = T.Compose([T.Resize(SHORT), T.CenterCrop(32), T.ToTensor(),
+                           T.Normalize(MEAN, STD)])
+    batches = list(source(cached(image_list, tmp_path)).eval_batches(3))
+    inputs = torch.cat([x for x, _ in batches])
+    assert [len(x) for x, _ in batches] == [3, 3, 2]
+    assert torch.cat([y for _, y in batches]).tolist() == list(range(8))
+    for k, path in enumerate(image_list.paths):
+        expected = reference(pil(tmp_path / path))
+        assert torch.allclose(inputs[k], expected, atol=1e-6), path
+
+
+def test_a_crop_box_resamples_as_torchvisions_resized_crop(image_list, tmp_path):
+    split = cached(image_list, tmp_path)
+    packed = PackedImages(torch.from_numpy(split.pixels), *(torch.from_numpy(a) for a in (
+        split.starts, split.heights, split.widths)))
+    index = torch.tensor([0, 1, 5, 7, 3])
+    top, left = torch.tensor([2, 0, 5, 1, 0]), torch.tensor([3, 7, 0, 2, 0])
+    height, width = torch.tensor([20, 36, 9, 30, 36]), torch.tensor([17, 26, 40, 30, 66])
+    plain = resized_crops(packed, index, top, left, height, width,
+                          torch.zeros(5, dtype=torch.bool), 24)
+    flipped = resized_crops(packed, index, top, left, height, width,
+                            torch.ones(5, dtype=torch.bool), 24)
+    for b, k in enumerate(index.tolist()):
+        image = torch.from_numpy(cached_image(split, k).copy()).permute(2, 0, 1).float()
+        expected = TF.resized_crop(image, int(top[b]), int(left[b]), int(height[b]),
+                                   int(width[b]), [24, 24], antialias=False)
+        assert torch.allclose(plain[b].permute(2, 0, 1), expected, atol=1e-3)
+        assert torch.allclose(flipped[b].permute(2, 0, 1), expected.flip(2), atol=1e-3)
+
+
+def torchvision_boxes(height: int, width: int, draws: int, seed: int) -> np.ndarray:
+    image = torch.empty(3, height, width)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return np.array([T.RandomResizedCrop.get_params(image, (0.08, 1.0), (3 / 4, 4 / 3))
+                         for _ in range(draws)], dtype=np.float64)
+
+
+@pytest.mark.parametrize("height,width", [(256, 341), (36, 36), (24, 200)])
+def test_crop_boxes_are_distributed_as_torchvisions(height, width):
+    draws = 4000
+    ours = torch.stack(draw_crop_boxes(
+        torch.full((draws,), height), torch.full((draws,), width),
+        torch.Generator().manual_seed(1)), dim=1).double().numpy()
+    theirs = torchvision_boxes(height, width, draws, seed=2)
+    for boxes in (ours, theirs):
+        top, left, h, w = boxes.T
+        assert (top >= 0).all() and (left >= 0).all()
+        assert (top + h <= height).all() and (left + w <= width).all()
+
+    def features(boxes):
+        top, left, h, w = boxes.T
+        return {"scale": h * w / (height * width), "log aspect": np.log(w / h),
+                "centre row": (top + h / 2) / height, "centre col": (left + w / 2) / width}
+
+    for name, ours_values in features(ours).items():
+        theirs_values = features(theirs)[name]
+        result = ks_2samp(ours_values, theirs_values)
+        assert result.pvalue > 1e-3, (name, result)
+    # The wide image falls back to the centred, aspect-clamped box about as often.
+    fallback = (round(height * 4 / 3) if width / height > 4 / 3 else width)
+    ours_rate = np.mean((ours[:, 0] == 0) & (ours[:, 3] == fallback) & (ours[:, 2] == height))
+    theirs_rate = np.mean((theirs[:, 0] == 0) & (theirs[:, 3] == fallback)
+                          & (theirs[:, 2] == height))
+    assert abs(ours_rate - theirs_rate) < 4 * math.sqrt(max(theirs_rate, 1e-3) / draws) + 0.01
+
+
+def test_training_crops_match_torchvisions_pipeline_in_pixel_statistics(image_list, tmp_path):
+    """Many augmented draws of one image: the mean image (8x8 blocks) and the per-channel
+    pixel spread agree with torchvision's RandomResizedCrop + flip + ToTensor + Normalize on
+    the same (cached) image, within what PIL's antialiasing and sampling noise allow."""
+    split = cached(image_list, tmp_path)
+    k, draws = 4, 3000
+    images = source(split)
+    ours = torch.cat([images.train_batch(torch.full((500,), k), generator)[0]
+                      for generator in [torch.Generator().manual_seed(3)]
+                      for _ in range(draws // 500)])
+    reference = T.Compose([T.RandomResizedCrop(32), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(MEAN, STD)])
+    picture = Image.fromarray(cached_image(split, k))
+    with torch.random.fork_rng():
+        torch.manual_seed(4)
+        theirs = torch.stack([reference(picture) for _ in range(draws)])
+    pooled = [torch.nn.functional.avg_pool2d(x.mean(0, keepdim=True), 8) for x in (ours, theirs)]
+    assert (pooled[0] - pooled[1]).abs().max() < 0.08
+    assert torch.allclose(ours.std(dim=(0, 2, 3)), theirs.std(dim=(0, 2, 3)), rtol=0.05)
+    # A different image is far away on the same scale: the check has teeth.
+    other = torch.nn.functional.avg_pool2d(
+        source(split).train_batch(torch.full((500,), 6), torch.Generator().manual_seed(5))[0]
+        .mean(0, keepdim=True), 8)
+    assert (other - pooled[1]).abs().max() > 0.3
+
+
+def test_color_jitter_applies_torchvisions_operations_in_the_drawn_order():
+    images = torch.rand(6, 5, 7, 3, generator=torch.Generator().manual_seed(0))
+    out = color_jitter(images, 0.4, torch.Generator().manual_seed(9))
+    # Replay the draws (factors, then the order) and apply torchvision's functional ops.
+    replay = torch.Generator().manual_seed(9)
+    factors = torch.rand((6, 3), generator=replay, dtype=torch.float64) * 0.8 + 0.6
+    order = torch.rand((6, 3), generator=replay).argsort(dim=1)
+    operations = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation)
+    for b in range(6):
+        expected = images[b].permute(2, 0, 1)
+        for op in order[b].tolist():
+            expected = operations[op](expected, float(factors[b, op]))
+        assert torch.allclose(out[b].permute(2, 0, 1), expected, atol=1e-5)
+    assert len(set(map(tuple, order.tolist()))) > 1  # orders do differ between images
+    assert not torch.allclose(out, images)
