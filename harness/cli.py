@@ -104,8 +104,11 @@ def _subset_options(f):
                                               "nothing, write nothing.")
 @click.option("--force", is_flag=True, help="Re-train runs that are already in the store.")
 @click.option("--rerun-failed", is_flag=True, help="Re-train failed and diverged runs.")
+@click.option("--pack-size", default="auto", show_default=True,
+              help="Most runs trained together as one grouped network: N >= 1, or 'auto' "
+                   "(1 on CPU; on CUDA from the free GPU memory).")
 def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, results, device,
-        overrides, dry_run, force, rerun_failed):
+        overrides, dry_run, force, rerun_failed, pack_size):
     """Train every run of the grid datasets x imbalance factors x methods x seeds.
 
     Runs already in the results store are skipped, so re-running a command resumes it.
@@ -115,6 +118,7 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
     from .runner import describe_plan, pending, resolve_device, run_grid
     from .store import ResultStore
 
+    requested_pack_size = _pack_size(pack_size)
     specs = grid.expand(
         registry.parse_names("method", methods),
         registry.parse_names("dataset", datasets),
@@ -137,10 +141,25 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
             checked.add(spec.dataset)
     torch_device = resolve_device(device)
     store.ensure_writable()
+    if requested_pack_size is None:
+        from .packing import auto_pack_size
+
+        requested_pack_size = auto_pack_size(
+            torch_device, max((s.hparams["batch_size"] for s in todo), default=1))
     click.echo(f"{len(specs)} runs in the grid, {len(specs) - len(todo)} already done, "
-               f"{len(todo)} to train on {torch_device}", err=True)
-    run_grid(todo, store, data_root, torch_device)
+               f"{len(todo)} to train on {torch_device} in packs of up to "
+               f"{requested_pack_size}", err=True)
+    run_grid(todo, store, data_root, torch_device, pack_size=requested_pack_size)
     _print_summary(store, {s.run_id for s in specs})
+
+
+def _pack_size(text: str) -> int | None:
+    """``--pack-size``: a positive integer, or None for 'auto'."""
+    if text.strip().lower() == "auto":
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise BadInput(f"--pack-size must be 'auto' or an integer >= 1, got '{text}'")
+    return int(text)
 
 
 def _print_summary(store, run_ids: set[str]) -> None:
