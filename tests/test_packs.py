@@ -189,12 +189,12 @@ def step_setup(dtype: torch.dtype):
 def test_grouped_step_equals_plain_sgd_steps_in_float64():
     """Per-step losses, every gradient, every parameter after the update and every BN running
     statistic of the grouped step equal those of three plain models stepped by
-    ``torch.optim.SGD`` (float64, tensor by tensor, 1e-10), over three steps with the partial
-    last batch and a learning-rate change."""
+    ``torch.optim.SGD`` (float64, tensor by tensor, 1e-10), over a full batch and then the
+    partial last batch after a learning-rate change (the momentum buffers in use)."""
     grouped, models, methods, hparams, batches = step_setup(torch.float64)
     optimizers = [build_optimizer(model, h) for model, h in zip(models, hparams)]
-    for step, (inputs, targets) in enumerate(batches):
-        if step == 2:
+    for step, (inputs, targets) in enumerate(batches[1:]):
+        if step == 1:
             grouped.set_learning_rates([0.01, 0.02, 0.03])
             for optimizer, lr in zip(optimizers, (0.01, 0.02, 0.03)):
                 optimizer.param_groups[0]["lr"] = lr
@@ -322,3 +322,25 @@ def test_runs_that_cannot_share_a_pack_are_rejected():
     with pytest.raises(ValueError, match="train alone"):
         GroupedStep([build_backbone("resnet32", 4, "linear", generator(s)) for s in (0, 1)],
                     [meta, meta], [meta_hparams] * 2, CPU, FP32)
+
+
+def test_channels_last_grouped_step_equals_contiguous():
+    """The channels-last layout (the CUDA default) of the grouped input, network and test
+    forward, checked on CPU: the first step's losses and the evaluation counts agree."""
+    results = {}
+    for channels_last in (False, True):
+        numerics = Numerics(bf16=False, channels_last=channels_last)
+        grouped, _, _, _, batches = step_setup(torch.float32)
+        grouped = GroupedStep([build_backbone("resnet32", 4, "linear", generator(s))
+                               for s in (0, 1, 2)], grouped.methods,
+                              [hparams_for(n) for n in STEP_METHODS], CPU, numerics)
+        inputs, targets = batches[0]
+        inputs = inputs.contiguous(memory_format=numerics.memory_format)
+        loss, _, _ = grouped.train_step(inputs, targets, 0, [])
+        data = tiny_data()
+        test = DeviceImages(data.test_images, data.test_labels, hparams_for("ce")["mean"],
+                            hparams_for("ce")["std"], 0, "zero", CPU, channels_last=channels_last)
+        results[channels_last] = (loss, grouped.evaluate(test, 4))
+    assert_close(results[True][0], results[False][0], "first-step losses")
+    np.testing.assert_array_equal(results[True][1], results[False][1])
+    assert results[True][1].shape == (3, 4) and results[True][1].sum(axis=1).max() <= 20

@@ -33,6 +33,8 @@ from .augment import DeviceImages
 from .grouped import GroupedResNet, PackSGD
 
 EVAL_BATCH_SIZE = 1000
+#: Model-images per grouped evaluation forward (8 models at EVAL_BATCH_SIZE).
+GROUPED_EVAL_IMAGES = 8000
 
 Precision = Callable[[], ContextManager[Any]]
 
@@ -129,11 +131,12 @@ class SingleModelStep:
         return correct.cpu().numpy()[None]
 
 
-def grouped_input(images: torch.Tensor, models: int,
-                  memory_format: torch.memory_format) -> torch.Tensor:
-    """Run-major images [N·B, 3, H, W] → the grouped network's input [B, N·3, H, W]."""
-    per_run = images.unflatten(0, (models, -1))  # [N, B, 3, H, W]
-    return per_run.transpose(0, 1).flatten(1, 2).contiguous(memory_format=memory_format)
+def grouped_input(per_run: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """Per-run images [N, B, 3, H, W] (any strides, e.g. one batch expanded N times) → the
+    grouped network's input [B, N·3, H, W] in ``memory_format``, with one copy."""
+    if memory_format == torch.channels_last:  # [B, H, W, N·3] in memory
+        return per_run.permute(1, 3, 4, 0, 2).flatten(3).permute(0, 3, 1, 2)
+    return per_run.transpose(0, 1).flatten(1, 2)
 
 
 class GroupedStep:
@@ -175,12 +178,14 @@ class GroupedStep:
                    ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         self.model.train()
         models = len(self.methods)
-        x = grouped_input(inputs, models, self.numerics.memory_format)
+        # Gradients are released before the forward, so a CUDA-graphed forward never runs
+        # while the previous step's gradient buffers are still referenced.
+        self.optimizer.zero_grad()
+        x = grouped_input(inputs.unflatten(0, (models, -1)), self.numerics.memory_format)
         with self.numerics.precision()():
             logits = self._forward(x)  # fp32 [N, B, C]: the head runs outside autocast
         losses = torch.stack([method.loss(logits[n], targets[n], epoch)
                               for n, method in enumerate(self.methods)])
-        self.optimizer.zero_grad()
         torch.where(self._active, losses, 0.0).sum().backward()
         self.optimizer.step()
         batch = targets.shape[1]
@@ -189,16 +194,18 @@ class GroupedStep:
 
     def evaluate(self, images: DeviceImages, num_classes: int) -> np.ndarray:
         """Per-class correct top-1 counts of every model, int64 [N, C]: one grouped forward
-        per test chunk (every model sees the same chunk)."""
+        per test chunk (every model sees the same chunk); chunks hold about
+        ``GROUPED_EVAL_IMAGES`` model-images, which bounds the activation memory."""
         self.model.eval()
         models = len(self.methods)
         device = images.labels.device
         correct = torch.zeros(models, num_classes, dtype=torch.int64, device=device)
         precision = self.numerics.precision()
+        chunk = max(1, min(EVAL_BATCH_SIZE, GROUPED_EVAL_IMAGES // models))
         with torch.inference_mode():
-            for inputs, targets in images.eval_batches(EVAL_BATCH_SIZE):
-                x = inputs.repeat(1, models, 1, 1).contiguous(
-                    memory_format=self.numerics.memory_format)
+            for inputs, targets in images.eval_batches(chunk):
+                x = grouped_input(inputs.expand(models, *inputs.shape),
+                                  self.numerics.memory_format)
                 with precision():
                     logits = self._forward(x)
                 hits = (logits.argmax(dim=2) == targets).long()
