@@ -55,7 +55,8 @@ def assert_close(actual, expected, what: str, rtol: float = RTOL) -> None:
 
 
 def member_slice(grouped: GroupedResNet, name: str, tensor: torch.Tensor, k: int):
-    """Model ``k``'s part of the grouped ``tensor`` stored under ``name``."""
+    """Model ``k``'s part of the grouped ``tensor`` stored under ``name``, by hand: the heads
+    stack the models, everything else concatenates them along dimension 0."""
     return tensor[k] if name.startswith("head.") else tensor.chunk(grouped.models)[k]
 
 
@@ -134,7 +135,7 @@ def test_pack_sgd_equals_torch_sgd_per_model():
                 oracles[0].param_groups[0]["lr"], oracles[1].param_groups[0]["lr"] = 0.01, 0.2
             for name, param in grouped.named_parameters():
                 param.grad = torch.randn(param.shape, generator=generator(100 * step + len(name)))
-                views = member_view(param.grad, 2)
+                views = member_view(name, param.grad, 2)
                 for model, view in zip(models, views):
                     model.get_parameter(name).grad = view.clone()
             optimizer.step()

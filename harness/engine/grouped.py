@@ -140,15 +140,9 @@ class GroupedResNet(nn.Module):
 
     def member_state_dict(self, member: int) -> dict[str, torch.Tensor]:
         """Model ``member``'s parameters and buffers under :class:`CifarResNet`'s keys (views)."""
-        state = {}
-        for key, value in self.state_dict().items():
-            if key.endswith(_SHARED_SUFFIX):
-                state[key] = value
-            elif key.startswith(_STACKED_PREFIX):
-                state[key] = value[member]
-            else:
-                state[key] = value.chunk(self.models)[member]
-        return state
+        return {key: value if key.endswith(_SHARED_SUFFIX)
+                else member_view(key, value, self.models)[member]
+                for key, value in self.state_dict().items()}
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features [N, B, 64]."""
@@ -162,10 +156,11 @@ class GroupedResNet(nn.Module):
             return self.head(features.to(self.head.weight.dtype))
 
 
-def member_view(tensor: torch.Tensor, models: int) -> torch.Tensor:
-    """``tensor`` with its model axis split out as dimension 0 (a view, any memory format):
-    [N·C, ...] → [N, C, ...]; the heads' [N, ...] stay as they are."""
-    return tensor if tensor.shape[0] == models else tensor.unflatten(0, (models, -1))
+def member_view(name: str, tensor: torch.Tensor, models: int) -> torch.Tensor:
+    """The grouped network's entry ``name`` (or its gradient) with the model axis as
+    dimension 0, as a view in any memory format: [N·C, ...] → [N, C, ...]; the heads are
+    [N, ...] already."""
+    return tensor if name.startswith(_STACKED_PREFIX) else tensor.unflatten(0, (models, -1))
 
 
 class PackSGD:
@@ -182,14 +177,16 @@ class PackSGD:
 
     def __init__(self, model: GroupedResNet, lr: Sequence[float], momentum: Sequence[float],
                  weight_decay: Sequence[float], nesterov: bool):
-        self.params = list(model.parameters())
+        named = list(model.named_parameters())
+        self.params = [param for _, param in named]
+        self._names = [name for name, _ in named]
         n = model.models
         like = {"dtype": self.params[0].dtype, "device": self.params[0].device}
         self.lr = torch.tensor(list(lr), **like)
         self.momentum = torch.tensor(list(momentum), **like)
         self.weight_decay = torch.tensor(list(weight_decay), **like)
         self.nesterov = nesterov
-        self._views = [member_view(p, n) for p in self.params]
+        self._views = [member_view(name, p, n) for name, p in named]
         shapes = [(n,) + (1,) * (view.dim() - 1) for view in self._views]
         self._neg_lr = torch.empty_like(self.lr)
         self._set_neg_lr()
@@ -211,7 +208,8 @@ class PackSGD:
 
     @torch.no_grad()
     def step(self) -> None:
-        grads = [member_view(p.grad, len(self.lr)) for p in self.params]
+        grads = [member_view(name, p.grad, len(self.lr))
+                 for name, p in zip(self._names, self.params)]
         directions = torch._foreach_addcmul(grads, self._views, self._weight_decay_b)
         if self._buffers is None:
             self._buffers = [d.clone() for d in directions]

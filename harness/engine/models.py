@@ -77,9 +77,9 @@ class BasicBlock(nn.Module):
 
 class CifarResNet(nn.Module):
     """Idelbayev's CIFAR ResNet: ``features(x)`` is the pooled 64-d vector, ``forward`` the
-    logits. The head always runs in fp32 (autocast disabled) because LDAM's scaled cosine
-    logits and additive log-prior offsets are precision-sensitive (architecture.md §6.3); in the
-    head's own dtype, so an fp64 model (the tests' oracle) stays fp64."""
+    logits. The head always runs outside autocast, in its weights' dtype (fp32 in training; fp64
+    for the tests' oracle), because LDAM's scaled cosine logits and additive log-prior offsets
+    are precision-sensitive (architecture.md §6.3)."""
 
     def __init__(self, blocks_per_stage: int, num_classes: int, head: str):
         super().__init__()
