@@ -170,9 +170,9 @@ class PackSGD:
     Per parameter: ``g = grad + wd · p``; momentum buffer ``b = g`` on the first step, then
     ``b = momentum · b + g``; the direction is ``b`` or, with Nesterov, ``g + momentum · b``;
     ``p -= lr · direction`` (pytorch/pytorch : torch/optim/sgd.py, ``_single_tensor_sgd``).
-    The per-model values are device tensors (in the parameters' dtype) broadcast over each parameter's model axis, so a
-    learning-rate change is an in-place copy (no re-capture of a CUDA graph); every update is a
-    multi-tensor ``torch._foreach_*`` call over all parameters.
+    The per-model values are device tensors (in the parameters' dtype) broadcast over each
+    parameter's model axis, so a learning-rate change is an in-place copy (no re-capture of a
+    CUDA graph); every update is a multi-tensor ``torch._foreach_*`` call over all parameters.
     """
 
     def __init__(self, model: GroupedResNet, lr: Sequence[float], momentum: Sequence[float],
@@ -188,19 +188,13 @@ class PackSGD:
         self.nesterov = nesterov
         self._views = [member_view(name, p, n) for name, p in named]
         shapes = [(n,) + (1,) * (view.dim() - 1) for view in self._views]
-        self._neg_lr = torch.empty_like(self.lr)
-        self._set_neg_lr()
-        self._neg_lr_b = [self._neg_lr.view(shape) for shape in shapes]
+        self._lr_b = [self.lr.view(shape) for shape in shapes]
         self._momentum_b = [self.momentum.view(shape) for shape in shapes]
         self._weight_decay_b = [self.weight_decay.view(shape) for shape in shapes]
         self._buffers: list[torch.Tensor] | None = None
 
     def set_learning_rates(self, lr: Sequence[float]) -> None:
         self.lr.copy_(torch.tensor(list(lr), dtype=self.lr.dtype))
-        self._set_neg_lr()
-
-    def _set_neg_lr(self) -> None:
-        torch.neg(self.lr, out=self._neg_lr)
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -220,4 +214,4 @@ class PackSGD:
             directions = torch._foreach_addcmul(directions, self._buffers, self._momentum_b)
         else:
             directions = self._buffers
-        torch._foreach_addcmul_(self._views, directions, self._neg_lr_b)
+        torch._foreach_addcmul_(self._views, directions, self._lr_b, value=-1)
