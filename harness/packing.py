@@ -21,6 +21,10 @@ from . import registry
 from .methods.base import Method
 from .spec import RunSpec, canonical_json
 
+#: Backbones the grouped network implements (:class:`ltbench.engine.grouped.GroupedResNet`);
+#: runs of any other backbone train alone.
+GROUPED_BACKBONES = ("resnet32",)
+
 #: Hyper-parameters every run of a pack must share (checked again by the engine).
 PACK_SHARED_HPARAMS = ("backbone", "epochs", "batch_size", "eval_every", "pad", "pad_mode",
                        "mean", "std", "nesterov")
@@ -40,10 +44,11 @@ def groupable(method_cls: type[Method]) -> bool:
 
 
 def pack_key(spec: RunSpec) -> Hashable:
-    """Runs with equal keys can train in one pack; a method that trains alone gets its run id
-    as key (a pack of one)."""
+    """Runs with equal keys can train in one pack; a run that trains alone (its method is not
+    :func:`groupable`, or its backbone not in :data:`GROUPED_BACKBONES`) gets its run id as
+    key (a pack of one)."""
     method_cls = registry.load("method", spec.method)
-    if not groupable(method_cls):
+    if not groupable(method_cls) or spec.hparams["backbone"] not in GROUPED_BACKBONES:
         return ("alone", spec.run_id)
     dataset_cls = registry.load("dataset", spec.dataset)
     data_options = {key: spec.hparams[key] for key in dataset_cls.data_keys}

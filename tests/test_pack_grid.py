@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -64,6 +65,10 @@ def test_runs_that_step_differently_do_not_share_a_pack():
     other_lr = grid_specs("ce", [10.0], [2], "lr=0.05")  # per-run values may differ
     packs = plan_packs(base + other_batch + other_lr, 8)
     assert describe(packs) == [[("ce", 10.0, 0), ("ce", 10.0, 2)], [("ce", 10.0, 1)]]
+    # the grouped network is a ResNet-32: runs of another backbone train alone
+    other_backbone = [dataclasses.replace(spec, hparams={**spec.hparams, "backbone": "resnet10"})
+                      for spec in grid_specs("ce", [10.0], [0, 1])]
+    assert [len(pack) for pack in plan_packs(other_backbone, 8)] == [1, 1]
 
 
 def test_pack_size_must_be_auto_or_positive(tmp_path):
