@@ -62,6 +62,12 @@ class Numerics:
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
+    def begin_step(self) -> None:
+        """Mark a new iteration for CUDA-graph replay (``reduce-overhead``), so buffers the
+        previous replay returned may be reused (torch.compiler.cudagraph_mark_step_begin)."""
+        if self.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+
     def prepare(self, model: nn.Module, device: torch.device) -> tuple[nn.Module, nn.Module]:
         """``model`` moved to ``device`` in the memory format, and the callable to run it
         (the compiled module when ``compile_mode`` is set, else the model itself)."""
@@ -108,6 +114,7 @@ class SingleModelStep:
                    contexts: Sequence[StepContext]
                    ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         self.model.train()
+        self.numerics.begin_step()
         loss, logits, scored = self.method.training_loss(self._forward, inputs, targets[0],
                                                          epoch, contexts[0])
         self.optimizer.zero_grad(set_to_none=True)
@@ -125,6 +132,7 @@ class SingleModelStep:
         precision = self.numerics.precision()
         with torch.inference_mode():
             for inputs, targets in images.eval_batches(EVAL_BATCH_SIZE):
+                self.numerics.begin_step()
                 with precision():
                     logits = self._forward(inputs)
                 correct.index_add_(0, targets, (logits.argmax(dim=1) == targets).long())
@@ -181,6 +189,7 @@ class GroupedStep:
         # Gradients are released before the forward, so a CUDA-graphed forward never runs
         # while the previous step's gradient buffers are still referenced.
         self.optimizer.zero_grad()
+        self.numerics.begin_step()
         x = grouped_input(inputs.unflatten(0, (models, -1)), self.numerics.memory_format)
         with self.numerics.precision()():
             logits = self._forward(x)  # fp32 [N, B, C]: the head runs outside autocast
@@ -206,6 +215,7 @@ class GroupedStep:
             for inputs, targets in images.eval_batches(chunk):
                 x = grouped_input(inputs.expand(models, *inputs.shape),
                                   self.numerics.memory_format)
+                self.numerics.begin_step()
                 with precision():
                     logits = self._forward(x)
                 hits = (logits.argmax(dim=2) == targets).long()
