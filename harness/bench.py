@@ -4,8 +4,9 @@ One process times, one after the other, the training steps of:
 
 * **B0** the reference style (kaidic/LDAM-DRW : cifar_train.py): a torchvision ``CIFAR10``
   dataset with PIL transforms (``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``,
-  ``ToTensor``, ``Normalize``) in a ``DataLoader`` with worker processes, eager fp32, one model,
-  ``loss.item()`` every step (the reference's ``AverageMeter`` update);
+  ``ToTensor``, ``Normalize``) in a ``DataLoader`` with worker processes (the reference's
+  ``--workers`` default is 4, with pinned memory), eager fp32, one model, ``loss.item()`` every
+  step (the reference's ``AverageMeter`` update);
 * **B1** ltbench's device-resident data path (:class:`~ltbench.engine.augment.DeviceImages`)
   and epoch loop (:func:`~ltbench.engine.train.train_epoch`), eager fp32, one model;
 * **B2** B1 with bf16 autocast and channels-last (CUDA only);
@@ -336,6 +337,10 @@ def run_bench(settings: Settings, data_root: Path, stream: TextIO) -> tuple[list
         if row.status != "pending":
             continue
         _reset_peak_memory(device)
+        if numerics is not None and numerics.compile_mode is not None:
+            # a fresh compile cache per variant: the pack sizes' graphs would otherwise add
+            # up past dynamo's recompile limit and silently fall back to eager
+            torch.compiler.reset()
         try:
             if numerics is None:
                 seconds = _reference_style(settings, data, hparams, stream)

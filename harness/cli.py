@@ -191,8 +191,8 @@ def _positive(name: str, value: int | None) -> int | None:
 @click.option("--repeats", type=int, default=None,
               help="Timed passes per variant, the median counts [default: 1 on CPU; 3 on CUDA].")
 @click.option("--workers", type=int, default=None,
-              help="DataLoader worker processes for B0 [default: min(4, CPU count)]; 0 loads "
-                   "in the main process.")
+              help="DataLoader worker processes for B0 [default: min(4, CPU count); the "
+                   "reference's default is 4]; 0 loads in the main process.")
 @click.option("--cpu-compile", is_flag=True, help="Also time torch.compile on CPU (B3, B4).")
 @click.option("--batch-size", type=int, default=128, show_default=True,
               help="Batch per model: the protocol's 128; smaller only for smoke tests.")
