@@ -48,7 +48,7 @@ def pack_key(spec: RunSpec) -> Hashable:
     :func:`groupable`, or its backbone not in :data:`GROUPED_BACKBONES`) gets its run id as
     key (a pack of one)."""
     method_cls = registry.load("method", spec.method)
-    if not groupable(method_cls) or spec.hparams["backbone"] not in GROUPED_BACKBONES:
+    if not groupable(method_cls) or spec.hparams.get("backbone") not in GROUPED_BACKBONES:
         return ("alone", spec.run_id)
     dataset_cls = registry.load("dataset", spec.dataset)
     data_options = {key: spec.hparams[key] for key in dataset_cls.data_keys}
