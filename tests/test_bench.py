@@ -58,7 +58,8 @@ def test_bench_writes_consistent_json_and_csv(bench_run):
     for variant in measured:
         row = rows[variant]
         assert row["steps"] == 2  # two batches of 8 per timed pass
-        assert row["images_per_s"] == pytest.approx(row["models"] * 16 / (2 * row["ms_per_step"] / 1000))
+        seconds_per_pass = 2 * row["ms_per_step"] / 1000
+        assert row["images_per_s"] == pytest.approx(row["models"] * 16 / seconds_per_pass)
         assert row["images_per_s_per_model"] == pytest.approx(row["images_per_s"] / row["models"])
         assert row["tflops"] == pytest.approx(row["images_per_s"] * TRAIN_FLOP_PER_IMAGE / 1e12)
         # 200 epochs of ceil(12406 / 8) = 1551 steps; the grid in packs of N
