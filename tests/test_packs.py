@@ -1,12 +1,19 @@
-"""Packs: N runs trained as one grouped network equal the N runs trained alone (CPU, fp32).
+"""Packs: N runs trained as one grouped network equal the N runs trained alone.
 
 The oracle is the plain engine: :class:`CifarResNet` models with ``torch.optim.SGD`` stepped one
-at a time (:class:`SingleModelStep`, i.e. :func:`train`). Grouped and plain convolutions are
-different kernels that sum in different orders, so fp32 results agree to rounding: the tolerance
-is a relative error ≤ 1e-5 of each run's whole vector (all its gradients, all its parameters, all
-its BN statistics; a single tensor such as a BN bias gradient can be a heavily cancelling sum
-whose own relative error in fp32 is larger). In fp64 the features and gradients are equal to
-1e-12 tensor by tensor, which shows the grouped network computes the same function.
+at a time (:class:`SingleModelStep`; :func:`train`). Relative errors are over a run's whole
+vector (all its gradients, parameters or BN statistics) unless said otherwise.
+
+* float64: the grouped network's logits, gradients and BN statistics, and the grouped step's
+  per-step losses, gradients, parameters and BN statistics over several SGD steps, equal the
+  plain ones tensor by tensor to 1e-10 … 1e-12: the grouped network computes the same function
+  and the fused per-model SGD the same update.
+* float32 (CPU, as CI runs): grouped and plain convolutions are different kernels that round
+  differently, and at initialisation this network amplifies rounding (a plain fp32 gradient is
+  up to 3e-3 from the float64 one, depending on the seed), so fp32 agreement is checked where
+  rounding has not yet been amplified: the first step's losses and BN statistics (≤ 1e-5), both
+  gradients within the fp32 floor of the exact one, and for whole runs the first losses (≤ 1e-5)
+  and the final per-class accuracies (exact).
 """
 
 from __future__ import annotations
@@ -48,10 +55,15 @@ def assert_close(actual, expected, what: str, rtol: float = RTOL) -> None:
     a list, compared as one concatenated vector)."""
     if isinstance(actual, torch.Tensor):
         actual, expected = [actual], [expected]
+    error = relative_error(actual, expected)
+    assert error <= rtol, f"{what}: relative error {error:.3g}"
+
+
+def relative_error(actual: list[torch.Tensor], expected: list[torch.Tensor]) -> float:
+    """``||actual - expected|| / ||expected||`` of the concatenated tensors."""
     a = torch.cat([t.detach().double().flatten() for t in actual])
     b = torch.cat([t.detach().double().flatten() for t in expected])
-    error = ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
-    assert error <= rtol, f"{what}: relative error {error:.3g}"
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def member_slice(grouped: GroupedResNet, name: str, tensor: torch.Tensor, k: int):
@@ -153,12 +165,6 @@ def float64_gradient(model: torch.nn.Module, method, inputs, targets) -> list[to
     reference = copy.deepcopy(model).double()
     method.loss(reference(inputs.double()), targets, 0).backward()
     return [p.grad for p in reference.parameters()]
-
-
-def relative_error(actual: list[torch.Tensor], expected: list[torch.Tensor]) -> float:
-    a = torch.cat([t.detach().double().flatten() for t in actual])
-    b = torch.cat([t.detach().double().flatten() for t in expected])
-    return ((a - b).norm() / b.norm()).item()
 
 
 STEP_METHODS = ("ce", "focal", "logit-adjust")
