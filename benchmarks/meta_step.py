@@ -23,7 +23,8 @@ import torch
 from ltbench import registry
 from ltbench.engine.augment import DeviceImages
 from ltbench.engine.models import build_backbone
-from ltbench.engine.train import MetaBatches, build_optimizer, mixed_precision
+from ltbench.engine.steps import build_optimizer, mixed_precision
+from ltbench.engine.train import MetaBatches
 from ltbench.hparams import resolve_run
 from ltbench.methods.base import StepContext
 from ltbench.spec import derive_seed

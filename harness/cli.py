@@ -106,8 +106,11 @@ def _subset_options(f):
                                               "nothing, write nothing.")
 @click.option("--force", is_flag=True, help="Re-train runs that are already in the store.")
 @click.option("--rerun-failed", is_flag=True, help="Re-train failed and diverged runs.")
+@click.option("--pack-size", default="auto", show_default=True,
+              help="Most runs trained together as one grouped network: N >= 1, or 'auto' "
+                   "(1 on CPU; on CUDA from the free GPU memory).")
 def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, results, device,
-        overrides, dry_run, force, rerun_failed):
+        overrides, dry_run, force, rerun_failed, pack_size):
     """Train every run of the grid datasets x imbalance factors x methods x seeds.
 
     Runs already in the results store are skipped, so re-running a command resumes it.
@@ -117,6 +120,7 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
     from .runner import describe_plan, pending, resolve_device, run_grid
     from .store import ResultStore
 
+    requested_pack_size = _pack_size(pack_size)
     specs = grid.expand(
         registry.parse_names("method", methods),
         registry.parse_names("dataset", datasets),
@@ -139,10 +143,25 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
             checked.add(spec.dataset)
     torch_device = resolve_device(device)
     store.ensure_writable()
+    if requested_pack_size is None:
+        from .packing import auto_pack_size
+
+        requested_pack_size = auto_pack_size(
+            torch_device, max((s.hparams["batch_size"] for s in todo), default=1))
     click.echo(f"{len(specs)} runs in the grid, {len(specs) - len(todo)} already done, "
-               f"{len(todo)} to train on {torch_device}", err=True)
-    run_grid(todo, store, data_root, torch_device)
+               f"{len(todo)} to train on {torch_device} in packs of up to "
+               f"{requested_pack_size}", err=True)
+    run_grid(todo, store, data_root, torch_device, pack_size=requested_pack_size)
     _print_summary(store, {s.run_id for s in specs})
+
+
+def _pack_size(text: str) -> int | None:
+    """``--pack-size``: a positive integer, or None for 'auto'."""
+    if text.strip().lower() == "auto":
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise BadInput(f"--pack-size must be 'auto' or an integer >= 1, got '{text}'")
+    return int(text)
 
 
 def _print_summary(store, run_ids: set[str]) -> None:
@@ -150,6 +169,77 @@ def _print_summary(store, run_ids: set[str]) -> None:
 
     records = store.read()
     click.echo(run_summary(records[records["run_id"].isin(run_ids)]))
+
+
+# -- bench ------------------------------------------------------------------------------------
+
+def _positive(name: str, value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise BadInput(f"{name} must be at least 1, got {value}")
+    return value
+
+
+@cli.command()
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@_data_root_option
+@click.option("--packs", default=None,
+              help="Pack sizes N for B4, comma-separated [default: 1,2,4 on CPU; "
+                   "1,2,4,...,64 on CUDA].")
+@click.option("--steps", type=int, default=None,
+              help="Training steps per timed pass [default: 3 on CPU; one epoch, 98, on CUDA].")
+@click.option("--warmup", type=int, default=None,
+              help="Steps of the untimed warm-up pass [default: 1 on CPU; 98 on CUDA].")
+@click.option("--repeats", type=int, default=None,
+              help="Timed passes per variant, the median counts [default: 1 on CPU; 3 on CUDA].")
+@click.option("--workers", type=int, default=None,
+              help="DataLoader worker processes for B0 [default: min(4, CPU count); the "
+                   "reference's default is 4]; 0 loads in the main process.")
+@click.option("--cpu-compile", is_flag=True, help="Also time torch.compile on CPU (B3, B4).")
+@click.option("--batch-size", type=int, default=128, show_default=True,
+              help="Batch per model: the protocol's 128; smaller only for smoke tests.")
+@click.option("--out", default=Path(DEFAULT_RESULTS) / "bench", show_default=True,
+              type=click.Path(path_type=Path, file_okay=False),
+              help="Folder for bench-<time>.json and .csv.")
+def bench(device, data_root, packs, steps, warmup, repeats, workers, cpu_compile, batch_size,
+          out):
+    """Time the training engine's variants (B0 reference style ... B4 packs of N) on
+    CIFAR-10-LT IF 100 with ResNet-32 and print the table.
+
+    Uses the real CIFAR-10 under --data-root when present, else random images with the real
+    long-tailed class counts. A benchmark, not a test: numbers depend on the machine and its
+    load; compare them as ratios within one run.
+    """
+    from .bench import CPU_DEFAULTS, CUDA_DEFAULTS, Settings, format_table, run_bench, \
+        write_results
+    from .grid import parse_seeds
+    from .runner import resolve_device
+
+    torch_device = resolve_device(device)
+    defaults = CUDA_DEFAULTS if torch_device.type == "cuda" else CPU_DEFAULTS
+    pack_sizes = tuple(parse_seeds(packs, "pack size")) if packs else defaults["packs"]
+    if 0 in pack_sizes:
+        raise BadInput("--packs: pack sizes must be at least 1")
+    if workers is not None and workers < 0:
+        raise BadInput(f"--workers must be at least 0, got {workers}")
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out} is not a folder")
+    settings = Settings(
+        device=torch_device, packs=pack_sizes,
+        steps=_positive("--steps", steps) or defaults["steps"],
+        warmup=_positive("--warmup", warmup) or defaults["warmup"],
+        repeats=_positive("--repeats", repeats) or defaults["repeats"],
+        workers=workers if workers is not None else min(4, os.cpu_count() or 1),
+        cpu_compile=cpu_compile, batch_size=_positive("--batch-size", batch_size))
+    rows, meta = run_bench(settings, data_root, sys.stderr)
+    click.echo(f"{meta['device']} · torch {meta['torch_version']} · {meta['data']} · "
+               f"load average {meta['load_average_1min']:.2f} on {meta['cpu_count']} CPUs")
+    click.echo(format_table(rows))
+    try:
+        json_path, csv_path = write_results(rows, meta, out)
+    except OSError as exc:
+        raise BadInput(f"--out {out} is not writable: {exc.strerror or exc}") from exc
+    click.echo(f"wrote {json_path} and {csv_path}", err=True)
 
 
 # -- list -------------------------------------------------------------------------------------

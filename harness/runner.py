@@ -19,8 +19,9 @@ from typing import Any, TextIO
 from . import registry
 from .envinfo import device_name, git_commit
 from .evaluate import summarize
+from .packing import plan_packs
 from .progress import RunProgress
-from .spec import RunSpec, canonical_json
+from .spec import RunSpec, canonical_json, format_imb
 from .store import ResultStore
 
 RETRYABLE = ("failed", "diverged")
@@ -103,56 +104,90 @@ def _base_record(spec: RunSpec, device, started: datetime, wall_s: float) -> dic
     }
 
 
-def train_one(spec: RunSpec, data, device, progress: RunProgress | None = None):
-    """Train one run on loaded data: ``(record fields, artifacts)``, the artifacts being the
-    per-epoch ``curves`` and whatever the method produced; raises on errors."""
+def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None = None):
+    """Train compatible runs (one pack) on loaded data: one ``(record fields, artifacts)`` per
+    run, the artifacts being its per-epoch ``curves`` and whatever its method produced;
+    raises on errors."""
     import torch
 
-    from .engine.train import train
+    from .engine.train import PackMember, train_pack
 
-    method_cls = registry.load("method", spec.method)
     counts = torch.tensor(data.class_counts, dtype=torch.float64, device=device)
-    method = method_cls(counts, spec.hparams)
-    result = train(data, method, spec.hparams, spec.seed, device, progress)
-    fields: dict[str, Any] = {"status": result.status, "error": result.error,
-                              "train_class_counts": list(data.class_counts)}
-    if result.status == "ok":  # a diverged run has no final accuracy to report
-        fields.update(summarize(result.per_class_correct, result.per_class_total,
-                                data.class_counts))
-        fields["top1_err_best_epoch"] = 100.0 - result.best_top1_acc
-        fields["best_epoch"] = result.best_epoch
-    return fields, {"curves": result.curves, **method.artifacts()}
+    methods = [registry.load("method", spec.method)(counts, spec.hparams) for spec in specs]
+    results = train_pack(data, [PackMember(method, spec.hparams, spec.seed)
+                                for method, spec in zip(methods, specs)], device, progress)
+    outcomes = []
+    for method, result in zip(methods, results):
+        fields: dict[str, Any] = {"status": result.status, "error": result.error,
+                                  "train_class_counts": list(data.class_counts)}
+        if result.status == "ok":  # a diverged run has no final accuracy to report
+            fields.update(summarize(result.per_class_correct, result.per_class_total,
+                                    data.class_counts))
+            fields["top1_err_best_epoch"] = 100.0 - result.best_top1_acc
+            fields["best_epoch"] = result.best_epoch
+        outcomes.append((fields, {"curves": result.curves, **method.artifacts()}))
+    return outcomes
+
+
+def train_one(spec: RunSpec, data, device, progress: RunProgress | None = None):
+    """:func:`train_specs` of one run."""
+    return train_specs([spec], data, device, progress)[0]
+
+
+def _outcome(record: dict[str, Any]) -> str:
+    outcome = record["status"]
+    if outcome == "ok":
+        outcome += f", top-1 error {record['top1_err']:.2f}%"
+    elif record["error"]:
+        outcome += f": {record['error']}"
+    return outcome
+
+
+def _pack_label(pack: list[RunSpec], first: int, total: int) -> str:
+    if len(pack) == 1:
+        return f"[{first}/{total}] {pack[0].describe()}"
+    members = ", ".join(f"{spec.method} seed={spec.seed}" for spec in pack)
+    return (f"[{first}-{first + len(pack) - 1}/{total}] pack of {len(pack)}: "
+            f"{pack[0].dataset} imb={format_imb(pack[0].imb_factor)} {members}")
 
 
 def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
-             stream: TextIO | None = None) -> list[dict[str, Any]]:
-    """Train ``specs`` one after the other; returns the records written, in order."""
+             stream: TextIO | None = None, pack_size: int = 1) -> list[dict[str, Any]]:
+    """Train ``specs`` in packs of up to ``pack_size`` compatible runs
+    (:func:`ltbench.packing.plan_packs`; 1: one run after the other, in grid order); every
+    run's record is written as soon as its pack finishes (``wall_s`` is the pack's).
+    Returns the records written, in order."""
     stream = stream if stream is not None else sys.stderr
     cache = _DataCache(Path(data_root))
     written = []
-    for k, spec in enumerate(specs, 1):
-        progress = RunProgress(f"[{k}/{len(specs)}] {spec.describe()}", stream)
+    first = 1
+    for pack in plan_packs(specs, pack_size):
+        progress = RunProgress(_pack_label(pack, first, len(specs)), stream)
+        first += len(pack)
         started = datetime.now(timezone.utc)
         t0 = time.monotonic()
-        artifacts = None
         try:
-            data = cache.get(spec)
-            fields, artifacts = train_one(spec, data, device, progress)
+            data = cache.get(pack[0])
+            outcomes = train_specs(pack, data, device, progress)
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # one broken run must not stop a grid of hundreds
+        except Exception as exc:  # one broken pack must not stop a grid of hundreds
             traceback.print_exc(file=stream)
-            fields = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-        record = _base_record(spec, device, started, time.monotonic() - t0)
-        record.update(fields)
-        store.write(record, artifacts)
-        outcome = record["status"]
-        if outcome == "ok":
-            outcome += f", top-1 error {record['top1_err']:.2f}%"
-        elif record["error"]:
-            outcome += f": {record['error']}"
-        progress.end(outcome)
-        written.append(record)
+            outcomes = [({"status": "failed", "error": f"{type(exc).__name__}: {exc}"}, None)
+                        ] * len(pack)
+        wall_s = time.monotonic() - t0
+        records = []
+        for spec, (fields, artifacts) in zip(pack, outcomes):
+            record = _base_record(spec, device, started, wall_s)
+            record.update(fields)
+            store.write(record, artifacts)
+            records.append(record)
+        if len(pack) == 1:
+            progress.end(_outcome(records[0]))
+        else:
+            progress.end("; ".join(f"{spec.method} seed={spec.seed} {_outcome(record)}"
+                                   for spec, record in zip(pack, records)))
+        written.extend(records)
     return written
 
 

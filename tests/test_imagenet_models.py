@@ -9,7 +9,8 @@ import torch
 
 from ltbench.engine.imagenet_models import TorchvisionResNet, pretrained_state
 from ltbench.engine.models import NormedLinear, build_backbone
-from ltbench.engine.train import build_optimizer, learning_rate
+from ltbench.engine.steps import build_optimizer
+from ltbench.engine.train import learning_rate
 from ltbench.errors import BadInput
 
 

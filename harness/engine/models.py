@@ -77,8 +77,9 @@ class BasicBlock(nn.Module):
 
 class CifarResNet(nn.Module):
     """Idelbayev's CIFAR ResNet: ``features(x)`` is the pooled 64-d vector, ``forward`` the
-    logits. The head always runs in fp32 (autocast disabled) because LDAM's scaled cosine
-    logits and additive log-prior offsets are precision-sensitive (architecture.md §6.3)."""
+    logits. The head always runs outside autocast, in its weights' dtype (fp32 in training; fp64
+    for the tests' oracle), because LDAM's scaled cosine logits and additive log-prior offsets
+    are precision-sensitive (architecture.md §6.3)."""
 
     def __init__(self, blocks_per_stage: int, num_classes: int, head: str):
         super().__init__()
@@ -103,7 +104,7 @@ class CifarResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.features(x)
         with torch.autocast(device_type=features.device.type, enabled=False):
-            return self.head(features.float())
+            return self.head(features.to(self.head.weight.dtype))
 
 
 def initialise(model: nn.Module, generator: torch.Generator) -> None:

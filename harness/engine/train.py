@@ -1,4 +1,5 @@
-"""The training loop of one run, following kaidic/LDAM-DRW : cifar_train.py (protocols.md §2.1).
+"""The training loop of one run or of a pack of runs, following kaidic/LDAM-DRW :
+cifar_train.py (protocols.md §2.1).
 
 SGD on all parameters (momentum, weight decay on every parameter, optional Nesterov), the
 learning rate set once per epoch by :func:`learning_rate`, a fresh permutation of the training
@@ -18,7 +19,12 @@ generator seeded with ``derive_seed(seed, "meta")``, so they leave the data orde
 no global RNG.
 On CPU everything runs in fp32 and a seed reproduces bit-identical numbers. On CUDA the
 forward runs under bf16 autocast with channels-last tensors (the head and the loss in fp32,
-architecture.md §6.3) and ``cudnn.benchmark`` is enabled.
+architecture.md §6.3) and ``cudnn.benchmark`` is enabled (:class:`~ltbench.engine.steps.Numerics`).
+
+A pack (:func:`train_pack`) runs this same loop for N runs at once: every run draws its own
+permutation and augmentation from its own generator, and one step object
+(:mod:`ltbench.engine.steps`) trains all N models on their own batches; one run alone is the
+plain network, so :func:`train` is a pack of one.
 
 Inside an epoch nothing synchronises with the host: the loss sum and the correct count stay
 device tensors and are read once per epoch. A non-finite epoch loss stops the run with
@@ -27,12 +33,10 @@ status ``"diverged"``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, Callable, ContextManager, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -42,20 +46,18 @@ import torch.nn as nn
 from ..datasets.base import LTData
 from ..evaluate import summarize
 from ..methods.base import Method, StepContext, step_decay
+from ..packing import PACK_SHARED_HPARAMS
 from ..progress import RunProgress
 from ..spec import derive_seed
 from .augment import DeviceImages
 from .models import build_backbone
-from .sources import image_source
-
-EVAL_BATCH_SIZE = 1000
-
-Precision = Callable[[], ContextManager[Any]]
+from .sources import CachedImages, image_source
+from .steps import GroupedStep, Numerics, SingleModelStep
 
 
 @dataclass
 class TrainResult:
-    """Outcome of :func:`train`.
+    """Outcome of :func:`train` (of one run of :func:`train_pack`).
 
     ``per_class_correct``/``per_class_total`` are the test counts at the last evaluated epoch
     (correct counts are zeros when no epoch was evaluated, e.g. a run that diverged first).
@@ -95,33 +97,6 @@ def learning_rate(epoch: int, hparams: Mapping[str, Any]) -> float:
     return step_decay(base, hparams["lr_decay"], hparams["lr_milestones"], epoch)
 
 
-def build_optimizer(model: nn.Module, hparams: Mapping[str, Any]) -> torch.optim.SGD:
-    """SGD over all parameters, weight decay included on BN and biases as the reference.
-
-    ``backbone_lr_factor`` (where the protocol has one, else 1) puts every parameter outside
-    ``model.head`` in a group whose ``lr_factor`` scales the epoch's learning rate: LADE's
-    Places-LT fine-tuning trains the backbone at 0.001 and the classifier at 0.1
-    (hyperconnect/LADE : config/Places_LT/ce.yaml)."""
-    factor = float(hparams.get("backbone_lr_factor", 1.0))
-    params: Any = model.parameters()
-    if factor != 1.0:
-        head = {id(p) for p in model.head.parameters()}
-        params = [{"params": [p for p in model.parameters() if id(p) not in head],
-                   "lr_factor": factor},
-                  {"params": list(model.head.parameters()), "lr_factor": 1.0}]
-    return torch.optim.SGD(params, lr=float(hparams["lr"]),
-                           momentum=float(hparams["momentum"]),
-                           weight_decay=float(hparams["weight_decay"]),
-                           nesterov=bool(hparams["nesterov"]))
-
-
-def mixed_precision(device: torch.device) -> Precision:
-    """A factory of the forward pass's precision context: bf16 autocast on CUDA, none on CPU."""
-    if device.type == "cuda":
-        return partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext
-
-
 class MetaBatches:
     """Augmented batches of the balanced meta set for :attr:`StepContext.meta_batch`.
 
@@ -154,120 +129,193 @@ def _no_meta_set() -> None:
     return None
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images: DeviceImages,
-                method: Method, epoch: int, batch_size: int, generator: torch.Generator,
-                step: StepContext, progress: RunProgress | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """One pass over a fresh permutation of ``images``; returns the device tensors (sum over
-    samples of the batch loss, number of correct top-1 predictions) and the number of samples
-    they cover (the epoch's size, unless the method trains on other examples)."""
-    model.train()
-    order = torch.randperm(len(images), generator=generator, device=generator.device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=generator.device)
-    correct = torch.zeros((), dtype=torch.int64, device=generator.device)
-    seen = 0
-    for index in order.split(batch_size):
-        inputs, targets = images.train_batch(index, generator)
-        loss, logits, scored = method.training_loss(model, inputs, targets, epoch, step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach().double() * scored.shape[0]
-        correct += (logits.detach().argmax(dim=1) == scored).sum()
-        seen += scored.shape[0]
+@dataclass(frozen=True)
+class PackMember:
+    """One run of a pack: its method instance, resolved hyper-parameters and training seed."""
+
+    method: Method
+    hparams: Mapping[str, Any]
+    seed: int
+
+
+def _meta_batches(data: LTData, member: PackMember, device: torch.device,
+                  numerics: Numerics) -> Callable[[], tuple[torch.Tensor, torch.Tensor] | None]:
+    """The member's meta-set batches, or a function returning None when it uses none."""
+    if not (member.method.uses_meta_set and data.meta_images is not None):
+        return _no_meta_set
+    hparams = member.hparams
+    return MetaBatches(
+        image_source(data.meta_images, data.meta_labels, hparams, device, augment=True,
+                     channels_last=numerics.channels_last),
+        int(hparams["meta_batch_size"]),
+        torch.Generator(device=device).manual_seed(derive_seed(member.seed, "meta")))
+
+
+def check_packable(members: Sequence[PackMember]) -> None:
+    """Raise ``ValueError`` unless the runs agree on everything a pack shares
+    (:data:`ltbench.packing.PACK_SHARED_HPARAMS` and the head)."""
+    first = members[0]
+    for member in members[1:]:
+        differing = [key for key in PACK_SHARED_HPARAMS
+                     if member.hparams[key] != first.hparams[key]]
+        if member.method.head != first.method.head:
+            differing.append("head")
+        if differing:
+            raise ValueError(f"runs of one pack differ in {', '.join(differing)}")
+
+
+def build_step(models: Sequence[nn.Module], members: Sequence[PackMember],
+               device: torch.device, numerics: Numerics) -> SingleModelStep | GroupedStep:
+    """The plain network for one run, the grouped network for several."""
+    if len(members) == 1:
+        return SingleModelStep(models[0], members[0].method, members[0].hparams, device,
+                               numerics)
+    return GroupedStep(models, [m.method for m in members], [m.hparams for m in members],
+                       device, numerics)
+
+
+def train_epoch(step: SingleModelStep | GroupedStep, images: DeviceImages | CachedImages,
+                epoch: int, batch_size: int, generators: Sequence[torch.Generator],
+                contexts: Sequence[StepContext], progress: RunProgress | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """One pass of every run over its own fresh permutation of ``images``, the augmentation of
+    run n drawn from ``generators[n]`` exactly as a lone run draws it; returns the device
+    tensors [N] (sum over samples of the batch loss, number of correct top-1 predictions) and
+    the number of samples each covers (the epoch's size, unless the method trains on other
+    examples). The runs share the set and the batch size, so their batches line up, the last
+    partial one included."""
+    orders = [torch.randperm(len(images), generator=g, device=g.device) for g in generators]
+    runs = len(generators)
+    device = images.labels.device
+    loss_sum = torch.zeros(runs, dtype=torch.float64, device=device)
+    correct = torch.zeros(runs, dtype=torch.int64, device=device)
+    seen = [0] * runs
+    for indices in zip(*(order.split(batch_size) for order in orders)):
+        if runs == 1:  # any image source; packs are CIFAR-style DeviceImages
+            inputs, targets = images.train_batch(indices[0], generators[0])
+        else:
+            draws = [images.draw_augmentation(index.shape[0], generator)
+                     for index, generator in zip(indices, generators)]
+            inputs, targets = images.augmented_batch(
+                torch.cat(indices), *(torch.cat(parts) for parts in zip(*draws)))
+        step_loss, step_correct, scored = step.train_step(inputs, targets.view(runs, -1),
+                                                          epoch, contexts)
+        loss_sum += step_loss
+        correct += step_correct
+        seen = [total + count for total, count in zip(seen, scored)]
         if progress is not None:
             progress.advance()
     return loss_sum, correct, seen
-
-
-def evaluate(model: nn.Module, images: DeviceImages, num_classes: int,
-             precision: Precision) -> np.ndarray:
-    """Per-class correct top-1 counts (int64 [C]) of ``model`` in eval mode on ``images``."""
-    model.eval()
-    device = images.labels.device
-    correct = torch.zeros(num_classes, dtype=torch.int64, device=device)
-    with torch.inference_mode():
-        for inputs, targets in images.eval_batches(EVAL_BATCH_SIZE):
-            with precision():
-                logits = model(inputs)
-            correct.index_add_(0, targets, (logits.argmax(dim=1) == targets).long())
-    return correct.cpu().numpy()
 
 
 def is_evaluation_epoch(epoch: int, epochs: int, eval_every: int) -> bool:
     return (epoch + 1) % eval_every == 0 or epoch == epochs - 1
 
 
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
 def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
           device: torch.device, progress: RunProgress | None = None) -> TrainResult:
     """Train ``hparams["backbone"]`` with ``method``'s head and loss on ``data`` (see the
     module docstring for the protocol); ``progress`` gets ``begin``/``advance``/``epoch_done``."""
-    on_cuda = device.type == "cuda"
+    return train_pack(data, [PackMember(method, hparams, seed)], device, progress)[0]
+
+
+def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device,
+               progress: RunProgress | None = None,
+               numerics: Numerics | None = None) -> list[TrainResult]:
+    """Train the runs ``members`` together on ``data``, one :class:`TrainResult` each, equal
+    (up to floating-point rounding) to training each alone with :func:`train`.
+
+    One run trains the plain network; several train one grouped network
+    (:class:`~ltbench.engine.steps.GroupedStep`; only methods without their own
+    ``training_loss``). Each run keeps its own initialisation, data order, augmentation,
+    optimiser state, BN statistics, learning-rate schedule and divergence: a run whose epoch
+    loss is non-finite stops with ``"diverged"`` while the others go on. ``train_s`` and
+    ``eval_s`` in the curves are the pack's wall seconds. ``progress`` shows the mean over the
+    runs still training. ``numerics`` defaults to :meth:`Numerics.for_device`.
+    """
+    check_packable(members)
+    numerics = numerics if numerics is not None else Numerics.for_device(device)
+    shared = members[0].hparams
+    runs = len(members)
     num_classes = data.num_classes
-    epochs = int(hparams["epochs"])
-    batch_size = int(hparams["batch_size"])
+    epochs = int(shared["epochs"])
+    batch_size = int(shared["batch_size"])
 
-    init_generator = torch.Generator().manual_seed(derive_seed(seed, "init"))
-    model = build_backbone(hparams["backbone"], num_classes, method.head, init_generator,
-                           pretrained=hparams.get("pretrained", "none"))
-    if on_cuda:
-        torch.backends.cudnn.benchmark = True
-        model = model.to(device, memory_format=torch.channels_last)
-    else:
-        model = model.to(device)
-    optimizer = build_optimizer(model, hparams)
-    precision = mixed_precision(device)
-    data_generator = torch.Generator(device=device).manual_seed(derive_seed(seed, "data"))
-
-    train_images = image_source(data.train_images, data.train_labels, hparams, device,
-                                augment=True, channels_last=on_cuda)
-    test_images = image_source(data.test_images, data.test_labels, hparams, device,
-                               augment=False, channels_last=on_cuda)
-    meta_batch = _no_meta_set
-    if method.uses_meta_set and data.meta_images is not None:
-        meta_batch = MetaBatches(
-            image_source(data.meta_images, data.meta_labels, hparams, device, augment=True,
-                         channels_last=on_cuda),
-            int(hparams["meta_batch_size"]),
-            torch.Generator(device=device).manual_seed(derive_seed(seed, "meta")))
+    models = [build_backbone(shared["backbone"], num_classes, m.method.head,
+                             torch.Generator().manual_seed(derive_seed(m.seed, "init")),
+                             pretrained=shared.get("pretrained", "none"))
+              for m in members]
+    step = build_step(models, members, device, numerics)
+    generators = [torch.Generator(device=device).manual_seed(derive_seed(m.seed, "data"))
+                  for m in members]
+    train_images = image_source(data.train_images, data.train_labels, shared, device,
+                                augment=True, channels_last=numerics.channels_last)
+    test_images = image_source(data.test_images, data.test_labels, shared, device,
+                               augment=False, channels_last=numerics.channels_last)
+    meta_batches = [_meta_batches(data, m, device, numerics) for m in members]
     num_train = len(train_images)
     per_class_total = np.bincount(data.test_labels.numpy(), minlength=num_classes)
-    per_class_correct = np.zeros(num_classes, dtype=np.int64)
+    per_class_correct = np.zeros((runs, num_classes), dtype=np.int64)
 
     if progress is not None:
         progress.begin(epochs * math.ceil(num_train / batch_size))
-    rows = []
-    status, error, epochs_completed = "ok", None, 0
+    rows: list[list[dict[str, Any]]] = [[] for _ in members]
+    statuses: list[str] = ["ok"] * runs
+    errors: list[str | None] = [None] * runs
+    epochs_completed = [0] * runs
     for epoch in range(epochs):
-        lr = learning_rate(epoch, hparams)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_factor", 1.0)
-        step = StepContext(lr=lr, precision=precision, meta_batch=meta_batch, seed=seed)
+        running = [k for k in range(runs) if statuses[k] == "ok"]
+        lrs = [learning_rate(epoch, m.hparams) if k in running else 0.0
+               for k, m in enumerate(members)]
+        step.set_learning_rates(lrs)
+        contexts = [StepContext(lr=lr, precision=numerics.precision(), meta_batch=meta,
+                                seed=m.seed)
+                    for lr, meta, m in zip(lrs, meta_batches, members)]
         started = time.perf_counter()
-        loss_sum, correct, seen = train_epoch(model, optimizer, train_images, method, epoch,
-                                              batch_size, data_generator, step, progress)
-        loss_total, correct_total = torch.stack((loss_sum, correct.double())).tolist()
+        loss_sum, correct, seen = train_epoch(step, train_images, epoch, batch_size,
+                                              generators, contexts, progress)
+        totals = torch.cat((loss_sum, correct.double())).tolist()  # the epoch's one host sync
         train_s = time.perf_counter() - started
-        train_loss = loss_total / seen
-        test_acc, eval_s = math.nan, math.nan
-        if not math.isfinite(train_loss):
-            status, error = "diverged", f"non-finite training loss in epoch {epoch}"
-        elif is_evaluation_epoch(epoch, epochs, int(hparams["eval_every"])):
+        train_losses = [totals[k] / seen[k] for k in range(runs)]
+        for k in running:
+            if not math.isfinite(train_losses[k]):
+                statuses[k], errors[k] = "diverged", f"non-finite training loss in epoch {epoch}"
+        test_acc, eval_s = [math.nan] * runs, math.nan
+        evaluated = [k for k in running if statuses[k] == "ok"]
+        if evaluated and is_evaluation_epoch(epoch, epochs, int(shared["eval_every"])):
             started = time.perf_counter()
-            per_class_correct = evaluate(model, test_images, num_classes, precision)
+            counts = step.evaluate(test_images, num_classes)
             eval_s = time.perf_counter() - started
-            test_acc = summarize(per_class_correct, per_class_total,
-                                 data.class_counts)["top1_acc"]
-        rows.append({"epoch": epoch, "lr": lr, "train_loss": train_loss,
-                     "train_acc": 100.0 * correct_total / seen, "test_acc": test_acc,
-                     "train_s": train_s, "eval_s": eval_s})
+            for k in evaluated:
+                per_class_correct[k] = counts[k]
+                test_acc[k] = summarize(counts[k], per_class_total,
+                                        data.class_counts)["top1_acc"]
+        for k in running:
+            rows[k].append({"epoch": epoch, "lr": lrs[k], "train_loss": train_losses[k],
+                            "train_acc": 100.0 * totals[runs + k] / seen[k],
+                            "test_acc": test_acc[k], "train_s": train_s, "eval_s": eval_s})
         if progress is not None:
-            progress.epoch_done(epoch, epochs, train_loss,
-                                None if math.isnan(test_acc) else test_acc)
-        if status != "ok":
+            accuracies = [test_acc[k] for k in evaluated if not math.isnan(test_acc[k])]
+            progress.epoch_done(epoch, epochs, _mean([train_losses[k] for k in running]),
+                                _mean(accuracies) if accuracies else None)
+        for k in evaluated:
+            epochs_completed[k] = epoch + 1
+        if not evaluated:
             break
-        epochs_completed = epoch + 1
+        if len(evaluated) < len(running):
+            step.set_active([status == "ok" for status in statuses])
 
+    return [_result(statuses[k], errors[k], per_class_correct[k], per_class_total, rows[k],
+                    epochs_completed[k]) for k in range(runs)]
+
+
+def _result(status: str, error: str | None, per_class_correct: np.ndarray,
+            per_class_total: np.ndarray, rows: list[dict[str, Any]],
+            epochs_completed: int) -> TrainResult:
     curves = pd.DataFrame(rows, columns=["epoch", "lr", "train_loss", "train_acc", "test_acc",
                                          "train_s", "eval_s"])
     evaluated = curves.dropna(subset=["test_acc"])

@@ -1,0 +1,431 @@
+"""``ltbench bench``: training throughput of the engine's variants, CIFAR-10-LT IF 100, ResNet-32.
+
+One process times, one after the other, the training steps of:
+
+* **B0** the reference style (kaidic/LDAM-DRW : cifar_train.py): a torchvision ``CIFAR10``
+  dataset with PIL transforms (``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``,
+  ``ToTensor``, ``Normalize``) in a ``DataLoader`` with worker processes (the reference's
+  ``--workers`` default is 4, with pinned memory), eager fp32, one model, ``loss.item()`` every
+  step (the reference's ``AverageMeter`` update);
+* **B1** ltbench's device-resident data path (:class:`~ltbench.engine.augment.DeviceImages`)
+  and epoch loop (:func:`~ltbench.engine.train.train_epoch`), eager fp32, one model;
+* **B2** B1 with bf16 autocast and channels-last (CUDA only);
+* **B3** B2 with ``torch.compile`` of the network, and with CUDA-graph replay
+  (``mode="reduce-overhead"``) (CUDA; on CPU only with ``cpu_compile``);
+* **B4** packs of N models as one grouped network (:class:`~ltbench.engine.steps.GroupedStep`),
+  with B3's numerics on CUDA (B1's on CPU).
+
+Each variant first runs an untimed warm-up pass, then ``repeats`` timed passes of ``steps``
+steps (one pass = one epoch of the engine's loop over ``steps × 128`` images, or the whole
+subset, 97 full batches + 1 of 118, when that is smaller); the median pass counts. The
+table gives images/s (all models, and per model), ms per step, the projected wall time of one
+200-epoch run and of the full grid, the speed-up over B0 in the same process, the achieved
+TFLOP/s at 413 MFLOP per training image (architecture.md §7: 3 × 137.7 MFLOP forward), the
+peak memory and, separately, the compile time (the warm-up pass's excess over a timed one).
+
+Data: the real CIFAR-10-LT IF 100 subset (LDAM-DRW construction, split seed 0) when
+``data_root`` holds ``cifar-10-batches-py``; otherwise random uint8 images (values 1 … 255,
+never all zeros) with the real per-class counts 5000, 2997, …, 50 (12,406 images).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence, TextIO
+
+from . import __version__, registry
+from .hparams import resolve_run
+from .progress import RunProgress
+
+IMB_FACTOR = 100.0
+EPOCHS = 200
+#: Training FLOPs of one 32x32 image through ResNet-32 (architecture.md §7).
+TRAIN_FLOP_PER_IMAGE = 413e6
+#: The full grid the projection is for: the 12 ltbench methods of Jamal et al.'s CIFAR-10-LT
+#: table (CVPR 2020, arXiv:2003.10780; the rows mapped in results/published/published.csv:
+#: ce, focal, cb-ce, cb-focal, cb-finetune, l2rw, mwn, ldam, ldam-drw, meta-ce, meta-focal,
+#: meta-ldam) × 6 imbalance factors {200, 100, 50, 20, 10, 1} × 3 seeds. The projection
+#: prices every run as a plain one; the meta-learning runs cost ~2-4x that (architecture.md §7).
+GRID_METHODS, GRID_FACTORS, GRID_SEEDS = 12, 6, 3
+GRID_RUNS = GRID_METHODS * GRID_FACTORS * GRID_SEEDS
+
+CPU_DEFAULTS = {"packs": (1, 2, 4), "steps": 3, "warmup": 1, "repeats": 1}
+CUDA_DEFAULTS = {"packs": (1, 2, 4, 8, 16, 32, 64), "steps": 98, "warmup": 98, "repeats": 3}
+
+
+@dataclass
+class BenchRow:
+    """One line of the table; measured fields are None where the variant did not run."""
+
+    variant: str
+    description: str
+    models: int
+    status: str  # "ok", or why it did not run ("n/a on CPU", an error)
+    steps: int = 0
+    ms_per_step: float | None = None
+    images_per_s: float | None = None
+    images_per_s_per_model: float | None = None
+    run_wall_h: float | None = None
+    grid_wall_h: float | None = None
+    speedup_vs_b0: float | None = None
+    tflops: float | None = None
+    peak_mem_mb: float | None = None
+    compile_s: float | None = None
+
+
+@dataclass
+class BenchData:
+    """The training subset as uint8 [N, 3, 32, 32] + labels, and where it came from."""
+
+    images: Any
+    labels: Any
+    class_counts: list[int]
+    source: str
+    cifar_root: Path | None
+
+
+def load_bench_data(data_root: Path) -> BenchData:
+    """The real CIFAR-10-LT IF 100 subset if ``data_root`` has CIFAR-10, else random images
+    with its class counts (see the module docstring)."""
+    import torch
+
+    dataset = registry.load("dataset", "cifar10-lt")()
+    hparams = resolve_run(dataset, None, {})
+    counts = dataset.class_counts(IMB_FACTOR, "exp", hparams)
+    if (Path(data_root) / "cifar-10-batches-py").is_dir():
+        data = dataset.load(Path(data_root), IMB_FACTOR, "exp", 0, hparams)
+        return BenchData(data.train_images, data.train_labels, counts,
+                         f"CIFAR-10-LT IF 100 from {data_root}", Path(data_root))
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(1, 256, (sum(counts), 3, 32, 32), dtype=torch.uint8,
+                           generator=generator)
+    labels = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    return BenchData(images, labels, counts,
+                     "random uint8 images (1..255) with CIFAR-10-LT IF 100 class counts", None)
+
+
+class _PILImages:
+    """A torch Dataset of uint8 images served as PIL images through ``transform``, as
+    torchvision's ``CIFAR10.__getitem__`` does (``Image.fromarray`` of an HWC array)."""
+
+    def __init__(self, images, labels, transform):
+        self.images = images.permute(0, 2, 3, 1).numpy()
+        self.labels = labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[index])), self.labels[index]
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory_mb(device) -> float:
+    """CUDA: the most memory torch allocated since the variant began; CPU: the process's
+    peak resident set so far (it only grows, so later variants include earlier ones)."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak_memory(device) -> None:
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: Any
+    packs: tuple[int, ...]
+    steps: int
+    warmup: int
+    repeats: int
+    workers: int
+    cpu_compile: bool
+    batch_size: int = 128
+
+
+def _time_passes(settings: Settings, run_pass: Callable[[int], None], label: str,
+                 stream: TextIO) -> tuple[float, float]:
+    """(median seconds of the timed passes, seconds of the warm-up pass)."""
+    progress = RunProgress(label, stream)
+    progress.begin(settings.warmup + settings.repeats * settings.steps)
+    _sync(settings.device)
+    started = time.perf_counter()
+    run_pass(settings.warmup)
+    _sync(settings.device)
+    warmup_s = time.perf_counter() - started
+    progress.advance(settings.warmup)
+    timed = []
+    for _ in range(settings.repeats):
+        started = time.perf_counter()
+        run_pass(settings.steps)
+        _sync(settings.device)
+        timed.append(time.perf_counter() - started)
+        progress.advance(settings.steps)
+    progress.end(f"{statistics.median(timed) / settings.steps * 1000:.1f} ms/step")
+    return statistics.median(timed), warmup_s
+
+
+def _pass_images(data: BenchData, steps: int, batch_size: int) -> int:
+    """Images per pass: ``steps`` full batches, or the whole subset when that is smaller."""
+    return min(len(data.labels), steps * batch_size)
+
+
+def _reference_style(settings: Settings, data: BenchData, hparams, stream) -> float:
+    """B0's seconds per pass (see the module docstring)."""
+    import torch
+    import torch.nn.functional as F
+    import torchvision
+    import torchvision.transforms as T
+    from torch.utils.data import DataLoader, Subset
+
+    from .engine.models import build_backbone
+    from .engine.steps import build_optimizer
+
+    device = settings.device
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(hparams["mean"], hparams["std"])])
+    if data.cifar_root is not None:
+        full = torchvision.datasets.CIFAR10(str(data.cifar_root), train=True, download=False,
+                                            transform=transform)
+        dataset = registry.load("dataset", "cifar10-lt")()
+        indices, _ = dataset.split_indices(data.cifar_root, IMB_FACTOR, "exp", 0, hparams)
+        subset_of = lambda n: Subset(full, indices[:n].tolist())  # noqa: E731
+    else:
+        images = _PILImages(data.images, data.labels, transform)
+        subset_of = lambda n: Subset(images, range(n))  # noqa: E731
+    model = build_backbone("resnet32", len(data.class_counts), "linear",
+                           torch.Generator().manual_seed(0)).to(device)
+    optimizer = build_optimizer(model, hparams)
+    loader_generator = torch.Generator().manual_seed(1)
+
+    def run_pass(steps: int) -> None:
+        loader = DataLoader(subset_of(_pass_images(data, steps, settings.batch_size)),
+                            batch_size=settings.batch_size, shuffle=True,
+                            num_workers=settings.workers, pin_memory=device.type == "cuda",
+                            generator=loader_generator)
+        model.train()
+        for inputs, targets in loader:
+            inputs, targets = inputs.to(device), targets.to(device)
+            loss = F.cross_entropy(model(inputs), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss.item()  # the reference logs every step: one host synchronisation each
+
+    seconds, _ = _time_passes(settings, run_pass, "bench B0", stream)
+    return seconds
+
+
+def _engine(settings: Settings, data: BenchData, hparams, models: int, numerics,
+            label: str, stream) -> tuple[float, float]:
+    """Seconds per pass and warm-up seconds of the engine's loop with ``models`` runs."""
+    import torch
+
+    from .engine.augment import DeviceImages
+    from .engine.models import build_backbone
+    from .engine.train import PackMember, build_step, train_epoch
+    from .methods.base import StepContext
+    from .spec import derive_seed
+
+    device = settings.device
+    counts = torch.tensor(data.class_counts, dtype=torch.float64, device=device)
+    method_cls = registry.load("method", "ce")
+    members = [PackMember(method_cls(counts, hparams), hparams, seed) for seed in range(models)]
+    networks = [build_backbone("resnet32", len(data.class_counts), "linear",
+                               torch.Generator().manual_seed(derive_seed(m.seed, "init")))
+                for m in members]
+    step = build_step(networks, members, device, numerics)
+    generators = [torch.Generator(device=device).manual_seed(derive_seed(m.seed, "data"))
+                  for m in members]
+    contexts = [StepContext(lr=float(hparams["lr"]), precision=numerics.precision(),
+                            meta_batch=lambda: None, seed=m.seed) for m in members]
+    subsets = {}
+
+    def run_pass(steps: int) -> None:
+        count = _pass_images(data, steps, settings.batch_size)
+        if count not in subsets:
+            subsets[count] = DeviceImages(data.images[:count], data.labels[:count],
+                                          hparams["mean"], hparams["std"], int(hparams["pad"]),
+                                          hparams["pad_mode"], device,
+                                          channels_last=numerics.channels_last)
+        loss_sum, correct, _ = train_epoch(step, subsets[count], 0, settings.batch_size,
+                                           generators, contexts)
+        torch.cat((loss_sum, correct.double())).tolist()  # the loop's one sync per epoch
+
+    return _time_passes(settings, run_pass, label, stream)
+
+
+def _measured(row: BenchRow, seconds: float, settings: Settings, data: BenchData,
+              device) -> None:
+    """Fill ``row``'s throughput columns from the median pass time."""
+    images = _pass_images(data, settings.steps, settings.batch_size)
+    steps = math.ceil(images / settings.batch_size)
+    row.status, row.steps = "ok", steps
+    row.ms_per_step = seconds / steps * 1000
+    row.images_per_s = row.models * images / seconds
+    row.images_per_s_per_model = images / seconds
+    steps_per_epoch = math.ceil(len(data.labels) / settings.batch_size)
+    row.run_wall_h = EPOCHS * steps_per_epoch * row.ms_per_step / 1000 / 3600
+    row.grid_wall_h = math.ceil(GRID_RUNS / row.models) * row.run_wall_h
+    row.tflops = row.images_per_s * TRAIN_FLOP_PER_IMAGE / 1e12
+    row.peak_mem_mb = _peak_memory_mb(device)
+
+
+def run_bench(settings: Settings, data_root: Path, stream: TextIO) -> tuple[list[BenchRow], dict]:
+    """Time every variant; returns the rows and the run's metadata (machine, data, settings)."""
+    import torch
+
+    from .engine.steps import Numerics
+
+    device = settings.device
+    on_cuda = device.type == "cuda"
+    data = load_bench_data(data_root)
+    hparams = resolve_run(registry.load("dataset", "cifar10-lt"), registry.load("method", "ce"),
+                          {})
+    fp32 = Numerics(bf16=False, channels_last=False)
+    fast = Numerics(bf16=True, channels_last=True)
+    compiled = Numerics(bf16=on_cuda, channels_last=on_cuda, compile_mode="default")
+    graphs = Numerics(bf16=True, channels_last=True, compile_mode="reduce-overhead")
+    compile_here = on_cuda or settings.cpu_compile
+    plans: list[tuple[BenchRow, Any]] = [
+        (BenchRow("B0", "reference style: torchvision + PIL + DataLoader, fp32 eager", 1,
+                  "pending"), None),
+        (BenchRow("B1", "device-resident data, fp32 eager", 1, "pending"), fp32),
+        (BenchRow("B2", "B1 + bf16 autocast + channels_last", 1,
+                  "pending" if on_cuda else "n/a on CPU"), fast),
+        (BenchRow("B3", "B2 + torch.compile" if on_cuda else "B1 + torch.compile", 1,
+                  "pending" if compile_here else "n/a on CPU (--cpu-compile)"), compiled),
+        (BenchRow("B3g", "B2 + torch.compile with CUDA graphs (reduce-overhead)", 1,
+                  "pending" if on_cuda else "n/a on CPU"), graphs),
+    ]
+    pack_numerics = compiled if compile_here else fp32
+    for n in settings.packs:
+        network = "one grouped network" if n > 1 else "the plain network"
+        numerics_text = ("bf16 + channels_last + compile" if on_cuda else
+                         "fp32 + compile" if settings.cpu_compile else "fp32")
+        plans.append((BenchRow(f"B4 N={n}", f"pack of {n}: {network}, {numerics_text}", n,
+                               "pending"), pack_numerics))
+    rows = []
+    for row, numerics in plans:
+        rows.append(row)
+        if row.status != "pending":
+            continue
+        _reset_peak_memory(device)
+        if numerics is not None and numerics.compile_mode is not None:
+            # a fresh compile cache per variant: the pack sizes' graphs would otherwise add
+            # up past dynamo's recompile limit and silently fall back to eager
+            torch.compiler.reset()
+        try:
+            if numerics is None:
+                seconds = _reference_style(settings, data, hparams, stream)
+            else:
+                seconds, warmup_s = _engine(settings, data, hparams, row.models, numerics,
+                                            f"bench {row.variant}", stream)
+                if numerics.compile_mode is not None:
+                    warmup_steps = math.ceil(_pass_images(data, settings.warmup,
+                                                          settings.batch_size)
+                                             / settings.batch_size)
+                    steps = math.ceil(_pass_images(data, settings.steps, settings.batch_size)
+                                      / settings.batch_size)
+                    row.compile_s = max(0.0, warmup_s - seconds * warmup_steps / steps)
+            _measured(row, seconds, settings, data, device)
+        except Exception as exc:  # e.g. out of memory at a large N: report it, go on
+            row.status = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+    reference = rows[0].images_per_s
+    for row in rows:
+        if row.images_per_s is not None and reference:
+            row.speedup_vs_b0 = row.images_per_s / reference
+    meta = {
+        "ltbench_version": __version__,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(device) if on_cuda else platform.processor()
+        or platform.machine(),
+        "torch_version": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": os.getloadavg()[0],
+        "data": data.source,
+        "train_images": len(data.labels),
+        "settings": {"packs": list(settings.packs), "steps": settings.steps,
+                     "warmup": settings.warmup, "repeats": settings.repeats,
+                     "workers": settings.workers, "batch_size": settings.batch_size,
+                     "cpu_compile": settings.cpu_compile},
+        "projection": {"epochs": EPOCHS, "grid_runs": GRID_RUNS,
+                       "grid": f"{GRID_METHODS} methods x {GRID_FACTORS} imbalance factors x "
+                               f"{GRID_SEEDS} seeds (Jamal et al. CIFAR-10-LT table)",
+                       "train_flop_per_image": TRAIN_FLOP_PER_IMAGE},
+        "peak_mem_note": ("CUDA: torch's peak allocation per variant" if on_cuda else
+                          "CPU: the process's peak resident set so far (cumulative)"),
+    }
+    return rows, meta
+
+
+COLUMNS = [f.name for f in fields(BenchRow)]
+_HEADERS = {"variant": "variant", "models": "N", "images_per_s": "img/s",
+            "images_per_s_per_model": "img/s/model", "ms_per_step": "ms/step",
+            "run_wall_h": "run h", "grid_wall_h": "grid h", "speedup_vs_b0": "x B0",
+            "tflops": "TFLOP/s", "peak_mem_mb": "peak MB", "compile_s": "compile s",
+            "status": "status"}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def format_table(rows: Sequence[BenchRow]) -> str:
+    """The rows as a Markdown table (the columns of :data:`_HEADERS`)."""
+    names = list(_HEADERS)
+    lines = ["| " + " | ".join(_HEADERS[n] for n in names) + " |",
+             "|" + "|".join("---" for _ in names) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(getattr(row, n)) for n in names) + " |")
+    return "\n".join(lines)
+
+
+def write_results(rows: Sequence[BenchRow], meta: dict, out_dir: Path) -> tuple[Path, Path]:
+    """``bench-<UTC time>.json`` (metadata + rows) and ``.csv`` (rows) in ``out_dir``,
+    each written to a temporary name and renamed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = "bench-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
+    tmp = json_path.with_name(f".{json_path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({**meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n",
+                   encoding="utf-8")
+    os.replace(tmp, json_path)
+    tmp = csv_path.with_name(f".{csv_path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+    os.replace(tmp, csv_path)
+    return json_path, csv_path

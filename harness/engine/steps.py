@@ -1,0 +1,235 @@
+"""One training step and one evaluation of the models of a pack, the same interface for one model
+(:class:`SingleModelStep`, the plain network) and for N models (:class:`GroupedStep`, the grouped
+network of :mod:`ltbench.engine.grouped`); the epoch loop (:mod:`ltbench.engine.train`) drives
+either.
+
+Both take the batches of the N runs stacked run-major, ``inputs`` [N·B, 3, H, W] and
+``targets`` [N, B], and return device tensors only (no host synchronisation):
+``(loss_sums [N] float64, correct [N] int64, scored)`` where ``loss_sums[n]`` is run n's batch
+loss times the number of examples it scored, ``correct[n]`` its top-1 hits on them and
+``scored[n]`` that number (a Python int).
+
+:class:`Numerics` says how a step computes: on CUDA by default bf16 autocast for the network
+(the head and the loss in fp32) and channels-last tensors (architecture.md §6.3); optionally
+``torch.compile`` of the network (``compile_mode``, e.g. ``"max-autotune-no-cudagraphs"``, or
+``"reduce-overhead"`` for CUDA-graph replay; one graph per batch shape: the full batch and the
+epoch's last partial batch). On CPU: fp32, eager, contiguous tensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, ContextManager, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..methods.base import Method, StepContext
+from ..packing import groupable
+from .augment import DeviceImages
+from .grouped import GroupedResNet, PackSGD
+
+EVAL_BATCH_SIZE = 1000
+#: Model-images per grouped evaluation forward (8 models at EVAL_BATCH_SIZE).
+GROUPED_EVAL_IMAGES = 8000
+
+Precision = Callable[[], ContextManager[Any]]
+
+
+@dataclass(frozen=True)
+class Numerics:
+    """Precision, memory format and compilation of a step (see the module docstring)."""
+
+    bf16: bool
+    channels_last: bool
+    compile_mode: str | None = None
+
+    @classmethod
+    def for_device(cls, device: torch.device) -> Numerics:
+        on_cuda = device.type == "cuda"
+        return cls(bf16=on_cuda, channels_last=on_cuda)
+
+    def precision(self) -> Precision:
+        """A factory of the forward pass's precision context."""
+        if self.bf16:
+            return partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def begin_step(self) -> None:
+        """Mark a new iteration for CUDA-graph replay (``reduce-overhead``), so buffers the
+        previous replay returned may be reused (torch.compiler.cudagraph_mark_step_begin)."""
+        if self.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def prepare(self, model: nn.Module, device: torch.device) -> tuple[nn.Module, nn.Module]:
+        """``model`` moved to ``device`` in the memory format, and the callable to run it
+        (the compiled module when ``compile_mode`` is set, else the model itself)."""
+        model = model.to(device, memory_format=self.memory_format)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # static shapes: two batch shapes per run
+        if self.compile_mode is None:
+            return model, model
+        return model, torch.compile(model, mode=self.compile_mode, dynamic=False)
+
+
+def mixed_precision(device: torch.device) -> Precision:
+    """A factory of the forward pass's precision context: bf16 autocast on CUDA, none on CPU."""
+    return Numerics.for_device(device).precision()
+
+
+def build_optimizer(model: nn.Module, hparams: Mapping[str, Any]) -> torch.optim.SGD:
+    """SGD over all parameters, weight decay included on BN and biases as the reference.
+
+    ``backbone_lr_factor`` (where the protocol has one, else 1) puts every parameter outside
+    ``model.head`` in a group whose ``lr_factor`` scales the epoch's learning rate: LADE's
+    Places-LT fine-tuning trains the backbone at 0.001 and the classifier at 0.1
+    (hyperconnect/LADE : config/Places_LT/ce.yaml)."""
+    factor = float(hparams.get("backbone_lr_factor", 1.0))
+    params: Any = model.parameters()
+    if factor != 1.0:
+        head = {id(p) for p in model.head.parameters()}
+        params = [{"params": [p for p in model.parameters() if id(p) not in head],
+                   "lr_factor": factor},
+                  {"params": list(model.head.parameters()), "lr_factor": 1.0}]
+    return torch.optim.SGD(params, lr=float(hparams["lr"]),
+                           momentum=float(hparams["momentum"]),
+                           weight_decay=float(hparams["weight_decay"]),
+                           nesterov=bool(hparams["nesterov"]))
+
+
+class SingleModelStep:
+    """One run on the plain network with ``torch.optim.SGD`` and the method's own
+    :meth:`Method.training_loss`, so every method (meta-learning ones included) trains here."""
+
+    def __init__(self, model: nn.Module, method: Method, hparams: Mapping[str, Any],
+                 device: torch.device, numerics: Numerics):
+        self.model, forward = numerics.prepare(model, device)
+        # A method with its own training_loss may address the parameters by name
+        # (functional_call), which a compiled wrapper renames: it gets the plain model.
+        self._forward = forward if groupable(type(method)) else self.model
+        self.method = method
+        self.optimizer = build_optimizer(self.model, hparams)
+        self.numerics = numerics
+
+    def set_learning_rates(self, lr: Sequence[float]) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr[0] * group.get("lr_factor", 1.0)
+
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor, epoch: int,
+                   contexts: Sequence[StepContext]
+                   ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        self.model.train()
+        self.numerics.begin_step()
+        loss, logits, scored = self.method.training_loss(self._forward, inputs, targets[0],
+                                                         epoch, contexts[0])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        loss_sum = loss.detach().double().reshape(1) * scored.shape[0]
+        correct = (logits.detach().argmax(dim=1) == scored).sum().reshape(1)
+        return loss_sum, correct, [scored.shape[0]]
+
+    def evaluate(self, images: DeviceImages, num_classes: int) -> np.ndarray:
+        """Per-class correct top-1 counts, int64 [1, C], in eval mode."""
+        self.model.eval()
+        device = images.labels.device
+        correct = torch.zeros(num_classes, dtype=torch.int64, device=device)
+        precision = self.numerics.precision()
+        with torch.inference_mode():
+            for inputs, targets in images.eval_batches(EVAL_BATCH_SIZE):
+                self.numerics.begin_step()
+                with precision():
+                    logits = self._forward(inputs)
+                correct.index_add_(0, targets, (logits.argmax(dim=1) == targets).long())
+        return correct.cpu().numpy()[None]
+
+
+def grouped_input(per_run: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """Per-run images [N, B, 3, H, W] (any strides, e.g. one batch expanded N times) → the
+    grouped network's input [B, N·3, H, W] in ``memory_format``, with one copy."""
+    if memory_format == torch.channels_last:  # [B, H, W, N·3] in memory
+        return per_run.permute(1, 3, 4, 0, 2).flatten(3).permute(0, 3, 1, 2)
+    return per_run.transpose(0, 1).flatten(1, 2)
+
+
+class GroupedStep:
+    """N runs on one grouped network (:class:`GroupedResNet`) with :class:`PackSGD`: one
+    forward gives every run's logits, each run's own :meth:`Method.loss` scores them, and the
+    backward of the sum of the losses gives every model exactly its own gradient.
+
+    Only methods for which :func:`ltbench.packing.groupable` holds can be grouped.
+    :meth:`set_active` masks runs that have stopped (diverged): their loss leaves the sum and
+    the caller sets their learning rate to zero, so their parameters stay as they were.
+    """
+
+    def __init__(self, models: Sequence[nn.Module], methods: Sequence[Method],
+                 hparams: Sequence[Mapping[str, Any]], device: torch.device,
+                 numerics: Numerics):
+        blocked = [type(m).__name__ for m in methods if not groupable(type(m))]
+        if blocked:
+            raise ValueError(f"methods with their own training_loss train alone: {blocked}")
+        if len({bool(h["nesterov"]) for h in hparams}) != 1:
+            raise ValueError("the runs of a pack must agree on Nesterov momentum")
+        grouped = GroupedResNet.from_models(models)
+        self.model, self._forward = numerics.prepare(grouped, device)
+        self.methods = list(methods)
+        self.numerics = numerics
+        self._active = torch.ones(len(methods), dtype=torch.bool, device=device)
+        self.optimizer = PackSGD(self.model, [float(h["lr"]) for h in hparams],
+                                 [float(h["momentum"]) for h in hparams],
+                                 [float(h["weight_decay"]) for h in hparams],
+                                 bool(hparams[0]["nesterov"]))
+
+    def set_learning_rates(self, lr: Sequence[float]) -> None:
+        self.optimizer.set_learning_rates(lr)
+
+    def set_active(self, active: Sequence[bool]) -> None:
+        self._active.copy_(torch.tensor(list(active), dtype=torch.bool))
+
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor, epoch: int,
+                   contexts: Sequence[StepContext]
+                   ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        self.model.train()
+        models = len(self.methods)
+        # Gradients are released before the forward, so a CUDA-graphed forward never runs
+        # while the previous step's gradient buffers are still referenced.
+        self.optimizer.zero_grad()
+        self.numerics.begin_step()
+        x = grouped_input(inputs.unflatten(0, (models, -1)), self.numerics.memory_format)
+        with self.numerics.precision()():
+            logits = self._forward(x)  # fp32 [N, B, C]: the head runs outside autocast
+        losses = torch.stack([method.loss(logits[n], targets[n], epoch)
+                              for n, method in enumerate(self.methods)])
+        torch.where(self._active, losses, 0.0).sum().backward()
+        self.optimizer.step()
+        batch = targets.shape[1]
+        correct = (logits.detach().argmax(dim=2) == targets).sum(dim=1)
+        return losses.detach().double() * batch, correct, [batch] * models
+
+    def evaluate(self, images: DeviceImages, num_classes: int) -> np.ndarray:
+        """Per-class correct top-1 counts of every model, int64 [N, C]: one grouped forward
+        per test chunk (every model sees the same chunk); chunks hold about
+        ``GROUPED_EVAL_IMAGES`` model-images, which bounds the activation memory."""
+        self.model.eval()
+        models = len(self.methods)
+        device = images.labels.device
+        correct = torch.zeros(models, num_classes, dtype=torch.int64, device=device)
+        precision = self.numerics.precision()
+        chunk = max(1, min(EVAL_BATCH_SIZE, GROUPED_EVAL_IMAGES // models))
+        with torch.inference_mode():
+            for inputs, targets in images.eval_batches(chunk):
+                x = grouped_input(inputs.expand(models, *inputs.shape),
+                                  self.numerics.memory_format)
+                self.numerics.begin_step()
+                with precision():
+                    logits = self._forward(x)
+                hits = (logits.argmax(dim=2) == targets).long()
+                correct.index_add_(1, targets, hits)
+        return correct.cpu().numpy()
