@@ -37,7 +37,9 @@ class LTData:
     ``train_indices`` are the subset's positions in the dataset's full training split, in
     ascending (dataset) order; ``train_images``/``train_labels`` follow the same order. The
     balanced meta set (``meta_per_class`` images of every class, disjoint from the subset) is
-    held the same way in the ``meta_*`` fields, which are None when the run has none.
+    held the same way in the ``meta_*`` fields, which are None when the run has none, and so is
+    the balanced validation split (``val_per_class`` images of every class, disjoint from both,
+    :func:`~ltbench.datasets.profiles.split_with_validation`) in the ``val_*`` fields.
     """
 
     train_images: torch.Tensor  # uint8 [N, 3, H, W]
@@ -49,6 +51,9 @@ class LTData:
     meta_images: torch.Tensor | None = None   # uint8 [K, 3, H, W]
     meta_labels: torch.Tensor | None = None   # int64 [K]
     meta_indices: np.ndarray | None = None    # int64 [K]
+    val_images: torch.Tensor | None = None    # uint8 [V, 3, H, W]
+    val_labels: torch.Tensor | None = None    # int64 [V]
+    val_indices: np.ndarray | None = None     # int64 [V]
 
     @property
     def num_classes(self) -> int:

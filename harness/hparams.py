@@ -91,6 +91,13 @@ JAMAL_CIFAR = {
 }
 
 
+#: Hyper-parameters any run may set with ``--set`` but that are part of a run's resolved dict
+#: only when set, so the ids of runs that never set them do not change: the training sampler
+#: (:mod:`ltbench.engine.samplers`) and the size of the balanced validation split
+#: (:func:`ltbench.datasets.profiles.split_with_validation`); the values are their meanings
+#: when absent.
+OPTIONAL_DEFAULTS = {"sampler": "instance-balanced", "val_per_class": 0}
+
 #: Counts that make no sense below one.
 AT_LEAST_ONE = ("epochs", "batch_size", "eval_every", "meta_batch_size")
 
@@ -169,6 +176,8 @@ def resolve(dataset_defaults: Mapping[str, Any], method_defaults: Mapping[str, A
     for key, text in overrides.items():
         if key in defaults:
             resolved[key] = parse_value(key, text, defaults[key])
+        elif key in OPTIONAL_DEFAULTS:
+            resolved[key] = parse_value(key, text, OPTIONAL_DEFAULTS[key])
     for key in AT_LEAST_ONE:
         if key in resolved and resolved[key] < 1:
             raise BadInput(f"--set {key} must be at least 1, got {resolved[key]}")

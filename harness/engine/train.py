@@ -46,6 +46,7 @@ from ..progress import RunProgress
 from ..spec import derive_seed
 from .augment import DeviceImages
 from .models import build_backbone
+from .samplers import EpochSampler
 
 EVAL_BATCH_SIZE = 1000
 
@@ -71,16 +72,23 @@ class TrainResult:
     best_top1_acc: float
     curves: pd.DataFrame
     epochs_completed: int
+    model: nn.Module | None = None  # the final model (saved for stage 2, scored on shifted sets)
 
 
 def learning_rate(epoch: int, hparams: Mapping[str, Any]) -> float:
     """The learning rate of 0-based ``epoch`` (kaidic/LDAM-DRW : cifar_train.py,
     ``adjust_learning_rate``): ``lr · (epoch + 1) / warmup_epochs`` during the linear warm-up,
-    then ``lr · lr_decay ** k`` with k the number of ``lr_milestones`` m with ``epoch >= m``."""
+    then ``lr · lr_decay ** k`` with k the number of ``lr_milestones`` m with ``epoch >= m``.
+    With ``lr_schedule = "cosine"`` (stage-2 schedules) the rate after warm-up is
+    ``lr · (1 + cos(π · epoch / epochs)) / 2``, stepped per epoch and reaching 0 after the last
+    epoch (PyTorch ``CosineAnnealingLR(T_max=epochs, eta_min=0)``, as the decoupling configs'
+    ``coslr: true, endlr: 0.0``; protocols.md §2.2)."""
     base = float(hparams["lr"])
     warmup_epochs = int(hparams["warmup_epochs"])
     if epoch < warmup_epochs:
         return base * (epoch + 1) / warmup_epochs
+    if hparams.get("lr_schedule") == "cosine":
+        return base * (1.0 + math.cos(math.pi * epoch / int(hparams["epochs"]))) / 2.0
     return step_decay(base, hparams["lr_decay"], hparams["lr_milestones"], epoch)
 
 
@@ -133,13 +141,14 @@ def _no_meta_set() -> None:
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images: DeviceImages,
                 method: Method, epoch: int, batch_size: int, generator: torch.Generator,
-                step: StepContext, progress: RunProgress | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """One pass over a fresh permutation of ``images``; returns the device tensors (sum over
-    samples of the batch loss, number of correct top-1 predictions) and the number of samples
-    they cover (the epoch's size, unless the method trains on other examples)."""
+                step: StepContext, sampler: EpochSampler,
+                progress: RunProgress | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One pass over ``images`` in ``sampler``'s order of the epoch (the instance-balanced
+    sampler: a fresh permutation); returns the device tensors (sum over samples of the batch
+    loss, number of correct top-1 predictions) and the number of samples they cover (the
+    epoch's size, unless the method trains on other examples)."""
     model.train()
-    order = torch.randperm(len(images), generator=generator, device=generator.device)
+    order = sampler.order(epoch, generator)
     loss_sum = torch.zeros((), dtype=torch.float64, device=generator.device)
     correct = torch.zeros((), dtype=torch.int64, device=generator.device)
     seen = 0
@@ -157,18 +166,23 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images: Devi
     return loss_sum, correct, seen
 
 
+def predict_logits(model: nn.Module, images: DeviceImages, precision: Precision) -> torch.Tensor:
+    """fp32 logits [N, C] of ``model`` in eval mode on the unaugmented ``images``, in order."""
+    model.eval()
+    with torch.inference_mode():
+        chunks = []
+        for inputs, _ in images.eval_batches(EVAL_BATCH_SIZE):
+            with precision():
+                chunks.append(model(inputs).float())
+    return torch.cat(chunks)
+
+
 def evaluate(model: nn.Module, images: DeviceImages, num_classes: int,
              precision: Precision) -> np.ndarray:
     """Per-class correct top-1 counts (int64 [C]) of ``model`` in eval mode on ``images``."""
-    model.eval()
-    device = images.labels.device
-    correct = torch.zeros(num_classes, dtype=torch.int64, device=device)
-    with torch.inference_mode():
-        for inputs, targets in images.eval_batches(EVAL_BATCH_SIZE):
-            with precision():
-                logits = model(inputs)
-            correct.index_add_(0, targets, (logits.argmax(dim=1) == targets).long())
-    return correct.cpu().numpy()
+    hits = (predict_logits(model, images, precision).argmax(dim=1) == images.labels).long()
+    correct = torch.zeros(num_classes, dtype=torch.int64, device=images.labels.device)
+    return correct.index_add_(0, images.labels, hits).cpu().numpy()
 
 
 def is_evaluation_epoch(epoch: int, epochs: int, eval_every: int) -> bool:
@@ -176,16 +190,23 @@ def is_evaluation_epoch(epoch: int, epochs: int, eval_every: int) -> bool:
 
 
 def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
-          device: torch.device, progress: RunProgress | None = None) -> TrainResult:
+          device: torch.device, progress: RunProgress | None = None,
+          model: nn.Module | None = None) -> TrainResult:
     """Train ``hparams["backbone"]`` with ``method``'s head and loss on ``data`` (see the
-    module docstring for the protocol); ``progress`` gets ``begin``/``advance``/``epoch_done``."""
+    module docstring for the protocol); ``progress`` gets ``begin``/``advance``/``epoch_done``.
+
+    ``model``: train this model (on the CPU; e.g. a stage-2 classifier on a frozen stage-1
+    backbone) instead of a fresh backbone; with ``hparams["epochs"]`` 0 it is only evaluated.
+    ``hparams["sampler"]`` (optional) picks the epoch order (:mod:`.samplers`).
+    """
     on_cuda = device.type == "cuda"
     num_classes = data.num_classes
     epochs = int(hparams["epochs"])
     batch_size = int(hparams["batch_size"])
 
-    init_generator = torch.Generator().manual_seed(derive_seed(seed, "init"))
-    model = build_backbone(hparams["backbone"], num_classes, method.head, init_generator)
+    if model is None:
+        init_generator = torch.Generator().manual_seed(derive_seed(seed, "init"))
+        model = build_backbone(hparams["backbone"], num_classes, method.head, init_generator)
     if on_cuda:
         torch.backends.cudnn.benchmark = True
         model = model.to(device, memory_format=torch.channels_last)
@@ -209,6 +230,8 @@ def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
             int(hparams["meta_batch_size"]),
             torch.Generator(device=device).manual_seed(derive_seed(seed, "meta")))
     num_train = len(train_images)
+    sampler = EpochSampler(hparams.get("sampler", "instance-balanced"), train_images.labels,
+                           num_classes, epochs)
     per_class_total = np.bincount(data.test_labels.numpy(), minlength=num_classes)
     per_class_correct = np.zeros(num_classes, dtype=np.int64)
 
@@ -223,7 +246,8 @@ def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
         step = StepContext(lr=lr, precision=precision, meta_batch=meta_batch, seed=seed)
         started = time.perf_counter()
         loss_sum, correct, seen = train_epoch(model, optimizer, train_images, method, epoch,
-                                              batch_size, data_generator, step, progress)
+                                              batch_size, data_generator, step, sampler,
+                                              progress)
         loss_total, correct_total = torch.stack((loss_sum, correct.double())).tolist()
         train_s = time.perf_counter() - started
         train_loss = loss_total / seen
@@ -245,6 +269,8 @@ def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
         if status != "ok":
             break
         epochs_completed = epoch + 1
+    if epochs == 0:  # a post-hoc classifier: nothing to train, score it as given
+        per_class_correct = evaluate(model, test_images, num_classes, precision)
 
     curves = pd.DataFrame(rows, columns=["epoch", "lr", "train_loss", "train_acc", "test_acc",
                                          "train_s", "eval_s"])
@@ -259,4 +285,4 @@ def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
                        per_class_correct=per_class_correct.astype(np.int64),
                        per_class_total=per_class_total.astype(np.int64),
                        best_epoch=best_epoch, best_top1_acc=best_top1_acc, curves=curves,
-                       epochs_completed=epochs_completed)
+                       epochs_completed=epochs_completed, model=model)
