@@ -267,9 +267,9 @@ class ResultStore:
                   if (table := self._read_file(path, None)) is not None]
         if not tables:
             return _to_pandas(RECORD_SCHEMA.empty_table())
-        tables = [_with_added_columns(table) for table in tables]
-        frame = _to_pandas(pa.concat_tables(tables).select(RECORD_SCHEMA.names)
-                           .cast(RECORD_SCHEMA))
+        tables = [_with_added_columns(table).select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA)
+                  for table in tables]
+        frame = _to_pandas(pa.concat_tables(tables))
         return frame.sort_values(_SORT_KEYS, kind="stable").reset_index(drop=True)
 
     def statuses(self) -> dict[str, str]:
