@@ -9,7 +9,8 @@ instantiates it without arguments and asks it for four things:
 * :meth:`Dataset.check` — raise :class:`~ltbench.errors.BadInput` naming where it looked and how
   to provide the data, before any run starts;
 * :meth:`Dataset.split_indices` — the positions of the subset and of the meta set in the full
-  training split (``ltbench data indices``);
+  training split (``ltbench data indices``); :meth:`Dataset.split_positions` adds the
+  validation split's (``--val``);
 * :meth:`Dataset.load` — the subset, the meta set and the test set as uint8 image tensors
   (:class:`LTData`).
 
@@ -83,6 +84,14 @@ class Dataset:
                       hparams: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """Ascending int64 positions (subset, meta set) in the full training split; the meta
         set is empty when the run has none."""
+        raise NotImplementedError
+
+    def split_positions(self, root: Path, imb_factor: float, profile: str, split_seed: int,
+                        hparams: Mapping[str, Any]
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ascending int64 positions (subset, meta set, validation split) in the full training
+        split (:func:`~ltbench.datasets.profiles.split_with_validation`); the validation split
+        is empty unless ``hparams["val_per_class"]`` is set."""
         raise NotImplementedError
 
     def load(self, root: Path, imb_factor: float, profile: str, split_seed: int,

@@ -129,18 +129,19 @@ class _CifarLT(Dataset):
                       hparams: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """Ascending int64 positions of the subset and the meta set in the official training
         split (:func:`~ltbench.datasets.profiles.split_with_validation`)."""
-        return self._split_positions(root, imb_factor, profile, split_seed, hparams)[:2]
+        return self.split_positions(root, imb_factor, profile, split_seed, hparams)[:2]
 
-    def _split_positions(self, root: Path, imb_factor: float, profile: str, split_seed: int,
-                         hparams: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def split_positions(self, root: Path, imb_factor: float, profile: str, split_seed: int,
+                        hparams: Mapping[str, Any]
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         counts = self.class_counts(imb_factor, profile, hparams)
         _, labels = self._split(root, hparams, train=True)
         return split_with_validation(labels.numpy(), counts, split_seed, hparams)
 
     def load(self, root: Path, imb_factor: float, profile: str, split_seed: int,
              hparams: Mapping[str, Any]) -> LTData:
-        indices, meta, val = self._split_positions(root, imb_factor, profile, split_seed,
-                                                   hparams)
+        indices, meta, val = self.split_positions(root, imb_factor, profile, split_seed,
+                                                  hparams)
         train_images, train_labels = self._split(root, hparams, train=True)
         test_images, test_labels = self._split(root, hparams, train=False)
         picked, meta_picked = torch.from_numpy(indices), torch.from_numpy(meta)

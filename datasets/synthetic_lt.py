@@ -112,10 +112,11 @@ class SyntheticLT(Dataset):
                       hparams: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """Ascending positions of the subset and the meta set in the class-grouped pool of
         n_max per class (:func:`~ltbench.datasets.profiles.split_with_validation`)."""
-        return self._split_positions(imb_factor, profile, split_seed, hparams)[:2]
+        return self.split_positions(root, imb_factor, profile, split_seed, hparams)[:2]
 
-    def _split_positions(self, imb_factor: float, profile: str, split_seed: int,
-                         hparams: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def split_positions(self, root: Path, imb_factor: float, profile: str, split_seed: int,
+                        hparams: Mapping[str, Any]
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         classes, n_max, _ = _options(hparams)
         counts = self.class_counts(imb_factor, profile, hparams)
         return split_with_validation(_pool_labels(classes, n_max), counts, split_seed, hparams)
@@ -123,7 +124,8 @@ class SyntheticLT(Dataset):
     def load(self, root: Path, imb_factor: float, profile: str, split_seed: int,
              hparams: Mapping[str, Any]) -> LTData:
         classes, n_max, test_per_class = _options(hparams)
-        indices, meta, val = self._split_positions(imb_factor, profile, split_seed, hparams)
+        indices, meta, val = self.split_positions(root, imb_factor, profile, split_seed,
+                                                  hparams)
         pool_labels = _pool_labels(classes, n_max)
         pool = _render(pool_labels, classes, derive_seed("synthetic-lt", "train", int(split_seed)))
         test_labels = _pool_labels(classes, test_per_class)

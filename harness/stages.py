@@ -29,6 +29,21 @@ def stage1_spec(spec: RunSpec) -> RunSpec | None:
                    spec.split_seed, spec.seed, hparams)
 
 
+def with_stage1(specs: list[RunSpec]) -> list[RunSpec]:
+    """``specs`` with the stage-1 run of every two-stage spec added (once) right before its
+    first dependent, unless it is already in ``specs`` earlier; so plans and counts show
+    every run a grid trains."""
+    seen = {spec.run_id for spec in specs}
+    planned: list[RunSpec] = []
+    for spec in specs:
+        stage1 = stage1_spec(spec)
+        if stage1 is not None and stage1.run_id not in seen:
+            planned.append(stage1)
+            seen.add(stage1.run_id)
+        planned.append(spec)
+    return planned
+
+
 @functools.cache
 def keeps_final_model(method: str) -> bool:
     """Whether some registered method starts from runs of ``method`` (their final models are

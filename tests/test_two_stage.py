@@ -313,3 +313,40 @@ def _no_validation_data():
     return LTData(train_images=torch.zeros(0, 3, 1, 1, dtype=torch.uint8), train_labels=empty,
                   test_images=torch.zeros(0, 3, 1, 1, dtype=torch.uint8), test_labels=empty,
                   class_counts=[3, 1], train_indices=np.zeros(0, dtype=np.int64))
+
+
+# --- CLI -----------------------------------------------------------------------------------
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from ltbench.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_run_plan_lists_the_stage1_run_once(tmp_path):
+    sets = [arg for item in TINY_SYNTHETIC for arg in ("--set", item)]
+    result = _cli("run", "--methods", "crt,ncm", "--datasets", "synthetic-lt", "--imb", "4",
+                  "--epochs", "1", "--results", tmp_path / "r", "--dry-run", *sets)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line.split()[4] for line in lines[:-1]] == ["ce", "crt", "ncm"]
+    assert lines[-1] == "3 runs in the grid, 0 done, 3 to train"
+    assert not (tmp_path / "r").exists()
+
+
+def test_data_indices_writes_the_validation_split(tmp_path):
+    out = tmp_path / "val.npy"
+    result = _cli("data", "indices", "synthetic-lt", "--imb", "4", "--split-seed", "3",
+                  "--set", "val_per_class=4", "--val", "--out", out)
+    assert result.exit_code == 0, result.output
+    hparams = {"protocol": "ldam", "meta_per_class": 0, "val_per_class": 4}
+    counts = registry.load("dataset", "synthetic-lt")().class_counts(
+        4.0, "exp", {"classes": 10, "n_max": 200, "test_per_class": 50, **hparams})
+    expected = split_with_validation(np.repeat(np.arange(10), 200), counts, 3, hparams)[2]
+    assert np.load(out).tolist() == expected.tolist() and len(expected) == 40
+    missing = _cli("data", "indices", "synthetic-lt", "--imb", "4", "--val", "--out",
+                   tmp_path / "none.npy")
+    assert missing.exit_code == 2 and "val_per_class" in missing.output
+    assert not (tmp_path / "none.npy").exists()
