@@ -98,6 +98,10 @@ JAMAL_CIFAR = {
 #: when absent.
 OPTIONAL_DEFAULTS = {"sampler": "instance-balanced", "val_per_class": 0}
 
+#: The training samplers (:mod:`ltbench.engine.samplers`); the keys that name one.
+SAMPLERS = ("instance-balanced", "class-balanced", "square-root", "progressively-balanced")
+SAMPLER_KEYS = ("sampler", "stage2_sampler")
+
 #: Counts that make no sense below one.
 AT_LEAST_ONE = ("epochs", "batch_size", "eval_every", "meta_batch_size")
 
@@ -181,6 +185,10 @@ def resolve(dataset_defaults: Mapping[str, Any], method_defaults: Mapping[str, A
     for key in AT_LEAST_ONE:
         if key in resolved and resolved[key] < 1:
             raise BadInput(f"--set {key} must be at least 1, got {resolved[key]}")
+    for key in SAMPLER_KEYS:
+        if key in resolved and resolved[key] not in SAMPLERS:
+            raise BadInput(f"--set {key}={resolved[key]}: unknown sampler; known: "
+                           f"{', '.join(SAMPLERS)}")
     return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(resolved.items())}
 
 

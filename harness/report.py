@@ -462,7 +462,8 @@ def write_report(store: ResultStore, out_dir: Path, method_order: Sequence[str] 
              for dataset in sorted(records["dataset"].unique())]
     environment = _environment()
     common = {"pages": pages, "metric_note": METRIC_NOTE, "published_note": PUBLISHED_NOTE,
-              "shot_note": SHOT_NOTE, "shift_note": SHIFT_NOTE, "version": __version__, "generated": generated}
+              "shot_note": SHOT_NOTE, "shift_note": SHIFT_NOTE, "version": __version__,
+              "generated": generated}
     texts = {"index.html": environment.get_template("index.html.j2").render(
                  provenance=_provenance(records, generated), **common),
              "results.md": _markdown(pages, generated),

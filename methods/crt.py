@@ -1,4 +1,5 @@
-"""Classifier re-training, cRT (Kang et al., ICLR 2020, arXiv:1910.09217, Sec. 4; protocols.md §3.10).
+"""Classifier re-training, cRT (Kang et al., ICLR 2020, arXiv:1910.09217, Sec. 4;
+protocols.md §3.10).
 
 The stage-1 ``ce`` backbone is frozen, the classifier re-initialised randomly
 (``stage1_weights: false`` in facebookresearch/classifier-balancing : config/*/cls_crt.yaml) and

@@ -1,4 +1,5 @@
-"""Learnable weight scaling, LWS (Kang et al., ICLR 2020, arXiv:1910.09217, Sec. 4; protocols.md §3.10).
+"""Learnable weight scaling, LWS (Kang et al., ICLR 2020, arXiv:1910.09217, Sec. 4;
+protocols.md §3.10).
 
 The stage-1 ``ce`` backbone, classifier weights and bias stay frozen; only one scale per class
 ``f_j`` (initialised to 1) is learnt: logits ``f_j · (w_j · x + b_j)``

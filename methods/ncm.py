@@ -1,4 +1,5 @@
-"""Nearest class mean classifier (Kang et al., ICLR 2020, arXiv:1910.09217, Sec. 4; protocols.md §3.10).
+"""Nearest class mean classifier (Kang et al., ICLR 2020, arXiv:1910.09217, Sec. 4;
+protocols.md §3.10).
 
 On the stage-1 ``ce`` backbone's features, with the reference's default ``feat_type: cl2n``
 (facebookresearch/classifier-balancing : models/KNNClassifier.py and ``get_knncentroids`` in

@@ -1,4 +1,5 @@
-"""Post-compensated softmax, PC softmax (Hong et al., CVPR 2021, arXiv:2012.00321; protocols.md §3.11).
+"""Post-compensated softmax, PC softmax (Hong et al., CVPR 2021, arXiv:2012.00321;
+protocols.md §3.11).
 
 The stage-1 ``ce`` model with the source prior replaced by the target prior at inference:
 ``p_t(y | x) ∝ exp(z_y − log p_s(y) + log p_t(y))`` (hyperconnect/LADE : LADE_poster.pdf,

@@ -350,3 +350,11 @@ def test_data_indices_writes_the_validation_split(tmp_path):
                    tmp_path / "none.npy")
     assert missing.exit_code == 2 and "val_per_class" in missing.output
     assert not (tmp_path / "none.npy").exists()
+
+
+def test_unknown_sampler_is_bad_input_before_anything_runs(tmp_path):
+    result = _cli("run", "--methods", "ce", "--datasets", "synthetic-lt", "--imb", "4",
+                  "--results", tmp_path / "r", "--set", "sampler=balanced")
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: --set sampler=balanced: unknown sampler")
+    assert not (tmp_path / "r").exists()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-SAMPLERS = ("instance-balanced", "class-balanced", "square-root", "progressively-balanced")
+from ..hparams import SAMPLERS
 
 _EXPONENTS = {"class-balanced": 0.0, "square-root": 0.5}
 
