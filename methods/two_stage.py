@@ -150,7 +150,7 @@ class TwoStageMethod(Method):
 
     def __init__(self, class_counts: torch.Tensor, hparams: Mapping[str, Any]):
         super().__init__(class_counts, hparams)
-        self.selected: dict[str, pd.DataFrame] = {}
+        self.selection_artifacts: dict[str, pd.DataFrame] = {}
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
         return F.cross_entropy(logits, targets)
@@ -175,23 +175,19 @@ class TwoStageMethod(Method):
         raise NotImplementedError
 
     def artifacts(self) -> dict[str, pd.DataFrame]:
-        return dict(self.selected)
-
-    def validation_features(self, backbone: nn.Module, data: LTData, device: torch.device
-                            ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Features and labels of the validation split, or ``(None, None)`` without one."""
-        if data.val_images is None:
-            return None, None
-        return image_features(backbone, data.val_images, data.val_labels, self.hparams, device)
+        return dict(self.selection_artifacts)
 
     def select_tau(self, head_for: Callable[[float], nn.Module], backbone: nn.Module,
                    data: LTData, device: torch.device) -> float:
         """Choose τ over :data:`TAU_GRID` on the validation split (else ``hparams["tau"]``),
         keep the curve as the ``tau_curve`` artifact and set :attr:`selection_rule`."""
-        features, labels = self.validation_features(backbone, data, device)
+        features, labels = None, None
+        if data.val_images is not None:
+            features, labels = image_features(backbone, data.val_images, data.val_labels,
+                                              self.hparams, device)
         tau, curve = choose_on_validation(TAU_GRID, head_for, features, labels,
                                           data.class_counts, float(self.hparams["tau"]))
-        self.selected["tau_curve"] = curve
+        self.selection_artifacts["tau_curve"] = curve
         self.selection_rule = "last,tau=val" if features is not None else "last,tau=fixed"
         return tau
 
