@@ -93,11 +93,9 @@ def evaluate_shifted(run_id: str, model, data, hparams, uses_target_prior: bool,
                      device) -> pd.DataFrame:
     """:func:`shifted_accuracies` of ``model`` on ``data``'s test set (one inference pass,
     unaugmented, normalised with ``hparams``' constants)."""
-    from .engine.augment import DeviceImages
-    from .engine.train import mixed_precision, predict_logits
+    from .engine.train import mixed_precision, predict_logits, unaugmented_images
 
-    test = DeviceImages(data.test_images, data.test_labels, hparams["mean"], hparams["std"], 0,
-                        "zero", device, channels_last=device.type == "cuda")
+    test = unaugmented_images(data.test_images, data.test_labels, hparams, device)
     logits = predict_logits(model, test, mixed_precision(device))
     return shifted_accuracies(run_id, logits, test.labels, data.class_counts,
                               uses_target_prior)

@@ -31,8 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..datasets.base import LTData
-from ..engine.augment import DeviceImages
-from ..engine.train import mixed_precision, predict_logits
+from ..engine.train import mixed_precision, predict_logits, unaugmented_images
 from ..evaluate import summarize
 from .base import Method
 
@@ -108,9 +107,7 @@ def image_features(backbone: nn.Module, images: torch.Tensor, labels: torch.Tens
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """fp32 features [N, D] of the unaugmented uint8 ``images`` (normalised as the test set)
     and their labels, on ``device``."""
-    on_cuda = device.type == "cuda"
-    images = DeviceImages(images, labels, hparams["mean"], hparams["std"], 0, "zero", device,
-                          channels_last=on_cuda)
+    images = unaugmented_images(images, labels, hparams, device)
     return predict_logits(Features(backbone), images, mixed_precision(device)), images.labels
 
 

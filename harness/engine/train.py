@@ -166,6 +166,13 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images: Devi
     return loss_sum, correct, seen
 
 
+def unaugmented_images(images: torch.Tensor, labels: torch.Tensor, hparams: Mapping[str, Any],
+                       device: torch.device) -> DeviceImages:
+    """``images`` served as the test set is: no augmentation, the run's normalisation."""
+    return DeviceImages(images, labels, hparams["mean"], hparams["std"], 0, "zero", device,
+                        channels_last=device.type == "cuda")
+
+
 def predict_logits(model: nn.Module, images: DeviceImages, precision: Precision) -> torch.Tensor:
     """fp32 logits [N, C] of ``model`` in eval mode on the unaugmented ``images``, in order."""
     model.eval()
