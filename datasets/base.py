@@ -9,7 +9,8 @@ instantiates it without arguments and asks it for four things:
 * :meth:`Dataset.check` — raise :class:`~ltbench.errors.BadInput` naming where it looked and how
   to provide the data, before any run starts;
 * :meth:`Dataset.split_indices` — the positions of the subset and of the meta set in the full
-  training split (``ltbench data indices``);
+  training split (``ltbench data indices``); :meth:`Dataset.split_positions` adds the
+  validation split's (``--val``);
 * :meth:`Dataset.load` — the subset, the meta set and the test set as uint8 image tensors
   (:class:`LTData`).
 
@@ -37,7 +38,9 @@ class LTData:
     ``train_indices`` are the subset's positions in the dataset's full training split, in
     ascending (dataset) order; ``train_images``/``train_labels`` follow the same order. The
     balanced meta set (``meta_per_class`` images of every class, disjoint from the subset) is
-    held the same way in the ``meta_*`` fields, which are None when the run has none.
+    held the same way in the ``meta_*`` fields, which are None when the run has none, and so is
+    the balanced validation split (``val_per_class`` images of every class, disjoint from both,
+    :func:`~ltbench.datasets.profiles.split_with_validation`) in the ``val_*`` fields.
     """
 
     # uint8 [N, 3, H, W], or for the split-list datasets a CacheSplit of the decoded-image
@@ -51,6 +54,9 @@ class LTData:
     meta_images: torch.Tensor | None = None   # uint8 [K, 3, H, W]
     meta_labels: torch.Tensor | None = None   # int64 [K]
     meta_indices: np.ndarray | None = None    # int64 [K]
+    val_images: torch.Tensor | None = None    # uint8 [V, 3, H, W]
+    val_labels: torch.Tensor | None = None    # int64 [V]
+    val_indices: np.ndarray | None = None     # int64 [V]
 
     @property
     def num_classes(self) -> int:
@@ -89,6 +95,14 @@ class Dataset:
                       hparams: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """Ascending int64 positions (subset, meta set) in the full training split; the meta
         set is empty when the run has none."""
+        raise NotImplementedError
+
+    def split_positions(self, root: Path, imb_factor: float, profile: str, split_seed: int,
+                        hparams: Mapping[str, Any]
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ascending int64 positions (subset, meta set, validation split) in the full training
+        split (:func:`~ltbench.datasets.profiles.split_with_validation`); the validation split
+        is empty unless ``hparams["val_per_class"]`` is set."""
         raise NotImplementedError
 
     def load(self, root: Path, imb_factor: float, profile: str, split_seed: int,

@@ -28,7 +28,7 @@ from ltbench.errors import BadInput
 from ltbench.hparams import JAMAL_CIFAR, LDAM_CIFAR
 
 from .base import Dataset, LTData
-from .profiles import protocol_counts, select_split
+from .profiles import protocol_counts, split_with_validation
 
 #: Both CIFARs have 50,000 training images, balanced; LDAM-DRW's ``img_max = len(data) / cls_num``.
 _TRAIN_SIZE = 50_000
@@ -83,7 +83,7 @@ class _CifarLT(Dataset):
              "NeurIPS 2019, arXiv:1906.07413 (long-tailed construction); Krizhevsky, Learning "
              "Multiple Layers of Features from Tiny Images, 2009 (CIFAR)")
     protocols = {"ldam": LDAM_CIFAR, "jamal": JAMAL_CIFAR}
-    data_keys = ("protocol", "meta_per_class")
+    data_keys = ("protocol", "meta_per_class", "val_per_class")
 
     def class_counts(self, imb_factor: float, profile: str,
                      hparams: Mapping[str, Any]) -> list[int]:
@@ -128,19 +128,25 @@ class _CifarLT(Dataset):
     def split_indices(self, root: Path, imb_factor: float, profile: str, split_seed: int,
                       hparams: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """Ascending int64 positions of the subset and the meta set in the official training
-        split (:func:`~ltbench.datasets.profiles.select_split`)."""
+        split (:func:`~ltbench.datasets.profiles.split_with_validation`)."""
+        return self.split_positions(root, imb_factor, profile, split_seed, hparams)[:2]
+
+    def split_positions(self, root: Path, imb_factor: float, profile: str, split_seed: int,
+                        hparams: Mapping[str, Any]
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         counts = self.class_counts(imb_factor, profile, hparams)
         _, labels = self._split(root, hparams, train=True)
-        return select_split(labels.numpy(), counts, split_seed, hparams["protocol"],
-                            int(hparams["meta_per_class"]))
+        return split_with_validation(labels.numpy(), counts, split_seed, hparams)
 
     def load(self, root: Path, imb_factor: float, profile: str, split_seed: int,
              hparams: Mapping[str, Any]) -> LTData:
-        indices, meta = self.split_indices(root, imb_factor, profile, split_seed, hparams)
+        indices, meta, val = self.split_positions(root, imb_factor, profile, split_seed,
+                                                  hparams)
         train_images, train_labels = self._split(root, hparams, train=True)
         test_images, test_labels = self._split(root, hparams, train=False)
         picked, meta_picked = torch.from_numpy(indices), torch.from_numpy(meta)
-        has_meta = len(meta) > 0
+        val_picked = torch.from_numpy(val)
+        has_meta, has_val = len(meta) > 0, len(val) > 0
         return LTData(
             train_images=train_images[picked],
             train_labels=train_labels[picked],
@@ -151,6 +157,9 @@ class _CifarLT(Dataset):
             meta_images=train_images[meta_picked] if has_meta else None,
             meta_labels=train_labels[meta_picked] if has_meta else None,
             meta_indices=meta if has_meta else None,
+            val_images=train_images[val_picked] if has_val else None,
+            val_labels=train_labels[val_picked] if has_val else None,
+            val_indices=val if has_val else None,
         )
 
 

@@ -21,6 +21,12 @@ class comes from (:func:`protocol_counts`, :func:`select_split`):
   (4990 / 490 for CIFAR-10 / 100);
 * any other protocol (``ldam``): the subset is the usual one, and the meta set, if any, comes
   from the images the subset did not select.
+
+A balanced validation split of ``val_per_class`` images per class (optional hyper-parameter,
+0 = none) is removed from every class first, before the meta set and the subset, and n_max
+shrinks by that much (:func:`split_with_validation`): CIFAR-LT's head class keeps all of its
+images, so no other construction leaves a balanced split outside the subset. Nothing is ever
+selected on the test set (protocols.md §1.3: the reference codes select on it).
 """
 
 from __future__ import annotations
@@ -102,6 +108,11 @@ def protocol_counts(pool_per_class: int, num_classes: int, imb_factor: float, pr
     protocol, meta_per_class = hparams["protocol"], int(hparams["meta_per_class"])
     if meta_per_class < 0:
         raise BadInput(f"{dataset}: meta_per_class must be >= 0, got {meta_per_class}")
+    val_per_class = validation_size(hparams, dataset)
+    if val_per_class >= pool_per_class:
+        raise BadInput(f"{dataset}: val_per_class={val_per_class} leaves no training image "
+                       f"of the {pool_per_class} per class")
+    pool_per_class -= val_per_class
     meta_first = protocol == META_FIRST_PROTOCOL
     n_max = pool_per_class - meta_per_class if meta_first else pool_per_class
     counts = class_counts(float(n_max), num_classes, imb_factor, profile)
@@ -114,6 +125,14 @@ def protocol_counts(pool_per_class: int, num_classes: int, imb_factor: float, pr
                     f"images, leaving fewer than meta_per_class={meta_per_class}; use --set "
                     f"protocol={META_FIRST_PROTOCOL} (meta set removed first)")
     return counts
+
+
+def validation_size(hparams: Mapping[str, Any], dataset: str) -> int:
+    """The run's ``val_per_class`` (0 when not set); :class:`BadInput` when negative."""
+    val_per_class = int(hparams.get("val_per_class", 0))
+    if val_per_class < 0:
+        raise BadInput(f"{dataset}: val_per_class must be >= 0, got {val_per_class}")
+    return val_per_class
 
 
 def _take_per_class(labels: np.ndarray, num_classes: int, per_class: int,
@@ -159,3 +178,27 @@ def select_split(labels: np.ndarray, counts: list[int], split_seed: int, protoco
         unselected[subset] = -1
         meta = _take_per_class(unselected, len(counts), meta_per_class, rng)
     return subset, np.sort(meta).astype(np.int64)
+
+
+def split_with_validation(labels: np.ndarray, counts: list[int], split_seed: int,
+                          hparams: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(subset, meta, validation)``: ascending int64 positions, pairwise disjoint.
+
+    The validation split takes ``val_per_class`` random images of every class first, from its
+    own local ``RandomState(derive_seed(split_seed, "val") % 2**32)`` (each class's ascending
+    positions shuffled, the first ones taken); :func:`select_split` then draws the subset and
+    the meta set from the remaining images. With ``val_per_class`` 0 (or unset) this is exactly
+    :func:`select_split` and the validation split is empty. ``counts`` must come from
+    :func:`protocol_counts`, which shrinks n_max by the validation size.
+    """
+    val_per_class = int(hparams.get("val_per_class", 0))
+    protocol, meta_per_class = hparams["protocol"], int(hparams["meta_per_class"])
+    if val_per_class == 0:
+        subset, meta = select_split(labels, counts, split_seed, protocol, meta_per_class)
+        return subset, meta, np.empty(0, dtype=np.int64)
+    rng = np.random.RandomState(derive_seed(int(split_seed), "val") % 2 ** 32)
+    validation = _take_per_class(labels, len(counts), val_per_class, rng)
+    pool = labels.copy()
+    pool[validation] = -1
+    subset, meta = select_split(pool, counts, split_seed, protocol, meta_per_class)
+    return subset, meta, np.sort(validation).astype(np.int64)

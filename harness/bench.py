@@ -249,6 +249,7 @@ def _engine(settings: Settings, data: BenchData, hparams, models: int, numerics,
 
     from .engine.augment import DeviceImages
     from .engine.models import build_backbone
+    from .engine.samplers import EpochSampler
     from .engine.train import PackMember, build_step, train_epoch
     from .methods.base import StepContext
     from .spec import derive_seed
@@ -274,8 +275,11 @@ def _engine(settings: Settings, data: BenchData, hparams, models: int, numerics,
                                           hparams["mean"], hparams["std"], int(hparams["pad"]),
                                           hparams["pad_mode"], device,
                                           channels_last=numerics.channels_last)
-        loss_sum, correct, _ = train_epoch(step, subsets[count], 0, settings.batch_size,
-                                           generators, contexts)
+        images = subsets[count]
+        samplers = [EpochSampler("instance-balanced", images.labels, len(data.class_counts), 1)
+                    ] * models
+        loss_sum, correct, _ = train_epoch(step, images, 0, settings.batch_size, generators,
+                                           samplers, contexts)
         torch.cat((loss_sum, correct.double())).tolist()  # the loop's one sync per epoch
 
     return _time_passes(settings, run_pass, label, stream)

@@ -118,6 +118,7 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
     from . import grid, registry
     from .hparams import parse_overrides
     from .runner import describe_plan, pending, resolve_device, run_grid
+    from .stages import with_stage1
     from .store import ResultStore
 
     requested_pack_size = _pack_size(pack_size)
@@ -128,6 +129,7 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
         grid.parse_seeds(seeds),
         profile=profile, split_seed=split_seed, overrides=parse_overrides(overrides),
         epochs=epochs, all_methods=methods.strip() == "all")
+    specs = with_stage1(specs)  # two-stage methods' stage-1 runs are runs of the grid too
     store = ResultStore(results)
     statuses = store.statuses() if store.runs_dir.is_dir() else {}
     todo = pending(specs, statuses, force=force, rerun_failed=rerun_failed)
@@ -451,6 +453,9 @@ def describe(dataset, imb, profile, overrides):
     meta_per_class = int(hp.get("meta_per_class", 0))
     click.echo(f"protocol {hp['protocol']}, meta set: {meta_per_class} per class "
                f"({meta_per_class * len(counts)} images)")
+    val_per_class = int(hp.get("val_per_class", 0))
+    click.echo(f"validation split: {val_per_class} per class "
+               f"({val_per_class * len(counts)} images)")
 
 
 @data.command()
@@ -464,8 +469,11 @@ def describe(dataset, imb, profile, overrides):
 @click.option("--meta", is_flag=True, help="Write the balanced meta set's indices instead "
                                            "(needs meta_per_class > 0, e.g. "
                                            "--set protocol=jamal).")
-def indices(dataset, imb, profile, split_seed, data_root, overrides, out, meta):
-    """Write the exact training-image indices of a long-tailed subset (or of its meta set)."""
+@click.option("--val", is_flag=True, help="Write the balanced validation split's indices "
+                                          "instead (needs --set val_per_class=N).")
+def indices(dataset, imb, profile, split_seed, data_root, overrides, out, meta, val):
+    """Write the exact training-image indices of a long-tailed subset (or of its meta set, or
+    of its validation split)."""
     import numpy as np
 
     plugin, hp = _dataset_and_hparams(dataset, overrides)
@@ -475,10 +483,19 @@ def indices(dataset, imb, profile, split_seed, data_root, overrides, out, meta):
     if meta and int(hp.get("meta_per_class", 0)) < 1:
         raise BadInput(f"--meta: protocol '{hp['protocol']}' of '{dataset}' has no meta set; "
                        f"use --set protocol=jamal or --set meta_per_class=N")
+    if meta and val:
+        raise BadInput("--meta and --val: choose one")
+    if val and int(hp.get("val_per_class", 0)) < 1:
+        raise BadInput(f"--val: '{dataset}' has no validation split unless "
+                       f"--set val_per_class=N (N >= 1)")
     plugin.class_counts(factor, profile, hp)  # a meta set that cannot be drawn: before reading
     plugin.check(data_root, hp)
-    subset, meta_set = plugin.split_indices(data_root, factor, profile, split_seed, hp)
-    idx = np.asarray(meta_set if meta else subset, dtype=np.int64)
+    if val:
+        chosen = plugin.split_positions(data_root, factor, profile, split_seed, hp)[2]
+    else:
+        subset, meta_set = plugin.split_indices(data_root, factor, profile, split_seed, hp)
+        chosen = meta_set if meta else subset
+    idx = np.asarray(chosen, dtype=np.int64)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as fh:
         np.save(fh, idx)

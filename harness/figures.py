@@ -250,3 +250,33 @@ def group_of_classes(train_counts: Sequence[int]) -> np.ndarray:
     for group, mask in shot_groups(train_counts).items():
         names[mask] = group
     return names
+
+
+def shifted_accuracy(dataset: str, imb: float, eval_sets: Sequence[str],
+                     series: Sequence[tuple[str, np.ndarray, int]],
+                     style_of: Mapping[str, int]) -> Plot:
+    """Top-1 accuracy on the shifted test sets (LADE protocol, :mod:`ltbench.shifted`), one
+    line per row label; ``series``: (label, mean accuracy per set in ``eval_sets`` order,
+    number of runs)."""
+    positions = np.arange(len(eval_sets))
+
+    def draw(figure: Figure, narrow: bool) -> None:
+        axes = figure.add_subplot()
+        for label, accuracy, _ in series:
+            axes.plot(positions, accuracy, label=label, linewidth=1, markersize=4,
+                      **_style(style_of[label]))
+        axes.set_xticks(positions, eval_sets)
+        axes.set_xlabel("test label distribution (F: like training, U: uniform, "
+                        "B: reversed; number = imbalance ratio)")
+        axes.set_ylabel("test top-1 accuracy (%)")
+        _legend(figure, len(series), narrow)
+
+    rows = [{"configuration": label, "imb_factor": imb, "eval_set": name,
+             "accuracy_mean": float(accuracy[k]), "runs": runs}
+            for label, accuracy, runs in series for k, name in enumerate(eval_sets)]
+    return Plot(f"Shifted test label distributions, IF {format_imb(imb)}",
+                f"{dataset}, IF {format_imb(imb)}: top-1 accuracy on test sets whose label "
+                f"distribution is forward- or backward-shifted by the ratio named on the axis "
+                f"(LADE protocol, protocols.md §1.4), mean over the ok runs; PC softmax and "
+                f"LADE use each set's true label prior.",
+                *_render(draw, 4.6), pd.DataFrame(rows), f"shifted_if{format_imb(imb)}")

@@ -91,6 +91,17 @@ JAMAL_CIFAR = {
 }
 
 
+#: Hyper-parameters any run may set with ``--set`` but that are part of a run's resolved dict
+#: only when set, so the ids of runs that never set them do not change: the training sampler
+#: (:mod:`ltbench.engine.samplers`) and the size of the balanced validation split
+#: (:func:`ltbench.datasets.profiles.split_with_validation`); the values are their meanings
+#: when absent.
+OPTIONAL_DEFAULTS = {"sampler": "instance-balanced", "val_per_class": 0}
+
+#: The training samplers (:mod:`ltbench.engine.samplers`); the keys that name one.
+SAMPLERS = ("instance-balanced", "class-balanced", "square-root", "progressively-balanced")
+SAMPLER_KEYS = ("sampler", "stage2_sampler")
+
 #: Counts that make no sense below one.
 AT_LEAST_ONE = ("epochs", "batch_size", "eval_every", "meta_batch_size")
 
@@ -169,9 +180,15 @@ def resolve(dataset_defaults: Mapping[str, Any], method_defaults: Mapping[str, A
     for key, text in overrides.items():
         if key in defaults:
             resolved[key] = parse_value(key, text, defaults[key])
+        elif key in OPTIONAL_DEFAULTS:
+            resolved[key] = parse_value(key, text, OPTIONAL_DEFAULTS[key])
     for key in AT_LEAST_ONE:
         if key in resolved and resolved[key] < 1:
             raise BadInput(f"--set {key} must be at least 1, got {resolved[key]}")
+    for key in SAMPLER_KEYS:
+        if key in resolved and resolved[key] not in SAMPLERS:
+            raise BadInput(f"--set {key}={resolved[key]}: unknown sampler; known: "
+                           f"{', '.join(SAMPLERS)}")
     return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(resolved.items())}
 
 

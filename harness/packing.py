@@ -51,7 +51,7 @@ def pack_key(spec: RunSpec) -> Hashable:
     if not groupable(method_cls) or spec.hparams.get("backbone") not in GROUPED_BACKBONES:
         return ("alone", spec.run_id)
     dataset_cls = registry.load("dataset", spec.dataset)
-    data_options = {key: spec.hparams[key] for key in dataset_cls.data_keys}
+    data_options = {key: spec.hparams.get(key) for key in dataset_cls.data_keys}
     shared = {key: spec.hparams[key] for key in PACK_SHARED_HPARAMS}
     return (spec.dataset, float(spec.imb_factor), spec.profile, spec.split_seed,
             canonical_json(data_options), canonical_json(shared), method_cls.head)

@@ -5,6 +5,8 @@ Layout under the store root::
     runs/<run_id>.parquet      one row, schema :data:`RECORD_SCHEMA` (the result record)
     curves/<run_id>.parquet    per-epoch curves of that run (free-form columns)
     <name>/<run_id>.parquet    other per-run artifacts a method produces (free-form columns)
+    evals/<run_id>.parquet     its accuracies on the shifted test sets (:mod:`ltbench.shifted`)
+    models/<run_id>.pt         the final model of a stage-1 run (a torch ``state_dict``)
 
 A run exists only once its record file exists (architecture.md §8 pitfall 1: DomainBed's
 ``load_records`` counted partial runs). Every file is written to a hidden temporary name in the
@@ -28,7 +30,7 @@ import re
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 import pandas as pd
 import pyarrow as pa
@@ -82,6 +84,11 @@ RECORD_SCHEMA = pa.schema(
         pa.field("git_commit", pa.string()),
         pa.field("started_utc", _UTC_TIMESTAMP, nullable=False),
         pa.field("finished_utc", _UTC_TIMESTAMP, nullable=False),
+        # How the reported model was chosen (protocols.md §1.3): "last" epoch, plus what was
+        # selected on the validation split (e.g. "last,tau=val"); never the test set.
+        pa.field("selection_rule", pa.string()),
+        # The run whose final model a two-stage method started from.
+        pa.field("stage1_run_id", pa.string()),
     ],
     metadata={
         _VERSION_KEY: STORE_SCHEMA_VERSION.encode(),
@@ -89,6 +96,9 @@ RECORD_SCHEMA = pa.schema(
         b"ltbench.few_threshold": str(FEW_THRESHOLD).encode(),
     },
 )
+
+#: Columns added after the first store version: their values in records written without them.
+ADDED_COLUMNS = {"selection_rule": "last", "stage1_run_id": None}
 
 _SORT_KEYS = ["dataset", "method", "imb_factor", "seed", "run_id"]
 # Run ids become file names: no separators, no leading dot (hidden names are temp files).
@@ -102,7 +112,9 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
 
 
 def _record_table(record: Mapping[str, Any]) -> pa.Table:
-    """``record`` as a one-row :data:`RECORD_SCHEMA` table; ``ValueError`` if it does not fit."""
+    """``record`` as a one-row :data:`RECORD_SCHEMA` table; ``ValueError`` if it does not fit.
+    Columns of :data:`ADDED_COLUMNS` may be left out and take their default."""
+    record = {**ADDED_COLUMNS, **record}
     missing = [name for name in RECORD_SCHEMA.names if name not in record]
     unknown = sorted(set(record) - set(RECORD_SCHEMA.names))
     if missing or unknown:
@@ -143,12 +155,27 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _with_added_columns(table: pa.Table) -> pa.Table:
+    """``table`` with every missing :data:`ADDED_COLUMNS` column filled with its default."""
+    for name, default in ADDED_COLUMNS.items():
+        if name not in table.column_names:
+            field = RECORD_SCHEMA.field(name)
+            table = table.append_column(field, pa.array([default] * table.num_rows,
+                                                        type=field.type))
+    return table
+
+
 def _publish(table: pa.Table, final: Path) -> None:
     """Write ``table`` to ``final`` so that readers see either nothing or the whole file."""
+    _publish_with(lambda handle: pq.write_table(table, handle), final)
+
+
+def _publish_with(write: Callable[[BinaryIO], None], final: Path) -> None:
+    """Write ``final`` with ``write(handle)`` so that readers see nothing or the whole file."""
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
     try:
         with open(tmp, "wb") as handle:
-            pq.write_table(table, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, final)
@@ -240,7 +267,9 @@ class ResultStore:
                   if (table := self._read_file(path, None)) is not None]
         if not tables:
             return _to_pandas(RECORD_SCHEMA.empty_table())
-        frame = _to_pandas(pa.concat_tables(tables).cast(RECORD_SCHEMA))
+        tables = [_with_added_columns(table).select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA)
+                  for table in tables]
+        frame = _to_pandas(pa.concat_tables(tables))
         return frame.sort_values(_SORT_KEYS, kind="stable").reset_index(drop=True)
 
     def statuses(self) -> dict[str, str]:
@@ -253,6 +282,11 @@ class ResultStore:
                                   table.column("status").to_pylist()))
         return result
 
+    def status(self, run_id: str) -> str | None:
+        """The status of run ``run_id``, or None when it is not published."""
+        table = self._read_file(self.runs_dir / f"{run_id}.parquet", ["status"])
+        return None if table is None else table.column("status")[0].as_py()
+
     def artifact(self, name: str, run_id: str) -> pd.DataFrame | None:
         """Artifact ``name`` of a published run, or None (no such artifact, or run unpublished)."""
         path = self.root / name / f"{run_id}.parquet"
@@ -263,3 +297,31 @@ class ResultStore:
     def curves(self, run_id: str) -> pd.DataFrame | None:
         """The per-epoch curves of a published run, or None."""
         return self.artifact("curves", run_id)
+
+    def model_path(self, run_id: str) -> Path:
+        return self.root / "models" / f"{run_id}.pt"
+
+    def save_model(self, run_id: str, model) -> Path:
+        """Publish the final ``model``'s ``state_dict`` (moved to the CPU) as
+        ``models/<run_id>.pt``, atomically; call before the run's record is written."""
+        import torch
+
+        state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+        final = self.model_path(run_id)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _publish_with(lambda handle: torch.save(state, handle), final)
+        return final
+
+    def has_model(self, run_id: str) -> bool:
+        """Whether run ``run_id`` is published with its final model."""
+        return ((self.runs_dir / f"{run_id}.parquet").exists()
+                and self.model_path(run_id).exists())
+
+    def load_model(self, run_id: str, model):
+        """Load run ``run_id``'s saved ``state_dict`` into ``model`` (same architecture) and
+        return it; the tensors are read onto the CPU."""
+        import torch
+
+        state = torch.load(self.model_path(run_id), map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        return model

@@ -65,7 +65,15 @@ class Method:
     * ``protocol``: the dataset protocol the method's reference used (e.g. ``"jamal"``), or None
       for the dataset's default; ``--set protocol=X`` overrides both;
     * ``uses_meta_set``: True if :meth:`training_loss` draws meta batches (the grid then
-      requires ``meta_per_class >= 1``).
+      requires ``meta_per_class >= 1``);
+    * ``stage1``: the name of the method whose finished run's final model this method starts
+      from (two-stage methods, :class:`ltbench.methods.two_stage.TwoStageMethod`), or None;
+    * ``selection_rule``: how the reported model was chosen, stored with the run: ``"last"``
+      (the final epoch, nothing selected); a method that selects something (τ) sets it on the
+      instance, e.g. ``"last,tau=val"`` (on the validation split, never the test set);
+    * ``uses_target_prior``: True if the method's prediction rule takes the test label
+      distribution: on a shifted test set :mod:`ltbench.shifted` adds ``log p_target`` to its
+      logits (PC softmax, LADE; protocols.md §1.4).
     """
 
     summary: ClassVar[str] = ""
@@ -74,6 +82,9 @@ class Method:
     defaults: ClassVar[Mapping[str, Any]] = {}
     protocol: ClassVar[str | None] = None
     uses_meta_set: ClassVar[bool] = False
+    stage1: ClassVar[str | None] = None
+    uses_target_prior: ClassVar[bool] = False
+    selection_rule: str = "last"
 
     def __init__(self, class_counts: torch.Tensor, hparams: Mapping[str, Any]):
         self.class_counts = class_counts

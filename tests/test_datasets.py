@@ -19,7 +19,7 @@ from ltbench.datasets.cifar_lt import Cifar100LT, Cifar10LT
 from ltbench.datasets.profiles import PROFILES, class_counts, select_split, select_subset
 from ltbench.datasets.synthetic_lt import SyntheticLT
 from ltbench.errors import BadInput
-from ltbench.hparams import JAMAL_CIFAR, LDAM_CIFAR, resolve_run
+from ltbench.hparams import JAMAL_CIFAR, LDAM_CIFAR, OPTIONAL_DEFAULTS, resolve_run
 
 FACTORS = (200, 100, 50, 20, 10, 1)
 
@@ -218,7 +218,8 @@ def test_plugins_are_registered_with_their_protocols():
         options = SyntheticLT.protocols[protocol]
         assert {k: options[k] for k in reference if k not in ("mean", "std")} == \
             {k: v for k, v in reference.items() if k not in ("mean", "std")}
-        assert set(SyntheticLT.data_keys) <= set(options) | {"protocol"}
+        assert set(SyntheticLT.data_keys) <= (set(options) | {"protocol"}
+                                              | set(OPTIONAL_DEFAULTS))
 
 
 # --- CIFAR files: failures ----------------------------------------------------------------------

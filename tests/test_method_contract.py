@@ -12,6 +12,8 @@ from helpers import TINY_SYNTHETIC
 from ltbench import grid, registry
 from ltbench.hparams import parse_overrides
 from ltbench.runner import run_grid
+from ltbench.shifted import SHIFTED_SETS
+from ltbench.stages import stage1_spec
 from ltbench.store import ResultStore
 
 
@@ -26,13 +28,23 @@ def test_method_trains_and_publishes_a_record(method, tmp_path):
     store.ensure_writable()
     (record,) = run_grid([spec], store, tmp_path, torch.device("cpu"))
     assert record["status"] == "ok", record["error"]
-    stored = store.read()
-    assert list(stored["run_id"]) == [spec.run_id]
-    assert stored.loc[0, "method"] == method and len(stored.loc[0, "per_class_acc"]) == 4
-    assert 0.0 <= stored.loc[0, "top1_acc"] <= 100.0
+    stage1 = stage1_spec(spec)
+    # A two-stage method's stage-1 run is trained on the way and published too.
+    expected_ids = {spec.run_id} | ({stage1.run_id} if stage1 is not None else set())
+    stored = store.read().set_index("run_id")
+    assert set(stored.index) == expected_ids
+    assert (store.read()["status"] == "ok").all()
+    row = stored.loc[spec.run_id]
+    assert row["method"] == method and len(row["per_class_acc"]) == 4
+    assert 0.0 <= row["top1_acc"] <= 100.0
     curves = store.curves(spec.run_id)
-    assert isinstance(curves, pd.DataFrame) and len(curves) == 2
+    # Stage-2 runs' curves are their own epochs (none for a post-hoc classifier).
+    epochs = spec.hparams.get("stage2_epochs", 0) if stage1 is not None else 2
+    assert isinstance(curves, pd.DataFrame) and len(curves) == epochs
     assert all(math.isfinite(v) for v in curves["train_loss"])
+    evals = store.artifact("evals", spec.run_id)
+    assert list(evals["eval_set"]) == [name for name, _, _ in SHIFTED_SETS]
+    assert (evals["run_id"] == spec.run_id).all()
 
 
 @pytest.mark.parametrize("method", list(registry.plugins("method")))

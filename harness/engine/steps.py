@@ -150,6 +150,10 @@ class SingleModelStep:
                 correct.index_add_(0, targets, (logits.argmax(dim=1) == targets).long())
         return correct.cpu().numpy()[None]
 
+    def trained_models(self) -> list[nn.Module]:
+        """The run's model, as trained."""
+        return [self.model]
+
 
 def grouped_input(per_run: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
     """Per-run images [N, B, 3, H, W] (any strides, e.g. one batch expanded N times) → the
@@ -178,6 +182,7 @@ class GroupedStep:
         if len({bool(h["nesterov"]) for h in hparams}) != 1:
             raise ValueError("the runs of a pack must agree on Nesterov momentum")
         grouped = GroupedResNet.from_models(models)
+        self._members = list(models)
         self.model, self._forward = numerics.prepare(grouped, device)
         self.methods = list(methods)
         self.numerics = numerics
@@ -189,6 +194,14 @@ class GroupedStep:
 
     def set_learning_rates(self, lr: Sequence[float]) -> None:
         self.optimizer.set_learning_rates(lr)
+
+    def trained_models(self) -> list[nn.Module]:
+        """Every run's own plain network holding its trained parameters and BN statistics
+        (the models the pack was built from, updated in place)."""
+        device = next(self.model.parameters()).device
+        for member, model in enumerate(self._members):
+            model.to(device).load_state_dict(self.model.member_state_dict(member))
+        return self._members
 
     def set_active(self, active: Sequence[bool]) -> None:
         self._active.copy_(torch.tensor(list(active), dtype=torch.bool))

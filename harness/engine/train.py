@@ -51,8 +51,9 @@ from ..progress import RunProgress
 from ..spec import derive_seed
 from .augment import DeviceImages
 from .models import build_backbone
+from .samplers import EpochSampler
 from .sources import CachedImages, image_source
-from .steps import GroupedStep, Numerics, SingleModelStep
+from .steps import EVAL_BATCH_SIZE, GroupedStep, Numerics, Precision, SingleModelStep
 
 
 @dataclass
@@ -74,6 +75,7 @@ class TrainResult:
     best_top1_acc: float
     curves: pd.DataFrame
     epochs_completed: int
+    model: nn.Module | None = None  # the final model (saved for stage 2, scored on shifted sets)
 
 
 def learning_rate(epoch: int, hparams: Mapping[str, Any]) -> float:
@@ -176,15 +178,17 @@ def build_step(models: Sequence[nn.Module], members: Sequence[PackMember],
 
 def train_epoch(step: SingleModelStep | GroupedStep, images: DeviceImages | CachedImages,
                 epoch: int, batch_size: int, generators: Sequence[torch.Generator],
-                contexts: Sequence[StepContext], progress: RunProgress | None = None
+                samplers: Sequence[EpochSampler], contexts: Sequence[StepContext],
+                progress: RunProgress | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """One pass of every run over its own fresh permutation of ``images``, the augmentation of
-    run n drawn from ``generators[n]`` exactly as a lone run draws it; returns the device
+    """One pass of every run over its own order of ``images`` for the epoch (``samplers[n]``;
+    the instance-balanced one: a fresh permutation), the order and augmentation of run n
+    drawn from ``generators[n]`` exactly as a lone run draws them; returns the device
     tensors [N] (sum over samples of the batch loss, number of correct top-1 predictions) and
     the number of samples each covers (the epoch's size, unless the method trains on other
     examples). The runs share the set and the batch size, so their batches line up, the last
     partial one included."""
-    orders = [torch.randperm(len(images), generator=g, device=g.device) for g in generators]
+    orders = [sampler.order(epoch, g) for sampler, g in zip(samplers, generators)]
     runs = len(generators)
     device = images.labels.device
     loss_sum = torch.zeros(runs, dtype=torch.float64, device=device)
@@ -208,6 +212,25 @@ def train_epoch(step: SingleModelStep | GroupedStep, images: DeviceImages | Cach
     return loss_sum, correct, seen
 
 
+def unaugmented_images(images, labels: torch.Tensor, hparams: Mapping[str, Any],
+                       device: torch.device) -> DeviceImages | CachedImages:
+    """``images`` (uint8 tensor or cached split) served as the test set is: no augmentation,
+    the run's normalisation."""
+    return image_source(images, labels, hparams, device, augment=False,
+                        channels_last=device.type == "cuda")
+
+
+def predict_logits(model: nn.Module, images: DeviceImages, precision: Precision) -> torch.Tensor:
+    """fp32 logits [N, C] of ``model`` in eval mode on the unaugmented ``images``, in order."""
+    model.eval()
+    with torch.inference_mode():
+        chunks = []
+        for inputs, _ in images.eval_batches(EVAL_BATCH_SIZE):
+            with precision():
+                chunks.append(model(inputs).float())
+    return torch.cat(chunks)
+
+
 def is_evaluation_epoch(epoch: int, epochs: int, eval_every: int) -> bool:
     return (epoch + 1) % eval_every == 0 or epoch == epochs - 1
 
@@ -217,25 +240,33 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
-          device: torch.device, progress: RunProgress | None = None) -> TrainResult:
+          device: torch.device, progress: RunProgress | None = None,
+          model: nn.Module | None = None) -> TrainResult:
     """Train ``hparams["backbone"]`` with ``method``'s head and loss on ``data`` (see the
-    module docstring for the protocol); ``progress`` gets ``begin``/``advance``/``epoch_done``."""
-    return train_pack(data, [PackMember(method, hparams, seed)], device, progress)[0]
+    module docstring for the protocol); ``progress`` gets ``begin``/``advance``/``epoch_done``.
+
+    ``model``: train this model (e.g. a stage-2 classifier on a frozen stage-1 backbone)
+    instead of a fresh backbone; with ``hparams["epochs"]`` 0 it is only evaluated.
+    ``hparams["sampler"]`` (optional) picks the epoch order (:mod:`.samplers`)."""
+    return train_pack(data, [PackMember(method, hparams, seed)], device, progress,
+                      models=None if model is None else [model])[0]
 
 
 def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device,
-               progress: RunProgress | None = None,
-               numerics: Numerics | None = None) -> list[TrainResult]:
+               progress: RunProgress | None = None, numerics: Numerics | None = None,
+               models: Sequence[nn.Module] | None = None) -> list[TrainResult]:
     """Train the runs ``members`` together on ``data``, one :class:`TrainResult` each, equal
     (up to floating-point rounding) to training each alone with :func:`train`.
 
     One run trains the plain network; several train one grouped network
     (:class:`~ltbench.engine.steps.GroupedStep`; only methods without their own
-    ``training_loss``). Each run keeps its own initialisation, data order, augmentation,
-    optimiser state, BN statistics, learning-rate schedule and divergence: a run whose epoch
-    loss is non-finite stops with ``"diverged"`` while the others go on. ``train_s`` and
-    ``eval_s`` in the curves are the pack's wall seconds. ``progress`` shows the mean over the
-    runs still training. ``numerics`` defaults to :meth:`Numerics.for_device`.
+    ``training_loss``). Each run keeps its own initialisation, data order (its ``sampler``),
+    augmentation, optimiser state, BN statistics, learning-rate schedule and divergence: a run
+    whose epoch loss is non-finite stops with ``"diverged"`` while the others go on.
+    ``train_s`` and ``eval_s`` in the curves are the pack's wall seconds. ``progress`` shows
+    the mean over the runs still training. ``numerics`` defaults to
+    :meth:`Numerics.for_device`; ``models`` replaces the fresh backbones (see :func:`train`).
+    Every result carries its trained model.
     """
     check_packable(members)
     numerics = numerics if numerics is not None else Numerics.for_device(device)
@@ -245,10 +276,11 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
     epochs = int(shared["epochs"])
     batch_size = int(shared["batch_size"])
 
-    models = [build_backbone(shared["backbone"], num_classes, m.method.head,
-                             torch.Generator().manual_seed(derive_seed(m.seed, "init")),
-                             pretrained=shared.get("pretrained", "none"))
-              for m in members]
+    if models is None:
+        models = [build_backbone(shared["backbone"], num_classes, m.method.head,
+                                 torch.Generator().manual_seed(derive_seed(m.seed, "init")),
+                                 pretrained=shared.get("pretrained", "none"))
+                  for m in members]
     step = build_step(models, members, device, numerics)
     generators = [torch.Generator(device=device).manual_seed(derive_seed(m.seed, "data"))
                   for m in members]
@@ -258,6 +290,8 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
                                augment=False, channels_last=numerics.channels_last)
     meta_batches = [_meta_batches(data, m, device, numerics) for m in members]
     num_train = len(train_images)
+    samplers = [EpochSampler(m.hparams.get("sampler", "instance-balanced"), train_images.labels,
+                             num_classes, epochs) for m in members]
     per_class_total = np.bincount(data.test_labels.numpy(), minlength=num_classes)
     per_class_correct = np.zeros((runs, num_classes), dtype=np.int64)
 
@@ -277,7 +311,7 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
                     for lr, meta, m in zip(lrs, meta_batches, members)]
         started = time.perf_counter()
         loss_sum, correct, seen = train_epoch(step, train_images, epoch, batch_size,
-                                              generators, contexts, progress)
+                                              generators, samplers, contexts, progress)
         totals = torch.cat((loss_sum, correct.double())).tolist()  # the epoch's one host sync
         train_s = time.perf_counter() - started
         train_losses = [totals[k] / seen[k] for k in range(runs)]
@@ -308,14 +342,17 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
             break
         if len(evaluated) < len(running):
             step.set_active([status == "ok" for status in statuses])
+    if epochs == 0:  # a post-hoc classifier: nothing to train, score it as given
+        per_class_correct[:] = step.evaluate(test_images, num_classes)
 
+    trained = step.trained_models()
     return [_result(statuses[k], errors[k], per_class_correct[k], per_class_total, rows[k],
-                    epochs_completed[k]) for k in range(runs)]
+                    epochs_completed[k], trained[k]) for k in range(runs)]
 
 
 def _result(status: str, error: str | None, per_class_correct: np.ndarray,
             per_class_total: np.ndarray, rows: list[dict[str, Any]],
-            epochs_completed: int) -> TrainResult:
+            epochs_completed: int, model: nn.Module) -> TrainResult:
     curves = pd.DataFrame(rows, columns=["epoch", "lr", "train_loss", "train_acc", "test_acc",
                                          "train_s", "eval_s"])
     evaluated = curves.dropna(subset=["test_acc"])
@@ -329,4 +366,4 @@ def _result(status: str, error: str | None, per_class_correct: np.ndarray,
                        per_class_correct=per_class_correct.astype(np.int64),
                        per_class_total=per_class_total.astype(np.int64),
                        best_epoch=best_epoch, best_top1_acc=best_top1_acc, curves=curves,
-                       epochs_completed=epochs_completed)
+                       epochs_completed=epochs_completed, model=model)

@@ -1,0 +1,78 @@
+"""The report's shifted-test-distribution section: a LADE-style table and a chart per IF.
+
+Rows are the dataset page's configurations, columns the 11 shifted test sets of
+:mod:`ltbench.shifted` (F50 … U1 … B50, as Hong et al., CVPR 2021, arXiv:2012.00321, Table 3);
+cells are mean ± sample std over the ok runs that stored ``evals``. This module must not import
+torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from . import figures
+from .shifted import SHIFTED_SETS
+from .spec import format_imb
+from .store import ResultStore
+from .tables import Cell, CellView, TableView, best_flags, format_cell
+
+SHIFT_NOTE = ("Top-1 accuracy (%) of the final model on test sets drawn from the balanced test "
+              "set with shifted label distributions (LADE protocol, protocols.md §1.4): F = "
+              "the training order, B = reversed, U = uniform, the number is the test "
+              "imbalance ratio. PC softmax and LADE are given each set's true label prior, "
+              "the other methods use their plain predictions. Mean ± std over ok runs; bold: "
+              "the best of the column.")
+_SET_NAMES = [name for name, _, _ in SHIFTED_SETS]
+
+
+def _evaluations(store: ResultStore, records: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
+    """The ``evals`` rows of the ok runs, with their configuration label and IF."""
+    frames = []
+    for index, run in records[records["status"] == "ok"].iterrows():
+        evals = store.artifact("evals", run["run_id"])
+        if evals is not None:
+            frames.append(evals.assign(configuration=labels[index],
+                                       imb_factor=float(run["imb_factor"])))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _cell(values: pd.Series) -> Cell:
+    n = len(values)
+    return Cell(mean=float(values.mean()) if n else math.nan,
+                std=float(values.std(ddof=1)) if n >= 2 else math.nan, n=n, failed=0)
+
+
+def shifted_section(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
+                    rows: list[str], dataset: str
+                    ) -> tuple[list[TableView], list[figures.Plot], pd.DataFrame]:
+    """Per IF with shifted evaluations: a table view and a chart; plus the table data."""
+    evaluations = _evaluations(store, records, labels)
+    if evaluations.empty:
+        return [], [], pd.DataFrame()
+    style_of = {label: index for index, label in enumerate(rows)}
+    views, plots, data = [], [], []
+    for imb in sorted(evaluations["imb_factor"].unique(), reverse=True):
+        at_imb = evaluations[evaluations["imb_factor"] == imb]
+        present = [label for label in rows if label in set(at_imb["configuration"])]
+        grouped = at_imb.groupby(["configuration", "eval_set"])["top1_acc"]
+        columns = [[_cell(grouped.get_group((label, name))) for label in present]
+                   for name in _SET_NAMES]
+        flags = [best_flags(cells, lower_is_better=False) for cells in columns]
+        body = [(label, [CellView(format_cell(cells[r]), best=best[r])
+                         for cells, best in zip(columns, flags)])
+                for r, label in enumerate(present)]
+        views.append(TableView(f"{dataset}, IF {format_imb(imb)}: top-1 accuracy (%) on "
+                               f"shifted test label distributions", ["method"] + _SET_NAMES,
+                               body))
+        runs = at_imb.groupby("configuration")["run_id"].nunique()
+        series = [(label, np.array([cells[r].mean for cells in columns]), int(runs[label]))
+                  for r, label in enumerate(present)]
+        plots.append(figures.shifted_accuracy(dataset, imb, _SET_NAMES, series, style_of))
+        data += [{"configuration": label, "imb_factor": imb, "eval_set": name,
+                  "mean": cells[r].mean, "std": cells[r].std, "n": cells[r].n}
+                 for r, label in enumerate(present)
+                 for name, cells in zip(_SET_NAMES, columns)]
+    return views, plots, pd.DataFrame(data)
