@@ -238,17 +238,20 @@ def test_prepare_then_run_end_to_end_on_cpu_writes_rows(tmp_path):
     assert "cached 18 images" in proc.stderr and "cached 12 images" in proc.stderr
     results = tmp_path / "results"
     proc = subprocess.run([sys.executable, "-m", "ltbench", "run", "--datasets", "imagenet-lt",
-                           "--methods", "ce", "--epochs", "1", "--data-root", str(tmp_path),
-                           "--results", str(results), "--device", "cpu",
+                           "--methods", "ce,crt", "--epochs", "1", "--data-root",
+                           str(tmp_path), "--results", str(results), "--device", "cpu",
                            "--set", "backbone=resnet10", "--set", "resize_size=36",
-                           "--set", "crop_size=32", "--set", "batch_size=8"],
+                           "--set", "crop_size=32", "--set", "batch_size=8",
+                           "--set", "stage2_epochs=1"],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
-    records = ResultStore(results).read()
-    assert len(records) == 1
-    row = records.iloc[0]
-    assert (row["status"], row["dataset"], row["imb_factor"], row["method"]) == \
-        ("ok", "imagenet-lt", 256.0, "ce")
+    records = ResultStore(results).read().set_index("method")
+    assert sorted(records.index) == ["ce", "crt"]
+    assert records.loc["crt", "status"] == "ok"
+    # crt retrains the classifier of the grid's own ce run (one backbone trained).
+    assert records.loc["crt", "stage1_run_id"] == records.loc["ce", "run_id"]
+    row = records.loc["ce"]
+    assert (row["status"], row["dataset"], row["imb_factor"]) == ("ok", "imagenet-lt", 256.0)
     assert row["train_class_counts"].tolist() == TRAIN_COUNTS
     assert len(row["per_class_acc"]) == 6 and (row["n_many"], row["n_few"]) == (0, 6)
     assert 0.0 <= row["top1_err"] <= 100.0
