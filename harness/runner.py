@@ -4,6 +4,11 @@ Resume is by run id: a run whose record says ``ok`` is done and skipped; a ``fai
 ``diverged`` one is re-tried only when asked (``--rerun-failed``); ``--force`` re-trains all.
 A run that raises is recorded as ``failed`` with its error and the grid goes on; only an
 interrupt (Ctrl-C) stops the grid, leaving every finished record in place.
+
+Several ``ltbench run`` processes (or launcher workers) may share one store: each run is
+claimed first (:mod:`ltbench.claims`) and skipped when another live process holds it or
+published it meanwhile. A run checkpoints while it trains (:mod:`ltbench.engine.checkpoint`)
+and a restarted run continues from its checkpoint.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import registry
+from . import claims, registry
 from .envinfo import device_name, git_commit
 from .evaluate import summarize
 from .progress import RunProgress
@@ -103,9 +108,11 @@ def _base_record(spec: RunSpec, device, started: datetime, wall_s: float) -> dic
     }
 
 
-def train_one(spec: RunSpec, data, device, progress: RunProgress | None = None):
+def train_one(spec: RunSpec, data, device, progress: RunProgress | None = None,
+              checkpoint=None):
     """Train one run on loaded data: ``(record fields, artifacts)``, the artifacts being the
-    per-epoch ``curves`` and whatever the method produced; raises on errors."""
+    per-epoch ``curves`` and whatever the method produced; raises on errors. ``checkpoint``: a
+    :class:`~ltbench.engine.checkpoint.ResumeCheckpoint` to resume from and save to."""
     import torch
 
     from .engine.train import train
@@ -113,7 +120,7 @@ def train_one(spec: RunSpec, data, device, progress: RunProgress | None = None):
     method_cls = registry.load("method", spec.method)
     counts = torch.tensor(data.class_counts, dtype=torch.float64, device=device)
     method = method_cls(counts, spec.hparams)
-    result = train(data, method, spec.hparams, spec.seed, device, progress)
+    result = train(data, method, spec.hparams, spec.seed, device, progress, checkpoint)
     fields: dict[str, Any] = {"status": result.status, "error": result.error,
                               "train_class_counts": list(data.class_counts)}
     if result.status == "ok":  # a diverged run has no final accuracy to report
@@ -125,35 +132,75 @@ def train_one(spec: RunSpec, data, device, progress: RunProgress | None = None):
 
 
 def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
-             stream: TextIO | None = None) -> list[dict[str, Any]]:
-    """Train ``specs`` one after the other; returns the records written, in order."""
+             stream: TextIO | None = None, checkpoint_every: int | None = None
+             ) -> list[dict[str, Any]]:
+    """Train ``specs`` one after the other, each under its claim; returns the records this
+    process wrote, in order. ``checkpoint_every``: epochs between resume checkpoints (default
+    :data:`~ltbench.engine.checkpoint.DEFAULT_EVERY`; 0: only on SIGTERM / SIGUSR1)."""
     stream = stream if stream is not None else sys.stderr
     cache = _DataCache(Path(data_root))
+    grid_started = time.time()
     written = []
     for k, spec in enumerate(specs, 1):
         progress = RunProgress(f"[{k}/{len(specs)}] {spec.describe()}", stream)
-        started = datetime.now(timezone.utc)
-        t0 = time.monotonic()
-        artifacts = None
-        try:
-            data = cache.get(spec)
-            fields, artifacts = train_one(spec, data, device, progress)
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # one broken run must not stop a grid of hundreds
-            traceback.print_exc(file=stream)
-            fields = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-        record = _base_record(spec, device, started, time.monotonic() - t0)
-        record.update(fields)
-        store.write(record, artifacts)
-        outcome = record["status"]
-        if outcome == "ok":
-            outcome += f", top-1 error {record['top1_err']:.2f}%"
-        elif record["error"]:
-            outcome += f": {record['error']}"
-        progress.end(outcome)
-        written.append(record)
+        claim = claims.acquire(store.root, spec.run_id)
+        if claim is None:
+            progress.end(f"skipped: claimed by {claims.describe_owner(store.root, spec.run_id)}")
+            continue
+        with claim:
+            if store.published_since(spec.run_id, grid_started):
+                progress.end("skipped: published by another process meanwhile")
+                continue
+            record = _train_and_publish(spec, store, cache, device, progress, stream, claim,
+                                        checkpoint_every)
+        if record is not None:
+            written.append(record)
     return written
+
+
+def _train_and_publish(spec: RunSpec, store: ResultStore, cache: _DataCache, device,
+                       progress: RunProgress, stream: TextIO, claim: claims.Claim,
+                       checkpoint_every: int | None) -> dict[str, Any] | None:
+    """Train one claimed run (resuming from its checkpoint) and publish its record, unless
+    the claim was lost meanwhile (then None: the new owner publishes)."""
+    from .engine.checkpoint import DEFAULT_EVERY, ResumeCheckpoint, resume_path
+
+    checkpoint = ResumeCheckpoint(resume_path(store.root, spec.run_id), spec.run_id,
+                                  DEFAULT_EVERY if checkpoint_every is None else checkpoint_every)
+    started = datetime.now(timezone.utc)
+    t0 = time.monotonic()
+    artifacts = None
+    try:
+        data = cache.get(spec)
+        fields, artifacts = train_one(spec, data, device, progress, checkpoint)
+    except Exception as exc:  # one broken run (an OOM included) must not stop a grid of hundreds
+        traceback.print_exc(file=stream)
+        fields = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    if fields["status"] == "failed":  # here, not in the handler: the traceback held the memory
+        _release_device_memory(device)
+    record = _base_record(spec, device, started, time.monotonic() - t0)
+    record.update(fields)
+    if not claim.held():
+        progress.end("discarded: the claim was taken over while training")
+        return None
+    store.write(record, artifacts)
+    checkpoint.discard()
+    outcome = record["status"]
+    if outcome == "ok":
+        outcome += f", top-1 error {record['top1_err']:.2f}%"
+    elif record["error"]:
+        outcome += f": {record['error']}"
+    progress.end(outcome)
+    return record
+
+
+def _release_device_memory(device) -> None:
+    """After a failed run (an out-of-memory one above all), hand its cached CUDA blocks back
+    so the next run of the grid starts from an empty device."""
+    if getattr(device, "type", None) == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def describe_plan(specs: list[RunSpec], todo: list[RunSpec]) -> str:

@@ -45,6 +45,7 @@ from ..methods.base import Method, StepContext, step_decay
 from ..progress import RunProgress
 from ..spec import derive_seed
 from .augment import DeviceImages
+from .checkpoint import GeneratorState, ResumeCheckpoint
 from .models import build_backbone
 
 EVAL_BATCH_SIZE = 1000
@@ -126,6 +127,17 @@ class MetaBatches:
         self._next += self.batch_size
         return self.images.train_batch(index, self.generator)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the current permutation and the generator (for resume)."""
+        return {"generator": self.generator.get_state(), "order": self._order,
+                "next": self._next}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        order = state["order"]
+        self._order = None if order is None else order.to(self.generator.device)
+        self._next = state["next"]
+
 
 def _no_meta_set() -> None:
     return None
@@ -176,9 +188,12 @@ def is_evaluation_epoch(epoch: int, epochs: int, eval_every: int) -> bool:
 
 
 def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
-          device: torch.device, progress: RunProgress | None = None) -> TrainResult:
+          device: torch.device, progress: RunProgress | None = None,
+          checkpoint: ResumeCheckpoint | None = None) -> TrainResult:
     """Train ``hparams["backbone"]`` with ``method``'s head and loss on ``data`` (see the
-    module docstring for the protocol); ``progress`` gets ``begin``/``advance``/``epoch_done``."""
+    module docstring for the protocol); ``progress`` gets ``begin``/``advance``/``epoch_done``.
+    With ``checkpoint``, the run continues from its saved state, if any, and saves its state
+    at epoch boundaries (:mod:`ltbench.engine.checkpoint`)."""
     on_cuda = device.type == "cuda"
     num_classes = data.num_classes
     epochs = int(hparams["epochs"])
@@ -216,7 +231,17 @@ def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
         progress.begin(epochs * math.ceil(num_train / batch_size))
     rows = []
     status, error, epochs_completed = "ok", None, 0
-    for epoch in range(epochs):
+    resumable = {"model": model, "optimizer": optimizer, "method": method,
+                 "data_order": GeneratorState(data_generator)}
+    if isinstance(meta_batch, MetaBatches):
+        resumable["meta_batches"] = meta_batch
+    if checkpoint is not None and (saved := checkpoint.load(resumable)) is not None:
+        epochs_completed, rows = saved["epoch"] + 1, saved["curves"]
+        per_class_correct = saved["per_class_correct"].numpy()
+        if progress is not None:
+            progress.resumed(epochs_completed,
+                             epochs_completed * math.ceil(num_train / batch_size))
+    for epoch in range(epochs_completed, epochs):
         lr = learning_rate(epoch, hparams)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -245,6 +270,9 @@ def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
         if status != "ok":
             break
         epochs_completed = epoch + 1
+        if checkpoint is not None:
+            checkpoint.epoch_done(epoch, epochs, resumable, curves=rows,
+                                  per_class_correct=torch.from_numpy(per_class_correct))
 
     curves = pd.DataFrame(rows, columns=["epoch", "lr", "train_loss", "train_acc", "test_acc",
                                          "train_s", "eval_s"])
