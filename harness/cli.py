@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -135,6 +136,7 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
         epochs=epochs, all_methods=methods.strip() == "all")
     launch.validate()
     store = ResultStore(results)
+    planned_at = time.time()  # before reading: records published later are someone else's
     statuses = usable_statuses(store) if store.runs_dir.is_dir() else {}
     todo = pending(specs, statuses, force=force, rerun_failed=rerun_failed)
     if dry_run or launch.launcher == "dry":
@@ -154,7 +156,7 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
     store.ensure_writable()
     click.echo(f"{len(specs)} runs in the grid, {len(specs) - len(todo)} already done, "
                f"{len(todo)} to train {where}", err=True)
-    launch.run(todo, store, data_root)
+    launch.run(todo, store, data_root, planned_at)
     _print_summary(store, {s.run_id for s in specs})
 
 

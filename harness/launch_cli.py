@@ -82,8 +82,9 @@ class LaunchOptions:
 
         check_free_space(root, self.min_free_gb)
 
-    def run(self, todo, store, data_root: Path) -> None:
-        """Train ``todo``; exits 3 when stopped by SIGTERM / SIGUSR1 after checkpointing."""
+    def run(self, todo, store, data_root: Path, planned_at: float) -> None:
+        """Train ``todo``, planned from the store as read at ``planned_at``; exits 3 when
+        stopped by SIGTERM / SIGUSR1 after checkpointing."""
         from . import launchers
         from .engine.checkpoint import Preempted, stop_on_signals
         from .runner import run_grid
@@ -92,7 +93,7 @@ class LaunchOptions:
             try:
                 with stop_on_signals():
                     run_grid(todo, store, data_root, self.device,
-                             checkpoint_every=self.checkpoint_every)
+                             checkpoint_every=self.checkpoint_every, planned_at=planned_at)
             except Preempted as exc:
                 click.echo(f"stopped: {exc}", err=True)
                 sys.exit(launchers.EXIT_PREEMPTED)
@@ -100,13 +101,14 @@ class LaunchOptions:
         device = self.device if isinstance(self.device, str) else self.device.type
         settings = self._settings(store.root, data_root, device)
         if self.launcher == "local":
-            failed = launchers.launch_local(todo, settings, self.slots)
+            failed = launchers.launch_local(todo, settings, self.slots, planned_at)
         elif self.launcher == "slurm":
             failed = launchers.launch_slurm(
-                todo, settings, partition=self.slurm_partition, gpus_per_job=self.gpus_per_job,
+                todo, settings, planned_at, partition=self.slurm_partition, gpus_per_job=self.gpus_per_job,
                 timeout_min=self.timeout_min, array_parallelism=self.array_parallelism)
         else:
-            failed = launchers.launch_ray(todo, settings, gpus_per_job=self.gpus_per_job)
+            failed = launchers.launch_ray(todo, settings, planned_at,
+                                          gpus_per_job=self.gpus_per_job)
         if failed:
             click.echo(f"{failed} worker(s) ended abnormally; their runs stay pending "
                        f"(re-run the same command to retry them)", err=True)

@@ -111,12 +111,14 @@ def _stop(processes: list[subprocess.Popen], grace_s: float) -> None:
 
 
 def launch_local(specs: list[RunSpec], settings: WorkerSettings, slots: list[str | None],
-                 stream: TextIO | None = None, grace_s: float = STOP_GRACE_S) -> int:
+                 planned_at: float, stream: TextIO | None = None,
+                 grace_s: float = STOP_GRACE_S) -> int:
     """Run every spec in a fresh worker process on the pool ``slots``; returns the number of
-    workers that exited abnormally (their runs stay pending, named on ``stream``)."""
+    workers that exited abnormally (their runs stay pending, named on ``stream``).
+    ``planned_at``: when the store was read to pick ``specs`` (:func:`ltbench.runner.run_grid`)."""
     stream = stream if stream is not None else sys.stderr
     folder = spec_folder(settings.results)
-    queue = deque(write_spec(spec, folder) for spec in specs)
+    queue = deque(write_spec(spec, folder, planned_at) for spec in specs)
     free = list(slots)
     running: dict[int, tuple[subprocess.Popen, str | None, Path]] = {}
     abnormal = 0
@@ -184,16 +186,17 @@ def check_available(launcher: str) -> None:
         _import_or_bad_input("ray", "ray")
 
 
-def launch_slurm(specs: list[RunSpec], settings: WorkerSettings, *, partition: str | None,
-                 gpus_per_job: int, timeout_min: int, array_parallelism: int,
-                 cluster: str | None = None, stream: TextIO | None = None) -> int:
+def launch_slurm(specs: list[RunSpec], settings: WorkerSettings, planned_at: float, *,
+                 partition: str | None, gpus_per_job: int, timeout_min: int,
+                 array_parallelism: int, cluster: str | None = None,
+                 stream: TextIO | None = None) -> int:
     """Submit one job array (one task per run) and wait for it; returns the number of tasks
     that failed. ``cluster`` None lets submitit pick Slurm when ``sbatch`` exists; tests pass
     ``"local"`` (submitit's local executor: real processes, the same callable)."""
     submitit = _import_or_bad_input("submitit", "slurm")
     stream = stream if stream is not None else sys.stderr
     folder = spec_folder(settings.results)
-    paths = [write_spec(spec, folder) for spec in specs]
+    paths = [write_spec(spec, folder, planned_at) for spec in specs]
     executor = submitit.AutoExecutor(folder=Path(settings.results) / "slurm" / "%j",
                                      cluster=cluster)
     parameters = {"timeout_min": timeout_min, "gpus_per_node": gpus_per_job,
@@ -215,14 +218,14 @@ def launch_slurm(specs: list[RunSpec], settings: WorkerSettings, *, partition: s
     return failed
 
 
-def launch_ray(specs: list[RunSpec], settings: WorkerSettings, *, gpus_per_job: int,
-               stream: TextIO | None = None) -> int:
+def launch_ray(specs: list[RunSpec], settings: WorkerSettings, planned_at: float, *,
+               gpus_per_job: int, stream: TextIO | None = None) -> int:
     """One Ray task per run (``num_gpus``, ``max_calls=1``) on the cluster ``ray.init()``
     finds (``RAY_ADDRESS``) or a local one; returns the number of tasks that failed."""
     ray = _import_or_bad_input("ray", "ray")
     stream = stream if stream is not None else sys.stderr
     folder = spec_folder(settings.results)
-    paths = [write_spec(spec, folder) for spec in specs]
+    paths = [write_spec(spec, folder, planned_at) for spec in specs]
     ray.init()
     task = ray.remote(num_gpus=gpus_per_job, max_calls=1)(run_worker)
     s = settings

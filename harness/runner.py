@@ -132,14 +132,19 @@ def train_one(spec: RunSpec, data, device, progress: RunProgress | None = None,
 
 
 def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
-             stream: TextIO | None = None, checkpoint_every: int | None = None
-             ) -> list[dict[str, Any]]:
+             stream: TextIO | None = None, checkpoint_every: int | None = None,
+             planned_at: float | None = None) -> list[dict[str, Any]]:
     """Train ``specs`` one after the other, each under its claim; returns the records this
-    process wrote, in order. ``checkpoint_every``: epochs between resume checkpoints (default
-    :data:`~ltbench.engine.checkpoint.DEFAULT_EVERY`; 0: only on SIGTERM / SIGUSR1)."""
+    process wrote, in order.
+
+    ``checkpoint_every``: epochs between resume checkpoints (default
+    :data:`~ltbench.engine.checkpoint.DEFAULT_EVERY`; 0: only on SIGTERM / SIGUSR1).
+    ``planned_at``: the ``time.time()`` taken before the store was read to pick ``specs``
+    (default: now); a run whose record was published at or after it was trained by another
+    process meanwhile and is skipped."""
     stream = stream if stream is not None else sys.stderr
     cache = _DataCache(Path(data_root))
-    grid_started = time.time()
+    planned_at = time.time() if planned_at is None else planned_at
     written = []
     for k, spec in enumerate(specs, 1):
         progress = RunProgress(f"[{k}/{len(specs)}] {spec.describe()}", stream)
@@ -148,7 +153,7 @@ def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
             progress.end(f"skipped: claimed by {claims.describe_owner(store.root, spec.run_id)}")
             continue
         with claim:
-            if store.published_since(spec.run_id, grid_started):
+            if store.published_since(spec.run_id, planned_at):
                 progress.end("skipped: published by another process meanwhile")
                 continue
             record = _train_and_publish(spec, store, cache, device, progress, stream, claim,

@@ -26,26 +26,29 @@ from .spec import RunSpec
 EXIT_PREEMPTED = 3
 
 
-def write_spec(spec: RunSpec, folder: Path) -> Path:
-    """``<folder>/<run_id>.json`` holding the run's identity (atomically written)."""
+def write_spec(spec: RunSpec, folder: Path, planned_at: float) -> Path:
+    """``<folder>/<run_id>.json`` holding the run's identity and when the launcher read the
+    store to plan it (see :func:`ltbench.runner.run_grid`), atomically written."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{spec.run_id}.json"
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
-    tmp.write_text(json.dumps(spec.identity(), sort_keys=True), encoding="utf-8")
+    tmp.write_text(json.dumps({"spec": spec.identity(), "planned_at": planned_at},
+                              sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
     return path
 
 
-def read_spec(path: Path) -> RunSpec:
-    """The run of a spec file; :class:`BadInput` if it is unreadable or its id does not match
-    its name (a hand-edited or foreign file)."""
+def read_spec(path: Path) -> tuple[RunSpec, float]:
+    """The run of a spec file and its planning time; :class:`BadInput` if the file is
+    unreadable or its id does not match its name (a hand-edited or foreign file)."""
     try:
-        spec = RunSpec(**json.loads(Path(path).read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError) as exc:
+        content = json.loads(Path(path).read_text(encoding="utf-8"))
+        spec, planned_at = RunSpec(**content["spec"]), float(content["planned_at"])
+    except (OSError, ValueError, TypeError, KeyError) as exc:
         raise BadInput(f"{path} is not a readable run spec: {exc}") from exc
     if spec.run_id != Path(path).stem:
         raise BadInput(f"{path} describes run {spec.run_id}, not {Path(path).stem}")
-    return spec
+    return spec, planned_at
 
 
 def run_worker(spec_path: str | Path, results: str | Path, data_root: str | Path,
@@ -54,9 +57,9 @@ def run_worker(spec_path: str | Path, results: str | Path, data_root: str | Path
     from .runner import resolve_device, run_grid
     from .store import ResultStore
 
-    spec = read_spec(Path(spec_path))
+    spec, planned_at = read_spec(Path(spec_path))
     run_grid([spec], ResultStore(results), Path(data_root), resolve_device(device),
-             checkpoint_every=checkpoint_every)
+             checkpoint_every=checkpoint_every, planned_at=planned_at)
 
 
 def main(argv: list[str] | None = None) -> int:

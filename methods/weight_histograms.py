@@ -120,8 +120,8 @@ class WeightHistograms:
 
 def _frame_state(frame: pd.DataFrame) -> dict:
     """Numeric columns as tensors (exact, dtype kept), text columns as lists of str."""
-    return {name: list(column) if column.dtype == object else torch.from_numpy(column.to_numpy())
-            for name, column in frame.items()}
+    return {name: torch.tensor(column.to_numpy()) if pd.api.types.is_numeric_dtype(column)
+            else [str(value) for value in column] for name, column in frame.items()}
 
 
 def _frame_from_state(state: dict) -> pd.DataFrame:
