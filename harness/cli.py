@@ -209,13 +209,14 @@ def status(results, methods, datasets, imb, seeds, repair):
     store = ResultStore(results)
     if not store.runs_dir.is_dir():
         raise BadInput(f"no results store at {results} (expected {store.runs_dir})")
+    damaged = integrity.find_damaged(store)
+    records = store.read()
     click.echo(status_table(
-        store.read(),
+        records[~records["run_id"].isin({d.run_id for d in damaged})],
         methods=registry.parse_names("method", methods),
         datasets=registry.parse_names("dataset", datasets) if datasets else None,
         imb_factors=grid.parse_imb_factors(imb) if imb else None,
         seeds=grid.parse_seeds(seeds) if seeds else None))
-    damaged = integrity.find_damaged(store)
     if damaged:
         click.echo(f"{len(damaged)} damaged file(s), ignored (their runs count as missing and "
                    f"are re-run):")
