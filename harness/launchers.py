@@ -188,13 +188,25 @@ def check_available(launcher: str) -> None:
 
 def launch_slurm(specs: list[RunSpec], settings: WorkerSettings, planned_at: float, *,
                  partition: str | None, gpus_per_job: int, timeout_min: int,
-                 array_parallelism: int, cluster: str | None = None,
-                 stream: TextIO | None = None) -> int:
-    """Submit one job array (one task per run) and wait for it; returns the number of tasks
-    that failed. ``cluster`` None lets submitit pick Slurm when ``sbatch`` exists; tests pass
-    ``"local"`` (submitit's local executor: real processes, the same callable)."""
-    submitit = _import_or_bad_input("submitit", "slurm")
+                 array_parallelism: int, stream: TextIO | None = None) -> int:
+    """Submit one Slurm job array (one task per run) and wait for it; returns the number of
+    tasks that failed."""
     stream = stream if stream is not None else sys.stderr
+    jobs = submit_array(specs, settings, planned_at, partition=partition,
+                        gpus_per_job=gpus_per_job, timeout_min=timeout_min,
+                        array_parallelism=array_parallelism)
+    stream.write(f"submitted {len(jobs)} tasks ({', '.join(job.job_id for job in jobs[:3])}"
+                 f"{', ...' if len(jobs) > 3 else ''}); logs in {settings.results}/slurm\n")
+    return wait_for(jobs, stream)
+
+
+def submit_array(specs: list[RunSpec], settings: WorkerSettings, planned_at: float, *,
+                 partition: str | None, gpus_per_job: int, timeout_min: int,
+                 array_parallelism: int, cluster: str | None = None) -> list:
+    """Submit one submitit job array, one :class:`SlurmTask` per run; returns its jobs.
+    ``cluster`` None lets submitit pick Slurm (``sbatch`` on the PATH); tests pass ``"local"``
+    (submitit's local executor: real processes, the same callable and requeue protocol)."""
+    submitit = _import_or_bad_input("submitit", "slurm")
     folder = spec_folder(settings.results)
     paths = [write_spec(spec, folder, planned_at) for spec in specs]
     executor = submitit.AutoExecutor(folder=Path(settings.results) / "slurm" / "%j",
@@ -206,8 +218,14 @@ def launch_slurm(specs: list[RunSpec], settings: WorkerSettings, planned_at: flo
     executor.update_parameters(**parameters)
     with executor.batch():
         jobs = [executor.submit(SlurmTask(path, settings)) for path in paths]
-    stream.write(f"submitted {len(jobs)} tasks ({', '.join(job.job_id for job in jobs[:3])}"
-                 f"{', ...' if len(jobs) > 3 else ''}); logs in {settings.results}/slurm\n")
+    return jobs
+
+
+def wait_for(jobs: list, stream: TextIO) -> int:
+    """Wait for submitit ``jobs`` as they complete; returns how many failed (named on
+    ``stream``; their runs stay pending)."""
+    import submitit
+
     failed = 0
     for job in submitit.helpers.as_completed(jobs):
         try:
