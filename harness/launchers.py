@@ -227,7 +227,7 @@ def wait_for(jobs: list, stream: TextIO) -> int:
     import submitit
 
     failed = 0
-    for job in submitit.helpers.as_completed(jobs):
+    for job in submitit.helpers.as_completed(jobs, poll_frequency=2):
         try:
             job.result()
         except Exception as exc:  # the task's own error; its run stays pending

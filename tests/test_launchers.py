@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -194,6 +195,58 @@ def test_submitit_array_requeue_resumes(tmp_path):
     controller = jobs[0]._process.pid
     (task,) = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
     os.kill(int(task), signal.SIGUSR2)
+    assert launchers.wait_for(jobs, sys.stderr) == 0
+    submitit_log = Path(jobs[0].paths.stdout).read_text()
+    assert "Caught signal SIGUSR2" in submitit_log and "Requeued job" in submitit_log
+    assert "resumed after epoch" in Path(jobs[0].paths.stderr).read_text()
+
+    assert invoke("run", "--datasets", "synthetic-lt", "--methods", "ce,focal", "--imb", "4",
+                  "--epochs", EPOCHS, "--results", reference, *TINY).exit_code == 0
+    assert _numbers(results) == _numbers(reference)
+
+
+def _slurm_is_up() -> bool:
+    if shutil.which("sinfo") is None or importlib.util.find_spec("submitit") is None:
+        return False
+    try:
+        states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
+                                timeout=20).stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return any(state in ("idle", "mixed") for state in states)
+
+
+def _squeue_state(job_id: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True,
+                          text=True, timeout=20).stdout.strip()
+
+
+@pytest.mark.skipif(not _slurm_is_up(), reason="no Slurm cluster answers here (CI starts a "
+                                                "single-node one with tests/slurm_localhost.sh)")
+def test_real_slurm_array_requeues_a_preempted_task_which_resumes(tmp_path):
+    """One job array on a real Slurm; a task gets the preemption signal mid-run (``scancel
+    --signal=USR2``, as ``PreemptParameters=send_user_signal`` sends it), submitit requeues it
+    with ``scontrol requeue``, and the requeued task resumes from the run's checkpoint. Slurm
+    holds a requeued job back for a while (its begin time is pushed ahead); the test releases
+    it at once with ``scontrol update StartTime=now``."""
+    results, reference = tmp_path / "results", tmp_path / "reference"
+    specs = grid.expand(["ce", "focal"], ["synthetic-lt"], [4.0], [0],
+                        overrides=dict(s.split("=") for s in TINY_SYNTHETIC), epochs=EPOCHS)
+    settings = launchers.WorkerSettings(results, tmp_path / "unused", "cpu", 1)
+    jobs = launchers.submit_array(specs, settings, time.time(), partition=None, gpus_per_job=0,
+                                  timeout_min=10, array_parallelism=2, cluster="slurm")
+    assert len({job.job_id.split("_")[0] for job in jobs}) == 1  # one array
+    checkpoint = results / "resume" / f"{specs[0].run_id}.pt"
+    deadline = time.monotonic() + 180
+    while not checkpoint.exists():
+        assert time.monotonic() < deadline and not jobs[0].done()
+        time.sleep(0.05)
+    subprocess.run(["scancel", "--signal=USR2", jobs[0].job_id], check=True, timeout=20)
+    while _squeue_state(jobs[0].job_id) != "PENDING":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "update", f"JobId={jobs[0].job_id}", "StartTime=now"],
+                   check=True, timeout=20)
     assert launchers.wait_for(jobs, sys.stderr) == 0
     submitit_log = Path(jobs[0].paths.stdout).read_text()
     assert "Caught signal SIGUSR2" in submitit_log and "Requeued job" in submitit_log
