@@ -31,4 +31,5 @@ test: venv
 
 clean:
 	rm -rf $(VENV) results/runs results/curves results/eps results/eps_summary \
+		results/resume results/claims results/launch results/slurm \
 		reports/*.html reports/*.md reports/*.tex reports/data

@@ -104,8 +104,9 @@ class LaunchOptions:
             failed = launchers.launch_local(todo, settings, self.slots, planned_at)
         elif self.launcher == "slurm":
             failed = launchers.launch_slurm(
-                todo, settings, planned_at, partition=self.slurm_partition, gpus_per_job=self.gpus_per_job,
-                timeout_min=self.timeout_min, array_parallelism=self.array_parallelism)
+                todo, settings, planned_at, partition=self.slurm_partition,
+                gpus_per_job=self.gpus_per_job, timeout_min=self.timeout_min,
+                array_parallelism=self.array_parallelism)
         else:
             failed = launchers.launch_ray(todo, settings, planned_at,
                                           gpus_per_job=self.gpus_per_job)

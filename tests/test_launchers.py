@@ -16,10 +16,9 @@ import textwrap
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from click.testing import CliRunner
-from helpers import TINY_SYNTHETIC, install_plugin, tree_snapshot
+from helpers import TINY_SYNTHETIC, install_plugin
 
 from ltbench import claims, grid, launchers, registry
 from ltbench.cli import cli
