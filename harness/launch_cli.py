@@ -37,11 +37,12 @@ class LaunchOptions:
         """Range checks and optional dependencies, before anything is read or written."""
         from .launchers import check_available
 
-        for name, value, least in (("--jobs", self.jobs, 1), ("--jobs-per-gpu",
-                                   self.jobs_per_gpu, 1), ("--checkpoint-every",
-                                   self.checkpoint_every, 0), ("--gpus-per-job",
-                                   self.gpus_per_job, 0), ("--timeout-min", self.timeout_min, 1),
-                                  ("--array-parallelism", self.array_parallelism, 1)):
+        minimums = {"--jobs": (self.jobs, 1), "--jobs-per-gpu": (self.jobs_per_gpu, 1),
+                    "--checkpoint-every": (self.checkpoint_every, 0),
+                    "--gpus-per-job": (self.gpus_per_job, 0),
+                    "--timeout-min": (self.timeout_min, 1),
+                    "--array-parallelism": (self.array_parallelism, 1)}
+        for name, (value, least) in minimums.items():
             if value < least:
                 raise BadInput(f"{name} must be at least {least}, got {value}")
         if not (math.isfinite(self.min_free_gb) and self.min_free_gb >= 0):

@@ -221,13 +221,16 @@ def submit_array(specs: list[RunSpec], settings: WorkerSettings, planned_at: flo
     return jobs
 
 
-def wait_for(jobs: list, stream: TextIO) -> int:
+def wait_for(jobs: list, stream: TextIO, timeout_s: float | None = None) -> int:
     """Wait for submitit ``jobs`` as they complete; returns how many failed (named on
-    ``stream``; their runs stay pending)."""
+    ``stream``; their runs stay pending). ``timeout_s``: raise ``TimeoutError`` after it.
+
+    submitit learns that a task ended without a result (killed, node lost) from ``sacct``; on
+    a cluster without accounting such a task is waited for until ``timeout_s``."""
     import submitit
 
     failed = 0
-    for job in submitit.helpers.as_completed(jobs, poll_frequency=2):
+    for job in submitit.helpers.as_completed(jobs, timeout=timeout_s, poll_frequency=2):
         try:
             job.result()
         except Exception as exc:  # the task's own error; its run stays pending

@@ -194,7 +194,7 @@ def test_submitit_array_requeue_resumes(tmp_path):
     controller = jobs[0]._process.pid
     (task,) = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
     os.kill(int(task), signal.SIGUSR2)
-    assert launchers.wait_for(jobs, sys.stderr) == 0
+    assert launchers.wait_for(jobs, sys.stderr, timeout_s=300) == 0
     submitit_log = Path(jobs[0].paths.stdout).read_text()
     assert "Caught signal SIGUSR2" in submitit_log and "Requeued job" in submitit_log
     assert "resumed after epoch" in Path(jobs[0].paths.stderr).read_text()
@@ -244,13 +244,20 @@ def test_real_slurm_array_requeues_a_preempted_task_which_resumes(tmp_path):
     while _squeue_state(jobs[0].job_id) != "PENDING":
         assert time.monotonic() < deadline
         time.sleep(0.2)
+    # Released at once, the new instance can start while the node still cleans up the old
+    # one, and Slurm kills it ("Job credential revoked"): give the node a few seconds.
+    time.sleep(5)
     subprocess.run(["scontrol", "update", f"JobId={jobs[0].job_id}", "StartTime=now"],
                    check=True, timeout=20)
-    assert launchers.wait_for(jobs, sys.stderr) == 0
+    assert launchers.wait_for(jobs, sys.stderr, timeout_s=300) == 0
     submitit_log = Path(jobs[0].paths.stdout).read_text()
     assert "Caught signal SIGUSR2" in submitit_log and "Requeued job" in submitit_log
     assert "resumed after epoch" in Path(jobs[0].paths.stderr).read_text()
 
-    assert invoke("run", "--datasets", "synthetic-lt", "--methods", "ce,focal", "--imb", "4",
-                  "--epochs", EPOCHS, "--results", reference, *TINY).exit_code == 0
+    # The uninterrupted reference goes through the command line's own Slurm launcher.
+    result = invoke("run", "--datasets", "synthetic-lt", "--methods", "ce,focal", "--imb", "4",
+                    "--epochs", EPOCHS, "--results", reference, *TINY, "--launcher", "slurm",
+                    "--gpus-per-job", "0", "--timeout-min", "10")
+    assert result.exit_code == 0, result.output
+    assert "2 to train as one Slurm job array" in result.stderr
     assert _numbers(results) == _numbers(reference)
