@@ -9,10 +9,11 @@ checkpoint and publishes its own record, so the launchers only start, wait and s
   taken from ``CUDA_VISIBLE_DEVICES`` as given (DomainBed ignored it until
   facebookresearch/DomainBed PR #104) and pinned per worker through that variable; on CPU,
   ``--jobs`` slots (one: the runs train in the ``ltbench run`` process itself). A slot is
-  refilled when its worker exits (``os.waitpid``, no polling). Workers run in their own session,
-  so a Ctrl-C reaches only the launcher, which stops them by pid: SIGTERM (the worker
-  checkpoints at the end of its epoch and exits), then SIGKILL after a grace period. Records are
-  published atomically and claims of killed workers go stale, so the store stays consistent.
+  refilled when its worker exits (a thread per worker reports its exit: the launcher sleeps
+  until one ends and reaps no other child). Workers run in their own session, so a Ctrl-C
+  reaches only the launcher, which stops them by pid: SIGTERM (the worker checkpoints at the end
+  of its epoch and exits), then SIGKILL after a grace period. Records are published atomically
+  and claims of killed workers go stale, so the store stays consistent.
 * ``slurm``: submitit (``pip install 'ltbench[slurm]'``), one job array per submission
   (``executor.batch()``), one array task per run. The task is a checkpointable callable: on
   preemption or timeout submitit calls its ``checkpoint`` and requeues it (submitit's checkpoint
@@ -27,9 +28,11 @@ checkpoint and publishes its own record, so the launchers only start, wait and s
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -110,6 +113,11 @@ def _stop(processes: list[subprocess.Popen], grace_s: float) -> None:
             process.wait()
 
 
+def _report_exit(process: subprocess.Popen, exited: queue.Queue) -> None:
+    process.wait()
+    exited.put(process.pid)
+
+
 def launch_local(specs: list[RunSpec], settings: WorkerSettings, slots: list[str | None],
                  planned_at: float, stream: TextIO | None = None,
                  grace_s: float = STOP_GRACE_S) -> int:
@@ -118,25 +126,23 @@ def launch_local(specs: list[RunSpec], settings: WorkerSettings, slots: list[str
     ``planned_at``: when the store was read to pick ``specs`` (:func:`ltbench.runner.run_grid`)."""
     stream = stream if stream is not None else sys.stderr
     folder = spec_folder(settings.results)
-    queue = deque(write_spec(spec, folder, planned_at) for spec in specs)
+    pending = deque(write_spec(spec, folder, planned_at) for spec in specs)
     free = list(slots)
     running: dict[int, tuple[subprocess.Popen, str | None, Path]] = {}
+    exited: queue.Queue[int] = queue.Queue()
     abnormal = 0
     try:
-        while queue or running:
-            while queue and free:
-                slot, path = free.pop(0), queue.popleft()
+        while pending or running:
+            while pending and free:
+                slot, path = free.pop(0), pending.popleft()
                 env = dict(os.environ)
                 if slot is not None:
                     env["CUDA_VISIBLE_DEVICES"] = slot
                 process = subprocess.Popen(settings.command(path), env=env,
                                            start_new_session=True)
                 running[process.pid] = (process, slot, path)
-            pid, wait_status = os.waitpid(-1, 0)
-            if pid not in running:
-                continue
-            process, slot, path = running.pop(pid)
-            process.returncode = os.waitstatus_to_exitcode(wait_status)
+                threading.Thread(target=_report_exit, args=(process, exited), daemon=True).start()
+            process, slot, path = running.pop(exited.get())  # a signal interrupts the wait
             free.append(slot)
             if process.returncode not in (0, EXIT_PREEMPTED):
                 abnormal += 1
