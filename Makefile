@@ -14,7 +14,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,slurm]'
 	touch $@
 
 # Every method on synthetic-lt (generated, nothing to download), two imbalance factors, two
@@ -31,4 +31,5 @@ test: venv
 
 clean:
 	rm -rf $(VENV) results/runs results/curves results/eps results/eps_summary \
+		results/resume results/claims results/launch results/slurm \
 		reports/*.html reports/*.md reports/*.tex reports/data

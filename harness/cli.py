@@ -11,6 +11,7 @@ import math
 import os
 import sys
 import warnings
+import time
 from pathlib import Path
 
 import click
@@ -83,6 +84,14 @@ def _subset_options(f):
                         help="Seed of the long-tailed subset (separate from training seeds).")(f)
 
 
+def _launch_options(f):
+    """``--launcher`` and its options, gathered into one ``launch`` argument
+    (:class:`ltbench.launch_cli.LaunchOptions`)."""
+    from .launch_cli import launch_options
+
+    return launch_options(f)
+
+
 # -- run ------------------------------------------------------------------------------------
 
 @cli.command()
@@ -108,16 +117,20 @@ def _subset_options(f):
 @click.option("--rerun-failed", is_flag=True, help="Re-train failed and diverged runs.")
 @click.option("--pack-size", default="auto", show_default=True,
               help="Most runs trained together as one grouped network: N >= 1, or 'auto' "
-                   "(1 on CPU; on CUDA from the free GPU memory).")
+                   "(1 on CPU; on CUDA from the free GPU memory). In-process runs only: "
+                   "launcher workers train one run each.")
+@_launch_options
 def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, results, device,
-        overrides, dry_run, force, rerun_failed, pack_size):
+        overrides, dry_run, force, rerun_failed, pack_size, launch):
     """Train every run of the grid datasets x imbalance factors x methods x seeds.
 
-    Runs already in the results store are skipped, so re-running a command resumes it.
+    Runs already in the results store are skipped, so re-running a command resumes it; a run
+    that was interrupted continues from its last checkpoint.
     """
     from . import grid, registry
     from .hparams import parse_overrides
-    from .runner import describe_plan, pending, resolve_device, run_grid
+    from .integrity import usable_statuses
+    from .runner import describe_plan, pending
     from .stages import with_stage1
     from .store import ResultStore
 
@@ -130,11 +143,15 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
         profile=profile, split_seed=split_seed, overrides=parse_overrides(overrides),
         epochs=epochs, all_methods=methods.strip() == "all")
     specs = with_stage1(specs)  # two-stage methods' stage-1 runs are runs of the grid too
+    launch.validate()
     store = ResultStore(results)
-    statuses = store.statuses() if store.runs_dir.is_dir() else {}
+    planned_at = time.time()  # before reading: records published later are someone else's
+    statuses = usable_statuses(store) if store.runs_dir.is_dir() else {}
     todo = pending(specs, statuses, force=force, rerun_failed=rerun_failed)
-    if dry_run:
+    if dry_run or launch.launcher == "dry":
         click.echo(describe_plan(specs, todo))
+        if launch.launcher == "dry":
+            click.echo(launch.describe_commands(todo, results, data_root, device))
         click.echo(f"{len(specs)} runs in the grid, {len(specs) - len(todo)} done, "
                    f"{len(todo)} to train")
         return
@@ -143,17 +160,15 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
         if spec.dataset not in checked:
             registry.load("dataset", spec.dataset)().check(data_root, spec.hparams)
             checked.add(spec.dataset)
-    torch_device = resolve_device(device)
+    where = launch.prepare(device)
+    launch.check_free_space(store.root)
     store.ensure_writable()
-    if requested_pack_size is None:
-        from .packing import auto_pack_size
-
-        requested_pack_size = auto_pack_size(
-            torch_device, max((s.hparams["batch_size"] for s in todo), default=1))
+    pack_size = launch.pack_size(requested_pack_size,
+                                 max((s.hparams["batch_size"] for s in todo), default=1))
     click.echo(f"{len(specs)} runs in the grid, {len(specs) - len(todo)} already done, "
-               f"{len(todo)} to train on {torch_device} in packs of up to "
-               f"{requested_pack_size}", err=True)
-    run_grid(todo, store, data_root, torch_device, pack_size=requested_pack_size)
+               f"{len(todo)} to train {where}"
+               + (f" in packs of up to {pack_size}" if launch.in_process() else ""), err=True)
+    launch.run(todo, store, data_root, planned_at, pack_size)
     _print_summary(store, {s.run_id for s in specs})
 
 
@@ -275,21 +290,35 @@ def list_plugins(kind):
 @click.option("--datasets", default=None, help="Datasets to show [default: those in the store].")
 @click.option("--imb", default=None, help="Imbalance factors expected [default: those stored].")
 @click.option("--seeds", default=None, help="Seeds expected [default: those stored].")
-def status(results, methods, datasets, imb, seeds):
-    """Done / failed / missing seed counts per (dataset, imb, method)."""
-    from . import grid, registry
+@click.option("--repair", is_flag=True, help="Move damaged result files (and the other files "
+                                             "of their runs) to <results>/corrupt/.")
+def status(results, methods, datasets, imb, seeds, repair):
+    """Done / failed / missing seed counts per (dataset, imb, method), and damaged files."""
+    from . import grid, integrity, registry
     from .statusview import status_table
     from .store import ResultStore
 
     store = ResultStore(results)
     if not store.runs_dir.is_dir():
         raise BadInput(f"no results store at {results} (expected {store.runs_dir})")
+    damaged = integrity.find_damaged(store)
+    records = store.read()
     click.echo(status_table(
-        store.read(),
+        records[~records["run_id"].isin({d.run_id for d in damaged})],
         methods=registry.parse_names("method", methods),
         datasets=registry.parse_names("dataset", datasets) if datasets else None,
         imb_factors=grid.parse_imb_factors(imb) if imb else None,
         seeds=grid.parse_seeds(seeds) if seeds else None))
+    if damaged:
+        click.echo(f"{len(damaged)} damaged file(s), ignored (their runs count as missing and "
+                   f"are re-run):")
+        for damage in damaged:
+            click.echo(f"  {damage.path}: {damage.reason}")
+    if repair:
+        for source, target in integrity.repair(store, damaged):
+            click.echo(f"moved {source} -> {target}")
+    elif damaged:
+        click.echo("run 'ltbench status --repair' to move them aside")
 
 
 # -- report and check -------------------------------------------------------------------------
@@ -304,9 +333,15 @@ def _published_option(f):
 def _read_store(results: Path):
     from .store import ResultStore
 
+    from .integrity import find_damaged
+
     store = ResultStore(results)
     if not store.runs_dir.is_dir():
         raise BadInput(f"no results store at {results} (expected {store.runs_dir})")
+    damaged = find_damaged(store)
+    if damaged:
+        click.echo(f"ignoring {len(damaged)} damaged result file(s) (see ltbench status)",
+                   err=True)
     return store
 
 

@@ -104,6 +104,8 @@ SAMPLER_KEYS = ("sampler", "stage2_sampler")
 
 #: Counts that make no sense below one.
 AT_LEAST_ONE = ("epochs", "batch_size", "eval_every", "meta_batch_size")
+#: Optimiser settings that torch.optim.SGD rejects when negative: bad input, not a failed run.
+NON_NEGATIVE = ("lr", "momentum", "weight_decay")
 
 
 def _parse_scalar(key: str, text: str, like: Any) -> Any:
@@ -189,6 +191,9 @@ def resolve(dataset_defaults: Mapping[str, Any], method_defaults: Mapping[str, A
         if key in resolved and resolved[key] not in SAMPLERS:
             raise BadInput(f"--set {key}={resolved[key]}: unknown sampler; known: "
                            f"{', '.join(SAMPLERS)}")
+    for key in NON_NEGATIVE:
+        if key in resolved and resolved[key] < 0:
+            raise BadInput(f"--set {key} must be >= 0, got {resolved[key]}")
     return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(resolved.items())}
 
 

@@ -33,6 +33,11 @@ class RunProgress:
         if not self.tty:
             self._write(f"{self.label} started\n")
 
+    def resumed(self, epochs_done: int, steps_done: int) -> None:
+        """The run continues from a checkpoint taken after ``epochs_done`` epochs."""
+        self.done = steps_done
+        self._write(f"{self.label} resumed after epoch {epochs_done}\n")
+
     def advance(self, steps: int = 1) -> None:
         self.done += steps
         now = time.monotonic()

@@ -8,10 +8,17 @@ interrupt (Ctrl-C) stops the grid, leaving every finished record in place.
 A two-stage run (:mod:`ltbench.stages`) first makes sure its stage-1 run is published with its
 final model, training it (as a run of its own) when it is not. Every ok run is also scored on
 the 11 shifted test sets (:mod:`ltbench.shifted`), stored as its ``evals`` artifact.
+
+Several ``ltbench run`` processes (or launcher workers) may share one store: each run is
+claimed first (:mod:`ltbench.claims`) and skipped when another live process holds it or
+published it meanwhile. A run checkpoints while it trains (:mod:`ltbench.engine.checkpoint`)
+and a restarted run continues from its checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import sys
 import time
 import traceback
@@ -20,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import registry
+from . import claims, registry
 from .envinfo import device_name, git_commit
 from .evaluate import summarize
 from .packing import plan_packs
@@ -112,12 +119,13 @@ def _base_record(spec: RunSpec, device, started: datetime, wall_s: float) -> dic
 
 
 def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None = None,
-                store: ResultStore | None = None):
+                store: ResultStore | None = None, checkpoint=None):
     """Train compatible runs (one pack) on loaded data: one ``(record fields, artifacts)`` per
     run, the artifacts being its per-epoch ``curves``, its shifted-test ``evals`` and whatever
     its method produced; raises on errors. A two-stage run trains alone: it loads its
     published stage-1 model from ``store``. A run whose method is some method's stage 1 saves
-    its final model there."""
+    its final model there. ``checkpoint``: the pack's
+    :class:`~ltbench.engine.checkpoint.ResumeCheckpoint` to resume from and save to."""
     import torch
 
     from .engine.train import PackMember, train, train_pack
@@ -127,7 +135,8 @@ def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None
     stage1 = stage1_spec(specs[0])
     if stage1 is None:
         results = train_pack(data, [PackMember(method, spec.hparams, spec.seed)
-                                    for method, spec in zip(methods, specs)], device, progress)
+                                    for method, spec in zip(methods, specs)], device, progress,
+                             checkpoint=checkpoint)
     else:
         if len(specs) != 1:
             raise ValueError("a two-stage run trains alone")
@@ -138,7 +147,7 @@ def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None
         backbone = load_stage1_model(store, stage1, data.num_classes).to(device)
         model = method.build_classifier(backbone, data, device, seed)
         results = [train(data, method, method.stage2_hparams(), seed, device, progress,
-                         model=model)]
+                         model=model, checkpoint=checkpoint)]
     outcomes = []
     for spec, method, result in zip(specs, methods, results):
         fields: dict[str, Any] = {"status": result.status, "error": result.error,
@@ -160,9 +169,9 @@ def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None
 
 
 def train_one(spec: RunSpec, data, device, progress: RunProgress | None = None,
-              store: ResultStore | None = None):
+              store: ResultStore | None = None, checkpoint=None):
     """:func:`train_specs` of one run."""
-    return train_specs([spec], data, device, progress, store)[0]
+    return train_specs([spec], data, device, progress, store, checkpoint)[0]
 
 
 def _outcome(record: dict[str, Any]) -> str:
@@ -182,39 +191,84 @@ def _pack_label(pack: list[RunSpec], first: int, total: int) -> str:
             f"{pack[0].dataset} imb={format_imb(pack[0].imb_factor)} {members}")
 
 
-def _train_and_publish(pack: list[RunSpec], label: str, store: ResultStore, cache: _DataCache,
-                       device, stream: TextIO) -> list[dict[str, Any]]:
-    """Train one pack, publish every run's record (failed ones too) and return them."""
-    progress = RunProgress(label, stream)
-    started = datetime.now(timezone.utc)
-    t0 = time.monotonic()
-    try:
-        data = cache.get(pack[0])
-        outcomes = train_specs(pack, data, device, progress, store)
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # one broken pack must not stop a grid of hundreds
-        traceback.print_exc(file=stream)
-        outcomes = [({"status": "failed", "error": f"{type(exc).__name__}: {exc}"}, None)
-                    ] * len(pack)
-    wall_s = time.monotonic() - t0
-    records = []
-    for spec, (fields, artifacts) in zip(pack, outcomes):
-        record = _base_record(spec, device, started, wall_s)
-        record.update(fields)
-        store.write(record, artifacts)
-        records.append(record)
+def _checkpoint_key(pack: list[RunSpec]) -> str:
+    """A run's own id; for a pack, a digest of its members' ids (a pack of other members is
+    another pack and does not resume from it)."""
     if len(pack) == 1:
-        progress.end(_outcome(records[0]))
+        return pack[0].run_id
+    return "pack-" + hashlib.sha256(" ".join(s.run_id for s in pack).encode()).hexdigest()[:16]
+
+
+def _train_and_publish(pack: list[RunSpec], label: str, store: ResultStore, cache: _DataCache,
+                       device, stream: TextIO, checkpoint_every: int | None,
+                       planned_at: float) -> list[dict[str, Any]]:
+    """Claim the runs of ``pack``, train those this process holds as one pack (resuming from
+    its checkpoint) and publish their records (failed ones too); return the records written.
+
+    A run claimed by another live process, or published since ``planned_at``, is left out;
+    a run whose claim was taken over while training is not published (its new owner does)."""
+    from .engine.checkpoint import DEFAULT_EVERY, ResumeCheckpoint, resume_path
+
+    progress = RunProgress(label, stream)
+    with contextlib.ExitStack() as held:
+        mine = []
+        for spec in pack:
+            claim = claims.acquire(store.root, spec.run_id)
+            if claim is None:
+                stream.write(f"{label}: {spec.describe()} skipped: claimed by "
+                             f"{claims.describe_owner(store.root, spec.run_id)}\n")
+                continue
+            held.enter_context(claim)
+            if store.published_since(spec.run_id, planned_at):
+                stream.write(f"{label}: {spec.describe()} skipped: published by another "
+                             f"process meanwhile\n")
+                continue
+            mine.append((spec, claim))
+        if not mine:
+            progress.end("skipped")
+            return []
+        pack = [spec for spec, _ in mine]
+        key = _checkpoint_key(pack)
+        checkpoint = ResumeCheckpoint(resume_path(store.root, key), key,
+                                      DEFAULT_EVERY if checkpoint_every is None
+                                      else checkpoint_every)
+        started = datetime.now(timezone.utc)
+        t0 = time.monotonic()
+        try:
+            data = cache.get(pack[0])
+            outcomes = train_specs(pack, data, device, progress, store, checkpoint)
+        except Exception as exc:  # one broken pack (an OOM included) must not stop the grid
+            traceback.print_exc(file=stream)
+            outcomes = [({"status": "failed", "error": f"{type(exc).__name__}: {exc}"}, None)
+                        ] * len(pack)
+        if outcomes[0][0]["status"] == "failed":  # here: the traceback held the memory
+            _release_device_memory(device)
+        wall_s = time.monotonic() - t0
+        records, notes = [], []
+        for (spec, claim), (fields, artifacts) in zip(mine, outcomes):
+            record = _base_record(spec, device, started, wall_s)
+            record.update(fields)
+            if not claim.held():  # its new owner trains and publishes it
+                notes.append("discarded: the claim was taken over while training")
+                continue
+            store.write(record, artifacts)
+            records.append(record)
+            notes.append(_outcome(record))
+        if len(records) == len(mine):
+            checkpoint.discard()
+    if len(pack) == 1:
+        progress.end(notes[0])
     else:
-        progress.end("; ".join(f"{spec.method} seed={spec.seed} {_outcome(record)}"
-                               for spec, record in zip(pack, records)))
+        progress.end("; ".join(f"{spec.method} seed={spec.seed} {note}"
+                               for spec, note in zip(pack, notes)))
     return records
 
 
 def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
-             stream: TextIO | None = None, pack_size: int = 1) -> list[dict[str, Any]]:
-    """Train ``specs`` and return their records, in grid order.
+             stream: TextIO | None = None, pack_size: int = 1,
+             checkpoint_every: int | None = None,
+             planned_at: float | None = None) -> list[dict[str, Any]]:
+    """Train ``specs``; return the records this process wrote, in grid order.
 
     Runs are trained in packs of up to ``pack_size`` compatible runs
     (:func:`ltbench.packing.plan_packs`; 1: one run after the other, in grid order); every
@@ -223,27 +277,47 @@ def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
     grid are published first; a stage-1 run that is neither in the store nor in ``specs`` is
     trained right before its first dependent (published like any run, not returned), and a
     stage 1 that failed in this call is not tried again.
+
+    Every run is trained under its claim (:mod:`ltbench.claims`). ``checkpoint_every``: epochs
+    between resume checkpoints (default :data:`~ltbench.engine.checkpoint.DEFAULT_EVERY`; 0:
+    only on SIGTERM / SIGUSR1). ``planned_at``: the ``time.time()`` taken before the store was
+    read to pick ``specs`` (default: now); a run published at or after it was trained by
+    another process meanwhile and is skipped.
     """
     stream = stream if stream is not None else sys.stderr
     cache = _DataCache(Path(data_root))
+    planned_at = time.time() if planned_at is None else planned_at
     done: dict[str, dict[str, Any]] = {}
+    tried: set[str] = set()
+
+    def train_and_publish(pack: list[RunSpec], label: str) -> None:
+        tried.update(spec.run_id for spec in pack)
+        for record in _train_and_publish(pack, label, store, cache, device, stream,
+                                         checkpoint_every, planned_at):
+            done[record["run_id"]] = record
+
     position = 1
     for pack in plan_packs([s for s in specs if stage1_spec(s) is None], pack_size):
-        for record in _train_and_publish(pack, _pack_label(pack, position, len(specs)), store,
-                                         cache, device, stream):
-            done[record["run_id"]] = record
+        train_and_publish(pack, _pack_label(pack, position, len(specs)))
         position += len(pack)
     for spec in (s for s in specs if stage1_spec(s) is not None):
         label = f"[{position}/{len(specs)}]"
         stage1 = stage1_spec(spec)
-        if stage1.run_id not in done and not stage1_ready(store, stage1):
-            done[stage1.run_id], = _train_and_publish(
-                [stage1], f"{label} stage 1: {stage1.describe()}", store, cache, device, stream)
-        if spec.run_id not in done:
-            done[spec.run_id], = _train_and_publish([spec], f"{label} {spec.describe()}", store,
-                                                    cache, device, stream)
+        if stage1.run_id not in tried and not stage1_ready(store, stage1):
+            train_and_publish([stage1], f"{label} stage 1: {stage1.describe()}")
+        if spec.run_id not in tried:
+            train_and_publish([spec], f"{label} {spec.describe()}")
         position += 1
-    return [done[spec.run_id] for spec in specs]
+    return [done[spec.run_id] for spec in specs if spec.run_id in done]
+
+
+def _release_device_memory(device) -> None:
+    """After a failed run (an out-of-memory one above all), hand its cached CUDA blocks back
+    so the next run of the grid starts from an empty device."""
+    if getattr(device, "type", None) == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def describe_plan(specs: list[RunSpec], todo: list[RunSpec]) -> str:

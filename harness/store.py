@@ -16,6 +16,10 @@ and readers only ever open final ``<run_id>.parquet`` names. Artifacts (curves i
 published before the record: the record's appearance is the commit point, and artifacts whose
 record is missing are treated as absent.
 
+A file that cannot be read all the same (truncated or damaged by a crash, a full disk, a bad
+copy) is skipped by every reader, as if the run were missing, so it is re-run; it is found,
+reported and moved aside by :mod:`ltbench.integrity` (``ltbench status [--repair]``).
+
 The store schema version and the shot-group thresholds live in the parquet schema metadata, as
 in benchopt/benchopt : benchopt/results/parquet.py. This module must not import torch: the
 CLI's ``status`` and ``report`` commands read the store and must start fast.
@@ -244,12 +248,13 @@ class ResultStore:
                       if path.name.endswith(".parquet") and not path.name.startswith("."))
 
     def _read_file(self, path: Path, columns: list[str] | None) -> pa.Table | None:
+        """The record table, or None if the file is gone or damaged (see the module doc)."""
         try:
             table = pq.read_table(path, columns=columns)
         except FileNotFoundError:
             return None  # removed (e.g. by a concurrent clean) between listing and reading
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise BadInput(f"{path} is not a readable result record: {exc}") from exc
+        except (pa.ArrowException, OSError):
+            return None
         version = (table.schema.metadata or {}).get(_VERSION_KEY, b"?").decode()
         if version != STORE_SCHEMA_VERSION:
             raise BadInput(f"{path} has store schema version {version}; this ltbench reads "
@@ -292,7 +297,19 @@ class ResultStore:
         path = self.root / name / f"{run_id}.parquet"
         if not (self.runs_dir / f"{run_id}.parquet").exists() or not path.exists():
             return None
-        return pq.read_table(path).to_pandas()
+        try:
+            return pq.read_table(path).to_pandas()
+        except (pa.ArrowException, OSError):  # damaged: reported by ltbench status
+            return None
+
+    def published_since(self, run_id: str, timestamp: float) -> bool:
+        """Whether the record of ``run_id`` was published at or after ``timestamp`` (seconds
+        since the epoch, as ``time.time()``): by another process, when this one is about to
+        train it."""
+        try:
+            return (self.runs_dir / f"{run_id}.parquet").stat().st_mtime >= timestamp
+        except FileNotFoundError:
+            return False
 
     def curves(self, run_id: str) -> pd.DataFrame | None:
         """The per-epoch curves of a published run, or None."""

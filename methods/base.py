@@ -109,6 +109,15 @@ class Method:
             logits = model(inputs)
         return self.loss(logits.float(), targets, epoch), logits, targets
 
+    def state_dict(self) -> dict[str, Any]:
+        """The method's own training state (networks, optimisers, recorded values) at an epoch
+        boundary, for resume checkpoints: tensors and plain Python values only. Methods whose
+        only state is computed in ``__init__`` from the counts and hparams keep the default."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned, on a freshly constructed method."""
+
     def artifacts(self) -> dict[str, pd.DataFrame]:
         """Per-run tables the method produced (e.g. weight histograms), stored next to the
         run's record as ``<name>/<run_id>.parquet``; called once, after training."""

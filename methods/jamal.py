@@ -150,6 +150,12 @@ class ConditionalReweighting(Method):
         self.histograms.record(epoch, targets, eps=eps, weight=weights)
         return (weights * example_losses).mean(), logits, targets
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"histograms": self.histograms.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.histograms.load_state_dict(state["histograms"])
+
     def artifacts(self) -> dict[str, pd.DataFrame]:
         return self.histograms.frames()
 

@@ -72,5 +72,11 @@ class LearningToReweight(Method):
                                weight=weights * targets.shape[0])
         return (weights * example_losses).sum(), logits, targets
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"histograms": self.histograms.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.histograms.load_state_dict(state["histograms"])
+
     def artifacts(self) -> dict[str, pd.DataFrame]:
         return self.histograms.frames()

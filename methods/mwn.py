@@ -145,5 +145,20 @@ class MetaWeightNet(Method):
         self.histograms.record(epoch, targets, weight=weights * targets.shape[0])
         return (weights * example_losses).sum(), logits, targets
 
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"histograms": self.histograms.state_dict()}
+        if self.weighting is not None:
+            state["weighting"] = self.weighting.state_dict()
+            state["weighting_optimizer"] = self.weighting_optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.histograms.load_state_dict(state["histograms"])
+        if "weighting" in state:
+            # The seed only fills the network before its saved weights overwrite them.
+            self._build_weighting(seed=0)
+            self.weighting.load_state_dict(state["weighting"])
+            self.weighting_optimizer.load_state_dict(state["weighting_optimizer"])
+
     def artifacts(self) -> dict[str, pd.DataFrame]:
         return self.histograms.frames()

@@ -69,6 +69,20 @@ class WeightHistograms:
         return {"eps": pd.concat(self._histograms, ignore_index=True),
                 "eps_summary": pd.concat(self._summaries, ignore_index=True)}
 
+    def state_dict(self) -> dict:
+        """Everything recorded so far, as tensors and strings (for resume checkpoints);
+        pending values are folded into the tables first, as the next epoch's record would."""
+        self._flush()
+        return {"epoch": self._epoch,
+                "histograms": [_frame_state(f) for f in self._histograms],
+                "summaries": [_frame_state(f) for f in self._summaries]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._epoch = state["epoch"]
+        self._pending = {}
+        self._histograms = [_frame_from_state(s) for s in state["histograms"]]
+        self._summaries = [_frame_from_state(s) for s in state["summaries"]]
+
     def _flush(self) -> None:
         for quantity, batches in self._pending.items():
             # The epoch's single device-to-host copy of this quantity.
@@ -102,3 +116,14 @@ class WeightHistograms:
         self._summaries.append(pd.DataFrame(rows, columns=[
             "quantity", "epoch", "class", "n", "mean", "std", "q05", "q25", "q50", "q75",
             "q95"]).astype({"epoch": np.int64, "class": np.int64, "n": np.int64}))
+
+
+def _frame_state(frame: pd.DataFrame) -> dict:
+    """Numeric columns as tensors (exact, dtype kept), text columns as lists of str."""
+    return {name: torch.tensor(column.to_numpy()) if pd.api.types.is_numeric_dtype(column)
+            else [str(value) for value in column] for name, column in frame.items()}
+
+
+def _frame_from_state(state: dict) -> pd.DataFrame:
+    return pd.DataFrame({name: value.numpy() if isinstance(value, torch.Tensor) else value
+                         for name, value in state.items()})

@@ -162,3 +162,15 @@ def small_store(root: Path):
                                        torch_version="2.4.0+cu121", wall_s=1800.0)
             store.write(record, {"curves": curves_frame(8, record["top1_err"])})
     return store
+
+
+def install_plugin(site: Path, module: str, source: str, entry_points: str) -> None:
+    """A real installed distribution on the ``sys.path`` folder ``site``: the module
+    ``<module>.py`` with ``source`` and a dist-info whose ``entry_points.txt`` is
+    ``entry_points``; prepend ``site`` to ``sys.path`` (or PYTHONPATH) to install it."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{module}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(entry_points)

@@ -233,10 +233,11 @@ def test_stage1_is_trained_once_per_dataset_imb_seed(tmp_path, monkeypatch):
     fresh_trainings = []
     real_train_pack = engine_train.train_pack
 
-    def counting_train_pack(data, members, device, progress=None, numerics=None, models=None):
+    def counting_train_pack(data, members, device, progress=None, numerics=None, models=None,
+                            checkpoint=None):
         if models is None:  # fresh backbones, not a stage-2 classifier
             fresh_trainings.extend(type(member.method).__name__ for member in members)
-        return real_train_pack(data, members, device, progress, numerics, models)
+        return real_train_pack(data, members, device, progress, numerics, models, checkpoint)
 
     monkeypatch.setattr(engine_train, "train_pack", counting_train_pack)
     specs = grid.expand(["crt", "lws", "tau-norm", "ncm"], ["synthetic-lt"], [4.0, 8.0], [0],

@@ -196,6 +196,15 @@ class PackSGD:
     def set_learning_rates(self, lr: Sequence[float]) -> None:
         self.lr.copy_(torch.tensor(list(lr), dtype=self.lr.dtype))
 
+    def state_dict(self) -> dict[str, list[torch.Tensor]]:
+        """The momentum buffers (none before the first step), for resume checkpoints."""
+        return {"momentum_buffers": list(self._buffers or [])}
+
+    def load_state_dict(self, state: dict[str, list[torch.Tensor]]) -> None:
+        buffers = state["momentum_buffers"]
+        self._buffers = [b.to(v.device, v.dtype) for b, v in zip(buffers, self._views)] \
+            if buffers else None
+
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None

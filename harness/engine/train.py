@@ -50,6 +50,7 @@ from ..packing import PACK_SHARED_HPARAMS
 from ..progress import RunProgress
 from ..spec import derive_seed
 from .augment import DeviceImages
+from .checkpoint import GeneratorState, ResumeCheckpoint
 from .models import build_backbone
 from .samplers import EpochSampler
 from .sources import CachedImages, image_source
@@ -125,6 +126,17 @@ class MetaBatches:
         index = self._order[self._next:self._next + self.batch_size]
         self._next += self.batch_size
         return self.images.train_batch(index, self.generator)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the current permutation and the generator (for resume)."""
+        return {"generator": self.generator.get_state(), "order": self._order,
+                "next": self._next}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        order = state["order"]
+        self._order = None if order is None else order.to(self.generator.device)
+        self._next = state["next"]
 
 
 def _no_meta_set() -> None:
@@ -241,20 +253,24 @@ def _mean(values: Sequence[float]) -> float:
 
 def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
           device: torch.device, progress: RunProgress | None = None,
-          model: nn.Module | None = None) -> TrainResult:
+          model: nn.Module | None = None, checkpoint: ResumeCheckpoint | None = None
+          ) -> TrainResult:
     """Train ``hparams["backbone"]`` with ``method``'s head and loss on ``data`` (see the
     module docstring for the protocol); ``progress`` gets ``begin``/``advance``/``epoch_done``.
 
     ``model``: train this model (e.g. a stage-2 classifier on a frozen stage-1 backbone)
     instead of a fresh backbone; with ``hparams["epochs"]`` 0 it is only evaluated.
-    ``hparams["sampler"]`` (optional) picks the epoch order (:mod:`.samplers`)."""
+    ``hparams["sampler"]`` (optional) picks the epoch order (:mod:`.samplers`). With
+    ``checkpoint``, the run continues from its saved state, if any, and saves its state at
+    epoch boundaries (:mod:`ltbench.engine.checkpoint`)."""
     return train_pack(data, [PackMember(method, hparams, seed)], device, progress,
-                      models=None if model is None else [model])[0]
+                      models=None if model is None else [model], checkpoint=checkpoint)[0]
 
 
 def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device,
                progress: RunProgress | None = None, numerics: Numerics | None = None,
-               models: Sequence[nn.Module] | None = None) -> list[TrainResult]:
+               models: Sequence[nn.Module] | None = None,
+               checkpoint: ResumeCheckpoint | None = None) -> list[TrainResult]:
     """Train the runs ``members`` together on ``data``, one :class:`TrainResult` each, equal
     (up to floating-point rounding) to training each alone with :func:`train`.
 
@@ -266,6 +282,8 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
     ``train_s`` and ``eval_s`` in the curves are the pack's wall seconds. ``progress`` shows
     the mean over the runs still training. ``numerics`` defaults to
     :meth:`Numerics.for_device`; ``models`` replaces the fresh backbones (see :func:`train`).
+    ``checkpoint`` (one for the whole pack) holds the networks, the optimiser state, every
+    run's method state, random streams and curves: a restarted pack continues from it.
     Every result carries its trained model.
     """
     check_packable(members)
@@ -301,7 +319,23 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
     statuses: list[str] = ["ok"] * runs
     errors: list[str | None] = [None] * runs
     epochs_completed = [0] * runs
-    for epoch in range(epochs):
+    resumable = {"model": step.model, "optimizer": step.optimizer}
+    for k, member in enumerate(members):
+        resumable[f"method{k}"] = member.method
+        resumable[f"data_order{k}"] = GeneratorState(generators[k])
+        if isinstance(meta_batches[k], MetaBatches):
+            resumable[f"meta_batches{k}"] = meta_batches[k]
+    first_epoch = 0
+    if checkpoint is not None and (saved := checkpoint.load(resumable)) is not None:
+        first_epoch = saved["epoch"] + 1
+        rows, statuses, errors = saved["curves"], saved["statuses"], saved["errors"]
+        epochs_completed = saved["epochs_completed"]
+        per_class_correct = saved["per_class_correct"].numpy()
+        if runs > 1:
+            step.set_active([status == "ok" for status in statuses])
+        if progress is not None:
+            progress.resumed(first_epoch, first_epoch * math.ceil(num_train / batch_size))
+    for epoch in range(first_epoch, epochs):
         running = [k for k in range(runs) if statuses[k] == "ok"]
         lrs = [learning_rate(epoch, m.hparams) if k in running else 0.0
                for k, m in enumerate(members)]
@@ -342,6 +376,10 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
             break
         if len(evaluated) < len(running):
             step.set_active([status == "ok" for status in statuses])
+        if checkpoint is not None:
+            checkpoint.epoch_done(epoch, epochs, resumable, curves=rows, statuses=statuses,
+                                  errors=errors, epochs_completed=epochs_completed,
+                                  per_class_correct=torch.from_numpy(per_class_correct))
     if epochs == 0:  # a post-hoc classifier: nothing to train, score it as given
         per_class_correct[:] = step.evaluate(test_images, num_classes)
 

@@ -1,0 +1,173 @@
+"""Resume checkpoints of a run in training, taken at epoch boundaries.
+
+A checkpoint holds everything the rest of a run depends on, so that a run killed at any point
+and restarted from its last checkpoint ends with the numbers of an uninterrupted run (on CPU
+bit for bit; architecture.md §8 pitfall 7: WILDS restores weights and epoch only, USB omits the
+RNG state, transformers PR #8878 fixed a data-order divergence on resume):
+
+* the state of every *part* the training loop names (model, optimiser, the method's own state,
+  the data-order generator, the meta-batch sampler with its generator and position) through
+  their ``state_dict()`` / ``load_state_dict()``;
+* the curves so far and the last evaluation's per-class counts.
+
+The learning rate is a function of the epoch (:func:`ltbench.engine.train.learning_rate`), so
+there is no scheduler state; the engine uses no gradient scaler (bf16 autocast) and draws from
+no global RNG (torch, NumPy or ``random``), so there is none of their state to keep. A
+checkpoint is taken at an epoch boundary, where the sampler's position is "start of the next
+epoch": its whole state is the data generator's.
+
+Checkpoints live in ``<results>/resume/<run_id>.pt`` (distinct from any store of final
+models), are written to a temporary name, fsynced and renamed (a reader sees the old or the new
+file, never a partial one), and are removed once the run's record is published. A checkpoint
+that cannot be read (a different torch, a damaged file) is reported and ignored: the run starts
+over rather than failing.
+
+:func:`request_stop` (installed for SIGTERM and SIGUSR1 by :func:`stop_on_signals`) asks
+the run to checkpoint at the end of the current epoch and stop with :class:`Preempted`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Protocol
+
+import torch
+
+#: Default number of epochs between checkpoints.
+DEFAULT_EVERY = 10
+
+_stop_requested = threading.Event()
+
+
+class Preempted(BaseException):
+    """The run checkpointed and stopped on request (SIGTERM / SIGUSR1); it is not a failure.
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that the per-run ``except Exception``
+    that records failures lets it through.
+    """
+
+
+def request_stop(signum: int | None = None, frame: Any = None) -> None:
+    """Checkpoint at the end of the current epoch, then raise :class:`Preempted`."""
+    _stop_requested.set()
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGUSR1 call :func:`request_stop` (main thread only);
+    the previous handlers come back after it."""
+    _stop_requested.clear()
+    signals = (signal.SIGTERM, signal.SIGUSR1)
+    previous = {signum: signal.signal(signum, request_stop) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _stop_requested.clear()
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> Mapping[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> Any: ...
+
+
+class GeneratorState:
+    """A ``torch.Generator`` seen through the ``state_dict`` protocol."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["state"])
+
+
+def _cpu(value: Any) -> Any:
+    """``value`` with every tensor moved to the CPU, so a checkpoint loads on any device."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cpu(v) for v in value)
+    return value
+
+
+class ResumeCheckpoint:
+    """The resume checkpoint of run ``run_id`` at ``path``, saved every ``every`` epochs.
+
+    ``every`` 0 saves only when a stop is requested. The saved dictionary is
+    ``{"run_id", "epoch" (the last completed, 0-based), "parts": {name: state_dict},
+    "extra": {...}}``; it contains only tensors and plain Python values, so it loads with
+    ``torch.load(weights_only=True)``.
+    """
+
+    def __init__(self, path: Path, run_id: str, every: int = DEFAULT_EVERY):
+        self.path = Path(path)
+        self.run_id = run_id
+        self.every = every
+
+    def load(self, parts: Mapping[str, Stateful]) -> dict[str, Any] | None:
+        """Restore ``parts`` from the checkpoint and return ``{"epoch", **extra}``; None (parts
+        untouched) when there is no usable checkpoint."""
+        if not self.path.exists():
+            return None
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+            if saved.get("run_id") != self.run_id or set(saved["parts"]) != set(parts):
+                raise ValueError("it belongs to another run or another engine")
+        except Exception as exc:  # any damage means the same: train from the start
+            print(f"ignoring resume checkpoint {self.path}: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
+            return None
+        for name, part in parts.items():
+            part.load_state_dict(saved["parts"][name])
+        return {"epoch": saved["epoch"], **saved["extra"]}
+
+    def save(self, epoch: int, parts: Mapping[str, Stateful], **extra: Any) -> None:
+        """Atomically replace the checkpoint with the state after 0-based ``epoch``."""
+        state = {"run_id": self.run_id, "epoch": epoch,
+                 "parts": {name: _cpu(part.state_dict()) for name, part in parts.items()},
+                 "extra": _cpu(extra)}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
+        try:
+            with open(tmp, "wb") as handle:
+                torch.save(state, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def epoch_done(self, epoch: int, epochs: int, parts: Mapping[str, Stateful],
+                   **extra: Any) -> None:
+        """Save if ``epoch`` is due (every ``every`` epochs) or a stop was requested; then, on
+        a stop request, raise :class:`Preempted`. The last epoch is never saved: the run is
+        about to publish its record."""
+        if epoch == epochs - 1:
+            return
+        stopping = _stop_requested.is_set()
+        if stopping or (self.every > 0 and (epoch + 1) % self.every == 0):
+            self.save(epoch, parts, **extra)
+        if stopping:
+            raise Preempted(f"stopped after epoch {epoch} on request; resume checkpoint "
+                            f"{self.path}")
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def resume_path(results: Path, run_id: str) -> Path:
+    return Path(results) / "resume" / f"{run_id}.pt"

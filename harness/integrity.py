@@ -1,0 +1,120 @@
+"""Damaged result files: found, reported, excluded from resume decisions, moved aside.
+
+A killed writer never leaves a partial *final* file (the store writes a temporary name and
+renames it), but a full disk, a failing device or a bad copy can still leave a final
+``<folder>/<run_id>.parquet`` that parquet cannot read. Readers of the store skip such files
+(:mod:`ltbench.store`); this module names them:
+
+* :func:`find_damaged` checks every record (read in full) and every artifact (its parquet
+  footer: a truncated file has none) and returns one :class:`Damage` per unreadable file;
+* :func:`usable_statuses` is the store's ``run_id → status`` without the runs that have a
+  damaged file, so ``ltbench run`` trains them again (a run whose curves are damaged is not a
+  complete result);
+* :func:`repair` moves every file of a damaged run (its record and all its artifacts) to
+  ``<results>/corrupt/<folder>/``, where nothing reads them, so the run is missing and is
+  re-run, and the bytes stay available for inspection.
+
+:func:`check_free_space` refuses to start a grid on a nearly full disk: a run that cannot
+publish its record at the end wastes its whole training time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import BadInput
+from .store import ResultStore
+
+#: Folders of a store that hold no per-run parquet files of their own.
+NOT_ARTIFACTS = {"runs", "corrupt", "claims", "resume", "launch", "slurm", "published",
+                 "reference"}
+CORRUPT_DIR = "corrupt"
+
+
+@dataclass(frozen=True)
+class Damage:
+    run_id: str
+    path: Path
+    reason: str
+
+
+def _final_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name.endswith(".parquet")
+                  and not p.name.startswith(".") and p.is_file())
+
+
+def _artifact_dirs(store: ResultStore) -> list[Path]:
+    if not store.root.is_dir():
+        return []
+    return sorted(p for p in store.root.iterdir() if p.is_dir() and p.name not in NOT_ARTIFACTS)
+
+
+def _unreadable(path: Path, full: bool) -> str | None:
+    try:
+        if full:
+            pq.read_table(path)
+        else:
+            pq.read_metadata(path)
+    except FileNotFoundError:
+        return None
+    except (pa.ArrowException, OSError) as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def find_damaged(store: ResultStore) -> list[Damage]:
+    """Every unreadable final file of the store, records first, in path order."""
+    found = []
+    folders = ([store.runs_dir] if store.runs_dir.is_dir() else []) + _artifact_dirs(store)
+    for folder in folders:
+        for path in _final_files(folder):
+            reason = _unreadable(path, full=folder == store.runs_dir)
+            if reason is not None:
+                found.append(Damage(path.name[:-len(".parquet")], path, reason))
+    return found
+
+
+def usable_statuses(store: ResultStore) -> dict[str, str]:
+    """``store.statuses()`` less every run with a damaged record or artifact."""
+    damaged = {d.run_id for d in find_damaged(store)}
+    return {run_id: s for run_id, s in store.statuses().items() if run_id not in damaged}
+
+
+def repair(store: ResultStore, damaged: list[Damage]) -> list[tuple[Path, Path]]:
+    """Move every file of each damaged run into ``<results>/corrupt/<folder>/``; returns the
+    ``(from, to)`` moves. A name already taken there gets a numeric suffix (never
+    overwritten)."""
+    run_ids = {d.run_id for d in damaged}
+    moves = []
+    for folder in [store.runs_dir, *_artifact_dirs(store)]:
+        for run_id in sorted(run_ids):
+            source = folder / f"{run_id}.parquet"
+            if not source.exists():
+                continue
+            target_dir = store.root / CORRUPT_DIR / folder.name
+            target_dir.mkdir(parents=True, exist_ok=True)
+            target, n = target_dir / source.name, 1
+            while target.exists():
+                target, n = target_dir / f"{source.name}.{n}", n + 1
+            os.replace(source, target)
+            moves.append((source, target))
+    return moves
+
+
+def check_free_space(folder: Path, min_free_gb: float) -> None:
+    """:class:`BadInput` if the file system of ``folder`` (or of its nearest existing
+    ancestor, when it is still to be created) has less than ``min_free_gb`` GB (10^9 bytes)
+    free."""
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < min_free_gb * 1e9:
+        raise BadInput(f"results folder {folder} has {free / 1e9:.2f} GB free, less than "
+                       f"--min-free-gb {min_free_gb:g}: free some space or lower the threshold")

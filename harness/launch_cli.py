@@ -1,0 +1,169 @@
+"""``ltbench run``'s launch options (``--launcher`` and friends) and their dispatch.
+
+Kept apart from :mod:`ltbench.cli` so the command itself only validates, prepares and runs a
+:class:`LaunchOptions`; the launchers are in :mod:`ltbench.launchers`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from .errors import BadInput
+
+DEFAULT_MIN_FREE_GB = 1.0
+
+
+@dataclass
+class LaunchOptions:
+    launcher: str
+    jobs: int
+    jobs_per_gpu: int
+    checkpoint_every: int
+    min_free_gb: float
+    slurm_partition: str | None
+    gpus_per_job: int
+    timeout_min: int
+    array_parallelism: int
+    device: object = None  # the resolved torch.device of a local launch (prepare)
+    slots: list | None = None
+
+    def validate(self) -> None:
+        """Range checks and optional dependencies, before anything is read or written."""
+        from .launchers import check_available
+
+        minimums = {"--jobs": (self.jobs, 1), "--jobs-per-gpu": (self.jobs_per_gpu, 1),
+                    "--checkpoint-every": (self.checkpoint_every, 0),
+                    "--gpus-per-job": (self.gpus_per_job, 0),
+                    "--timeout-min": (self.timeout_min, 1),
+                    "--array-parallelism": (self.array_parallelism, 1)}
+        for name, (value, least) in minimums.items():
+            if value < least:
+                raise BadInput(f"{name} must be at least {least}, got {value}")
+        if not (math.isfinite(self.min_free_gb) and self.min_free_gb >= 0):
+            raise BadInput(f"--min-free-gb must be a finite number >= 0, got {self.min_free_gb}")
+        check_available(self.launcher)
+
+    def _settings(self, results: Path, data_root: Path, device: str):
+        from .launchers import WorkerSettings
+
+        return WorkerSettings(Path(results).resolve(), Path(data_root).resolve(), device,
+                              self.checkpoint_every)
+
+    def describe_commands(self, todo, results: Path, data_root: Path, device: str) -> str:
+        from .launchers import describe_commands
+
+        return describe_commands(todo, self._settings(results, data_root, device))
+
+    def prepare(self, device: str) -> str:
+        """Resolve the local device and pool (:class:`BadInput` on impossible requests);
+        returns where the runs will train, for the start line."""
+        from .launchers import local_slots
+        from .runner import resolve_device
+
+        if self.launcher == "slurm":
+            self.device = device
+            return "as one Slurm job array"
+        if self.launcher == "ray":
+            self.device = device
+            return "as Ray tasks"
+        self.device = resolve_device(device)
+        self.slots = local_slots(self.device.type, self.jobs, self.jobs_per_gpu)
+        if len(self.slots) == 1:
+            return f"on {self.device.type}"
+        return f"in {len(self.slots)} worker processes on {self.device.type}"
+
+    def check_free_space(self, root: Path) -> None:
+        from .integrity import check_free_space
+
+        check_free_space(root, self.min_free_gb)
+
+    def in_process(self) -> bool:
+        """Whether the runs train in this process: the local launcher with one slot (one GPU
+        and one job per GPU, or the CPU with one job)."""
+        return self.launcher == "local" and len(self.slots) == 1
+
+    def pack_size(self, requested: int | None, batch_size: int) -> int:
+        """The pack size of this launch: ``requested``, or the automatic one for the local
+        device (:func:`ltbench.packing.auto_pack_size`) when None; always 1 for launcher
+        workers, which train one run each."""
+        from .packing import auto_pack_size
+
+        if not self.in_process():
+            return 1
+        return requested if requested is not None else auto_pack_size(self.device, batch_size)
+
+    def run(self, todo, store, data_root: Path, planned_at: float, pack_size: int = 1) -> None:
+        """Train ``todo``, planned from the store as read at ``planned_at``, in packs of up to
+        ``pack_size`` when in-process; exits 3 when stopped by SIGTERM / SIGUSR1 after
+        checkpointing."""
+        from . import launchers
+        from .engine.checkpoint import Preempted, stop_on_signals
+        from .runner import run_grid
+
+        if self.in_process():
+            try:
+                with stop_on_signals():
+                    run_grid(todo, store, data_root, self.device, pack_size=pack_size,
+                             checkpoint_every=self.checkpoint_every, planned_at=planned_at)
+            except Preempted as exc:
+                click.echo(f"stopped: {exc}", err=True)
+                sys.exit(launchers.EXIT_PREEMPTED)
+            return
+        device = self.device if isinstance(self.device, str) else self.device.type
+        settings = self._settings(store.root, data_root, device)
+        if self.launcher == "local":
+            failed = launchers.launch_local(todo, settings, self.slots, planned_at)
+        elif self.launcher == "slurm":
+            failed = launchers.launch_slurm(
+                todo, settings, planned_at, partition=self.slurm_partition,
+                gpus_per_job=self.gpus_per_job, timeout_min=self.timeout_min,
+                array_parallelism=self.array_parallelism)
+        else:
+            failed = launchers.launch_ray(todo, settings, planned_at,
+                                          gpus_per_job=self.gpus_per_job)
+        if failed:
+            click.echo(f"{failed} worker(s) ended abnormally; their runs stay pending "
+                       f"(re-run the same command to retry them)", err=True)
+
+
+_OPTIONS = [
+    click.option("--launcher", type=click.Choice(["local", "slurm", "ray", "dry"]),
+                 default="local", show_default=True,
+                 help="local: this machine (GPU pool, or CPU); slurm: a submitit job array; "
+                      "ray: Ray tasks; dry: print the worker commands."),
+    click.option("--jobs", type=int, default=1, show_default=True,
+                 help="CPU only: runs trained at once, each in its own worker process when > 1."),
+    click.option("--jobs-per-gpu", type=int, default=1, show_default=True,
+                 help="Worker processes per visible GPU (local launcher with CUDA)."),
+    click.option("--checkpoint-every", type=int, default=10, show_default=True,
+                 help="Epochs between resume checkpoints (0: only on SIGTERM / SIGUSR1)."),
+    click.option("--min-free-gb", type=float, default=DEFAULT_MIN_FREE_GB, show_default=True,
+                 help="Refuse to start with less free space in the results folder."),
+    click.option("--slurm-partition", default=None, help="Slurm partition (slurm launcher)."),
+    click.option("--gpus-per-job", type=int, default=1, show_default=True,
+                 help="GPUs per Slurm array task or Ray task."),
+    click.option("--timeout-min", type=int, default=24 * 60, show_default=True,
+                 help="Slurm time limit per task; a timed-out task is requeued and resumes."),
+    click.option("--array-parallelism", type=int, default=64, show_default=True,
+                 help="Slurm array tasks running at once."),
+]
+
+
+def launch_options(f):
+    """Add the launch options to a click command; it receives them as ``launch``."""
+    @functools.wraps(f)
+    def command(*args, launcher, jobs, jobs_per_gpu, checkpoint_every, min_free_gb,
+                slurm_partition, gpus_per_job, timeout_min, array_parallelism, **kwargs):
+        launch = LaunchOptions(launcher, jobs, jobs_per_gpu, checkpoint_every, min_free_gb,
+                               slurm_partition, gpus_per_job, timeout_min, array_parallelism)
+        return f(*args, launch=launch, **kwargs)
+
+    for option in reversed(_OPTIONS):
+        command = option(command)
+    return command

@@ -1,0 +1,271 @@
+"""Launchers: where the pending runs of ``ltbench run`` execute (``--launcher``).
+
+Every backend starts the same entry point, :mod:`ltbench.worker`, once per run in a fresh
+process (architecture.md §5.2), and passes it a spec file under ``<results>/launch/`` — paths,
+never data or pickled objects (pitfall 19). Each worker claims its run, resumes from its
+checkpoint and publishes its own record, so the launchers only start, wait and stop processes:
+
+* ``local``: a slot pool. With CUDA, one slot per visible GPU × ``--jobs-per-gpu``, the GPU list
+  taken from ``CUDA_VISIBLE_DEVICES`` as given (DomainBed ignored it until
+  facebookresearch/DomainBed PR #104) and pinned per worker through that variable; on CPU,
+  ``--jobs`` slots. With a single slot (one GPU and one job per GPU, or one CPU job) the runs
+  train in the ``ltbench run`` process itself, in packs (``--pack-size``); workers train one
+  run each. A slot is
+  refilled when its worker exits (a thread per worker reports its exit: the launcher sleeps
+  until one ends and reaps no other child). Workers run in their own session, so a Ctrl-C
+  reaches only the launcher, which stops them by pid: SIGTERM (the worker checkpoints at the end
+  of its epoch and exits), then SIGKILL after a grace period. Records are published atomically
+  and claims of killed workers go stale, so the store stays consistent.
+* ``slurm``: submitit (``pip install 'ltbench[slurm]'``), one job array per submission
+  (``executor.batch()``), one array task per run. The task is a checkpointable callable: on
+  preemption or timeout submitit calls its ``checkpoint`` and requeues it (submitit's checkpoint
+  protocol), and the requeued task resumes from the run's resume checkpoint. The results folder
+  (spec files, job folder, checkpoints) must be on storage the nodes share.
+* ``ray``: ``pip install 'ltbench[ray]'``; one task per run with ``num_gpus`` and
+  ``max_calls=1`` (a fresh worker process per task: ray #29606, reused workers hold CUDA
+  memory). For users who already run Ray clusters; never the Slurm path (pitfall 18).
+* ``dry``: prints the worker command of every pending run.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from .errors import BadInput
+from .spec import RunSpec
+from .worker import EXIT_PREEMPTED, run_worker, write_spec
+
+LAUNCHERS = ("local", "slurm", "ray", "dry")
+#: Seconds a stopped worker gets to write its checkpoint before it is killed.
+STOP_GRACE_S = 60.0
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What every worker of one launch is told besides its spec file."""
+
+    results: Path
+    data_root: Path
+    device: str
+    checkpoint_every: int | None
+
+    def command(self, spec_path: Path) -> list[str]:
+        command = [sys.executable, "-m", "ltbench.worker", str(spec_path),
+                   "--results", str(self.results), "--data-root", str(self.data_root),
+                   "--device", self.device]
+        if self.checkpoint_every is not None:
+            command += ["--checkpoint-every", str(self.checkpoint_every)]
+        return command
+
+
+def spec_folder(results: Path) -> Path:
+    return Path(results) / "launch"
+
+
+def describe_commands(specs: list[RunSpec], settings: WorkerSettings) -> str:
+    """The ``dry`` launcher: one worker command line per pending run."""
+    folder = spec_folder(settings.results)
+    return "\n".join(" ".join(settings.command(folder / f"{spec.run_id}.json"))
+                     for spec in specs)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` entries (indices or UUIDs)."""
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if given is not None:
+        return [entry.strip() for entry in given.split(",") if entry.strip()]
+    import torch
+
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def local_slots(device_type: str, jobs: int, jobs_per_gpu: int) -> list[str | None]:
+    """The pool's slots: GPU ids (each repeated ``jobs_per_gpu`` times) or ``jobs`` CPU slots."""
+    if jobs < 1 or jobs_per_gpu < 1:
+        raise BadInput("--jobs and --jobs-per-gpu must be at least 1")
+    if device_type == "cuda":
+        gpus = visible_gpus()
+        if not gpus:
+            raise BadInput("--device cuda: CUDA_VISIBLE_DEVICES lists no GPU")
+        return [gpu for gpu in gpus for _ in range(jobs_per_gpu)]
+    return [None] * jobs
+
+
+def _stop(processes: list[subprocess.Popen], grace_s: float) -> None:
+    """SIGTERM every worker by pid, wait up to ``grace_s`` in all, SIGKILL the rest."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _report_exit(process: subprocess.Popen, exited: queue.Queue) -> None:
+    process.wait()
+    exited.put(process.pid)
+
+
+def launch_local(specs: list[RunSpec], settings: WorkerSettings, slots: list[str | None],
+                 planned_at: float, stream: TextIO | None = None,
+                 grace_s: float = STOP_GRACE_S) -> int:
+    """Run every spec in a fresh worker process on the pool ``slots``; returns the number of
+    workers that exited abnormally (their runs stay pending, named on ``stream``).
+    ``planned_at``: when the store was read to pick ``specs`` (:func:`ltbench.runner.run_grid`)."""
+    stream = stream if stream is not None else sys.stderr
+    folder = spec_folder(settings.results)
+    pending = deque(write_spec(spec, folder, planned_at) for spec in specs)
+    free = list(slots)
+    running: dict[int, tuple[subprocess.Popen, str | None, Path]] = {}
+    exited: queue.Queue[int] = queue.Queue()
+    abnormal = 0
+    try:
+        while pending or running:
+            while pending and free:
+                slot, path = free.pop(0), pending.popleft()
+                env = dict(os.environ)
+                if slot is not None:
+                    env["CUDA_VISIBLE_DEVICES"] = slot
+                process = subprocess.Popen(settings.command(path), env=env,
+                                           start_new_session=True)
+                running[process.pid] = (process, slot, path)
+                threading.Thread(target=_report_exit, args=(process, exited), daemon=True).start()
+            process, slot, path = running.pop(exited.get())  # a signal interrupts the wait
+            free.append(slot)
+            if process.returncode not in (0, EXIT_PREEMPTED):
+                abnormal += 1
+                stream.write(f"worker for run {path.stem} exited with code "
+                             f"{process.returncode}; the run stays pending\n")
+    except BaseException:  # Ctrl-C, or the launcher being stopped: stop the workers by pid
+        _stop([process for process, _, _ in running.values()], grace_s)
+        raise
+    return abnormal
+
+
+class SlurmTask:
+    """One array task: trains one run; checkpointable (submitit requeues it on preemption)."""
+
+    def __init__(self, spec_path: Path, settings: WorkerSettings):
+        self.spec_path = spec_path
+        self.settings = settings
+
+    def __call__(self) -> str:
+        s = self.settings
+        run_worker(self.spec_path, s.results, s.data_root, s.device, s.checkpoint_every)
+        return self.spec_path.stem
+
+    def checkpoint(self, *args, **kwargs):
+        """submitit's checkpoint protocol: requeue this same task. The run's own resume
+        checkpoint (written every K epochs) is what the requeued task continues from."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
+
+def _import_or_bad_input(module: str, extra: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BadInput(f"--launcher {extra} needs {module}, which is not installed: "
+                       f"pip install 'ltbench[{extra}]' ({exc})") from exc
+
+
+def check_available(launcher: str) -> None:
+    """:class:`BadInput` if the launcher's optional dependency is missing (before any write)."""
+    if launcher == "slurm":
+        _import_or_bad_input("submitit", "slurm")
+    elif launcher == "ray":
+        _import_or_bad_input("ray", "ray")
+
+
+def launch_slurm(specs: list[RunSpec], settings: WorkerSettings, planned_at: float, *,
+                 partition: str | None, gpus_per_job: int, timeout_min: int,
+                 array_parallelism: int, stream: TextIO | None = None) -> int:
+    """Submit one Slurm job array (one task per run) and wait for it; returns the number of
+    tasks that failed."""
+    stream = stream if stream is not None else sys.stderr
+    jobs = submit_array(specs, settings, planned_at, partition=partition,
+                        gpus_per_job=gpus_per_job, timeout_min=timeout_min,
+                        array_parallelism=array_parallelism)
+    stream.write(f"submitted {len(jobs)} tasks ({', '.join(job.job_id for job in jobs[:3])}"
+                 f"{', ...' if len(jobs) > 3 else ''}); logs in {settings.results}/slurm\n")
+    return wait_for(jobs, stream)
+
+
+def submit_array(specs: list[RunSpec], settings: WorkerSettings, planned_at: float, *,
+                 partition: str | None, gpus_per_job: int, timeout_min: int,
+                 array_parallelism: int, cluster: str | None = None) -> list:
+    """Submit one submitit job array, one :class:`SlurmTask` per run; returns its jobs.
+    ``cluster`` None lets submitit pick Slurm (``sbatch`` on the PATH); tests pass ``"local"``
+    (submitit's local executor: real processes, the same callable and requeue protocol)."""
+    submitit = _import_or_bad_input("submitit", "slurm")
+    folder = spec_folder(settings.results)
+    paths = [write_spec(spec, folder, planned_at) for spec in specs]
+    executor = submitit.AutoExecutor(folder=Path(settings.results) / "slurm" / "%j",
+                                     cluster=cluster)
+    parameters = {"timeout_min": timeout_min, "gpus_per_node": gpus_per_job,
+                  "tasks_per_node": 1, "slurm_array_parallelism": array_parallelism}
+    if partition:
+        parameters["slurm_partition"] = partition
+    executor.update_parameters(**parameters)
+    with executor.batch():
+        jobs = [executor.submit(SlurmTask(path, settings)) for path in paths]
+    return jobs
+
+
+def wait_for(jobs: list, stream: TextIO, timeout_s: float | None = None) -> int:
+    """Wait for submitit ``jobs`` as they complete; returns how many failed (named on
+    ``stream``; their runs stay pending). ``timeout_s``: raise ``TimeoutError`` after it.
+
+    submitit learns that a task ended without a result (killed, node lost) from ``sacct``; on
+    a cluster without accounting such a task is waited for until ``timeout_s``."""
+    import submitit
+
+    failed = 0
+    for job in submitit.helpers.as_completed(jobs, timeout=timeout_s, poll_frequency=2):
+        try:
+            job.result()
+        except Exception as exc:  # the task's own error; its run stays pending
+            failed += 1
+            stream.write(f"task {job.job_id} failed: {str(exc).splitlines()[-1]}\n")
+    return failed
+
+
+def launch_ray(specs: list[RunSpec], settings: WorkerSettings, planned_at: float, *,
+               gpus_per_job: int, stream: TextIO | None = None) -> int:
+    """One Ray task per run (``num_gpus``, ``max_calls=1``) on the cluster ``ray.init()``
+    finds (``RAY_ADDRESS``) or a local one; returns the number of tasks that failed."""
+    ray = _import_or_bad_input("ray", "ray")
+    stream = stream if stream is not None else sys.stderr
+    folder = spec_folder(settings.results)
+    paths = [write_spec(spec, folder, planned_at) for spec in specs]
+    ray.init()
+    task = ray.remote(num_gpus=gpus_per_job, max_calls=1)(run_worker)
+    s = settings
+    pending = [task.remote(str(path), str(s.results), str(s.data_root), s.device,
+                           s.checkpoint_every) for path in paths]
+    failed = 0
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        try:
+            ray.get(done[0])
+        except Exception as exc:  # ray.exceptions.RayTaskError: the run stays pending
+            failed += 1
+            stream.write(f"ray task failed: {str(exc).splitlines()[0]}\n")
+    return failed

@@ -1,0 +1,263 @@
+"""Launchers: the local process pool (numbers equal to in-process training, GPU pinning through
+CUDA_VISIBLE_DEVICES, Ctrl-C stops workers by pid and leaves a consistent, resumable store),
+submitit job arrays with the requeue protocol (submitit's local executor: no Slurm here, see the
+note in ``test_submitit_array_requeue_resumes``), Ray's missing-dependency error, ``dry``."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from helpers import TINY_SYNTHETIC, install_plugin
+
+from ltbench import claims, grid, launchers, registry
+from ltbench.cli import cli
+from ltbench.store import ResultStore
+
+TINY = [a for s in TINY_SYNTHETIC for a in ("--set", s)]
+TIMING = ["train_s", "eval_s"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _grid_args(results: Path, *extra) -> list:
+    return ["run", "--datasets", "synthetic-lt", "--methods", "ce,focal", "--imb", "4",
+            "--epochs", "2", "--results", results, *TINY, *extra]
+
+
+def _numbers(results: Path) -> dict:
+    store = ResultStore(results)
+    frame = store.read().set_index("run_id")
+    return {run_id: (row["status"], row["top1_err"], list(row["per_class_acc"]),
+                     store.curves(run_id).drop(columns=TIMING).to_dict("list"))
+            for run_id, row in frame.iterrows()}
+
+
+def test_local_pool_trains_like_in_process(tmp_path):
+    pooled, inline = tmp_path / "pooled", tmp_path / "inline"
+    result = invoke(*_grid_args(pooled, "--jobs", "2"))
+    assert result.exit_code == 0, result.output
+    assert "2 to train in 2 worker processes on cpu" in result.stderr
+    assert invoke(*_grid_args(inline)).exit_code == 0
+    numbers = _numbers(pooled)
+    assert len(numbers) == 2 and numbers == _numbers(inline)
+    assert not any((pooled / "claims").iterdir())
+
+
+ENV_PROBE = textwrap.dedent('''
+    import os
+    import pandas as pd
+    import torch.nn.functional as F
+    from ltbench.methods.base import Method
+
+    class EnvProbe(Method):
+        summary = "Cross-entropy that stores the GPU list its process saw (test fixture)."
+
+        def loss(self, logits, targets, epoch):
+            return F.cross_entropy(logits, targets)
+
+        def artifacts(self):
+            return {"env": pd.DataFrame({"cuda_visible_devices": [
+                os.environ.get("CUDA_VISIBLE_DEVICES")]})}
+''')
+
+
+def test_local_pool_pins_one_gpu_per_worker(tmp_path, monkeypatch):
+    """The pool reads the visible GPUs from CUDA_VISIBLE_DEVICES as given (indices or UUIDs)
+    and hands each worker its own; the GPUs here are names only, the runs train on the CPU."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,GPU-5f2a")
+    assert launchers.local_slots("cuda", 1, 2) == ["3", "3", "GPU-5f2a", "GPU-5f2a"]
+    assert launchers.local_slots("cpu", 3, 2) == [None, None, None]
+
+    site = tmp_path / "site"
+    install_plugin(site, "env_probe", ENV_PROBE, "[ltbench.methods]\nenv-probe = "
+                                                 "env_probe:EnvProbe\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    registry.refresh()
+    try:
+        specs = grid.expand(["env-probe"], ["synthetic-lt"], [4.0], [0, 1],
+                            overrides=dict(s.split("=") for s in TINY_SYNTHETIC), epochs=1)
+    finally:
+        registry.refresh()
+    results = tmp_path / "results"
+    settings = launchers.WorkerSettings(results, tmp_path / "unused", "cpu", None)
+    assert launchers.launch_local(specs, settings, ["3", "GPU-5f2a"], time.time()) == 0
+    store = ResultStore(results)
+    seen = [store.artifact("env", spec.run_id)["cuda_visible_devices"][0] for spec in specs]
+    assert seen == ["3", "GPU-5f2a"]
+
+
+def _ltbench(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ltbench", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _count(folder: Path, pattern: str) -> int:
+    return len(list(folder.glob(pattern))) if folder.is_dir() else 0
+
+
+def _owners(results: Path) -> list[int]:
+    return [json.loads(p.read_text())["pid"] for p in claims.claims_dir(results).glob("*.lock")]
+
+
+def test_ctrl_c_stops_workers_by_pid_and_the_store_stays_consistent(tmp_path):
+    results = tmp_path / "results"
+    args = [str(a) for a in _grid_args(results, "--jobs", "2", "--checkpoint-every", "1")]
+    args[args.index("--epochs") + 1] = "12"
+    launcher = _ltbench(args)
+    deadline = time.monotonic() + 120
+    while _count(results / "resume", "*.pt") < 2:  # both workers are mid-run
+        assert time.monotonic() < deadline and launcher.poll() is None
+        time.sleep(0.02)
+    workers = _owners(results)
+    assert len(workers) == 2 and launcher.pid not in workers
+    launcher.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+    _, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 130, err
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    # Workers checkpointed, released their claims and published nothing partial.
+    assert not any(claims.claims_dir(results).iterdir())
+    assert _count(results / "resume", "*.pt") == 2
+    assert ResultStore(results).read().empty
+    assert not [p for p in results.rglob(".*") if p.is_file()]  # no temporary files left
+
+    resumed = _ltbench(args)  # a subprocess: the workers write to its stderr
+    _, err = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, err
+    assert err.count("resumed after epoch") == 2
+    assert set(ResultStore(results).read()["status"]) == {"ok"}
+
+
+def test_dry_launcher_prints_worker_commands_and_writes_nothing(tmp_path):
+    results = tmp_path / "results"
+    result = invoke(*_grid_args(results, "--launcher", "dry", "--checkpoint-every", "5"))
+    assert result.exit_code == 0, result.output
+    commands = [line for line in result.stdout.splitlines() if "-m ltbench.worker" in line]
+    assert len(commands) == 2
+    assert all(f"--results {results.resolve()}" in c and "--checkpoint-every 5" in c
+               for c in commands)
+    assert not results.exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is not None,
+                    reason="ray is installed here, so --launcher ray is valid input")
+def test_ray_launcher_without_ray_is_bad_input(tmp_path):
+    results = tmp_path / "results"
+    result = invoke(*_grid_args(results, "--launcher", "ray"))
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "--launcher ray needs ray, which is not installed: pip install 'ltbench[ray]'" in line
+    assert not results.exists()
+
+
+EPOCHS = 6
+
+
+def test_submitit_array_requeue_resumes(tmp_path):
+    """A submitit job array through submitit's local executor, one task preempted mid-run.
+
+    Real single-node Slurm was not available to this test (see the branch's closing note).
+    The local executor runs the same ``SlurmTask`` callables in fresh processes and implements
+    the same protocol: the preemption signal (USR2, what Slurm sends with
+    ``PreemptParameters=send_user_signal`` or ``--signal``) makes submitit call
+    ``SlurmTask.checkpoint`` and requeue the task, which resumes from the run's resume
+    checkpoint. (``LocalJob._interrupt`` signals the local controller, which does not forward
+    USR2 in submitit 1.5, so the signal goes to the task process itself, as Slurm's would.)"""
+    pytest.importorskip("submitit", reason="submitit is the optional 'slurm' extra")
+    results, reference = tmp_path / "results", tmp_path / "reference"
+    specs = grid.expand(["ce", "focal"], ["synthetic-lt"], [4.0], [0],
+                        overrides=dict(s.split("=") for s in TINY_SYNTHETIC), epochs=EPOCHS)
+    settings = launchers.WorkerSettings(results, tmp_path / "unused", "cpu", 1)
+    jobs = launchers.submit_array(specs, settings, time.time(), partition=None, gpus_per_job=0,
+                                  timeout_min=10, array_parallelism=2, cluster="local")
+    checkpoint = results / "resume" / f"{specs[0].run_id}.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():
+        assert time.monotonic() < deadline and not jobs[0].done()
+        time.sleep(0.02)
+    controller = jobs[0]._process.pid
+    (task,) = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
+    os.kill(int(task), signal.SIGUSR2)
+    assert launchers.wait_for(jobs, sys.stderr, timeout_s=300) == 0
+    submitit_log = Path(jobs[0].paths.stdout).read_text()
+    assert "Caught signal SIGUSR2" in submitit_log and "Requeued job" in submitit_log
+    assert "resumed after epoch" in Path(jobs[0].paths.stderr).read_text()
+
+    assert invoke("run", "--datasets", "synthetic-lt", "--methods", "ce,focal", "--imb", "4",
+                  "--epochs", EPOCHS, "--results", reference, *TINY).exit_code == 0
+    assert _numbers(results) == _numbers(reference)
+
+
+def _slurm_is_up() -> bool:
+    if shutil.which("sinfo") is None or importlib.util.find_spec("submitit") is None:
+        return False
+    try:
+        states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
+                                timeout=20).stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return any(state in ("idle", "mixed") for state in states)
+
+
+def _squeue_state(job_id: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True,
+                          text=True, timeout=20).stdout.strip()
+
+
+@pytest.mark.skipif(not _slurm_is_up(), reason="no Slurm cluster answers here (CI starts a "
+                                                "single-node one with tests/slurm_localhost.sh)")
+def test_real_slurm_array_requeues_a_preempted_task_which_resumes(tmp_path):
+    """One job array on a real Slurm; a task gets the preemption signal mid-run (``scancel
+    --signal=USR2``, as ``PreemptParameters=send_user_signal`` sends it), submitit requeues it
+    with ``scontrol requeue``, and the requeued task resumes from the run's checkpoint. Slurm
+    holds a requeued job back for a while (its begin time is pushed ahead); the test releases
+    it at once with ``scontrol update StartTime=now``."""
+    results, reference = tmp_path / "results", tmp_path / "reference"
+    specs = grid.expand(["ce", "focal"], ["synthetic-lt"], [4.0], [0],
+                        overrides=dict(s.split("=") for s in TINY_SYNTHETIC), epochs=EPOCHS)
+    settings = launchers.WorkerSettings(results, tmp_path / "unused", "cpu", 1)
+    jobs = launchers.submit_array(specs, settings, time.time(), partition=None, gpus_per_job=0,
+                                  timeout_min=10, array_parallelism=2, cluster="slurm")
+    assert len({job.job_id.split("_")[0] for job in jobs}) == 1  # one array
+    checkpoint = results / "resume" / f"{specs[0].run_id}.pt"
+    deadline = time.monotonic() + 180
+    while not checkpoint.exists():
+        assert time.monotonic() < deadline and not jobs[0].done()
+        time.sleep(0.05)
+    subprocess.run(["scancel", "--signal=USR2", jobs[0].job_id], check=True, timeout=20)
+    while _squeue_state(jobs[0].job_id) != "PENDING":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    # Released at once, the new instance can start while the node still cleans up the old
+    # one, and Slurm kills it ("Job credential revoked"): give the node a few seconds.
+    time.sleep(5)
+    subprocess.run(["scontrol", "update", f"JobId={jobs[0].job_id}", "StartTime=now"],
+                   check=True, timeout=20)
+    assert launchers.wait_for(jobs, sys.stderr, timeout_s=300) == 0
+    submitit_log = Path(jobs[0].paths.stdout).read_text()
+    assert "Caught signal SIGUSR2" in submitit_log and "Requeued job" in submitit_log
+    assert "resumed after epoch" in Path(jobs[0].paths.stderr).read_text()
+
+    # The uninterrupted reference goes through the command line's own Slurm launcher.
+    result = invoke("run", "--datasets", "synthetic-lt", "--methods", "ce,focal", "--imb", "4",
+                    "--epochs", EPOCHS, "--results", reference, *TINY, "--launcher", "slurm",
+                    "--gpus-per-job", "0", "--timeout-min", "10")
+    assert result.exit_code == 0, result.output
+    assert "2 to train as one Slurm job array" in result.stderr
+    assert _numbers(results) == _numbers(reference)
