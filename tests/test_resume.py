@@ -38,6 +38,13 @@ def _subprocess(args: list[str]) -> subprocess.Popen:
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+def _completed(args: list[str]) -> subprocess.CompletedProcess:
+    """``ltbench ARGS`` run to completion with the thread count of :func:`_subprocess`: every
+    training run compared here must reduce in the same order."""
+    return subprocess.run([sys.executable, "-m", "ltbench", *args], capture_output=True,
+                          text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
 def _wait_for(path_glob, folder: Path, process: subprocess.Popen, timeout: float = 120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -79,10 +86,11 @@ def _assert_identical(resumed: Path, reference: Path) -> None:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """The store of the uninterrupted run, trained once for the module."""
+    """The store of the uninterrupted run, trained once for the module, in a subprocess with
+    the thread count of the interrupted ones (CPU kernels reduce in a thread-dependent order)."""
     results = tmp_path_factory.mktemp("reference")
-    result = CliRunner().invoke(cli, _args(results))
-    assert result.exit_code == 0, result.output
+    result = _completed(_args(results))
+    assert result.returncode == 0, result.stderr
     return results
 
 
@@ -114,8 +122,8 @@ def test_sigterm_checkpoints_stops_with_exit_3_and_resumes(tmp_path, uninterrupt
     (checkpoint,) = (results / "resume").iterdir()
     assert torch.load(checkpoint, weights_only=True)["epoch"] < EPOCHS - 1
     assert not any((results / "claims").iterdir())  # released on the way out
-    result = CliRunner().invoke(cli, _args(results))
-    assert result.exit_code == 0 and "resumed after epoch" in result.stderr
+    result = _completed(_args(results))
+    assert result.returncode == 0 and "resumed after epoch" in result.stderr
     _assert_identical(results, uninterrupted)
 
 
@@ -126,8 +134,8 @@ def test_damaged_checkpoint_is_ignored_and_the_run_starts_over(tmp_path, uninter
     path = results / "resume" / f"{run_id}.pt"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"truncated checkpoint")
-    result = CliRunner().invoke(cli, _args(results))
-    assert result.exit_code == 0, result.output
+    result = _completed(_args(results))
+    assert result.returncode == 0, result.stderr
     assert f"ignoring resume checkpoint {path}" in result.stderr
     assert "resumed" not in result.stderr
     _assert_identical(results, uninterrupted)
