@@ -117,8 +117,8 @@ def _launch_options(f):
 @click.option("--rerun-failed", is_flag=True, help="Re-train failed and diverged runs.")
 @click.option("--pack-size", default="auto", show_default=True,
               help="Most runs trained together as one grouped network: N >= 1, or 'auto' "
-                   "(1 on CPU; on CUDA from the free GPU memory). In-process runs only: "
-                   "launcher workers train one run each.")
+                   "(1 on CPU; on CUDA from the free GPU memory; 1 for Slurm and Ray). "
+                   "A launcher worker trains one pack.")
 @_launch_options
 def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, results, device,
         overrides, dry_run, force, rerun_failed, pack_size, launch):
@@ -151,7 +151,8 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
     if dry_run or launch.launcher == "dry":
         click.echo(describe_plan(specs, todo))
         if launch.launcher == "dry":
-            click.echo(launch.describe_commands(todo, results, data_root, device))
+            click.echo(launch.describe_commands(todo, results, data_root, device,
+                                                requested_pack_size))
         click.echo(f"{len(specs)} runs in the grid, {len(specs) - len(todo)} done, "
                    f"{len(todo)} to train")
         return
@@ -167,7 +168,7 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
                                  max((s.hparams["batch_size"] for s in todo), default=1))
     click.echo(f"{len(specs)} runs in the grid, {len(specs) - len(todo)} already done, "
                f"{len(todo)} to train {where}"
-               + (f" in packs of up to {pack_size}" if launch.in_process() else ""), err=True)
+               + f" in packs of up to {pack_size}", err=True)
     launch.run(todo, store, data_root, planned_at, pack_size)
     _print_summary(store, {s.run_id for s in specs})
 

@@ -55,10 +55,15 @@ class LaunchOptions:
         return WorkerSettings(Path(results).resolve(), Path(data_root).resolve(), device,
                               self.checkpoint_every)
 
-    def describe_commands(self, todo, results: Path, data_root: Path, device: str) -> str:
+    def describe_commands(self, todo, results: Path, data_root: Path, device: str,
+                          pack_size: int | None) -> str:
+        """The worker commands of ``todo`` in packs of up to ``pack_size`` (None: 1, as the
+        automatic size needs the device)."""
         from .launchers import describe_commands
+        from .packing import plan_packs
 
-        return describe_commands(todo, self._settings(results, data_root, device))
+        return describe_commands(plan_packs(todo, pack_size or 1),
+                                 self._settings(results, data_root, device))
 
     def prepare(self, device: str) -> str:
         """Resolve the local device and pool (:class:`BadInput` on impossible requests);
@@ -89,21 +94,24 @@ class LaunchOptions:
         return self.launcher == "local" and len(self.slots) == 1
 
     def pack_size(self, requested: int | None, batch_size: int) -> int:
-        """The pack size of this launch: ``requested``, or the automatic one for the local
-        device (:func:`ltbench.packing.auto_pack_size`) when None; always 1 for launcher
-        workers, which train one run each."""
+        """The pack size of this launch: ``requested``, or when None the automatic one of the
+        local device (:func:`ltbench.packing.auto_pack_size`, shared by the workers of one
+        GPU); 1 for Slurm and Ray, whose devices this process cannot see."""
         from .packing import auto_pack_size
 
-        if not self.in_process():
+        if requested is not None:
+            return requested
+        if self.launcher != "local":
             return 1
-        return requested if requested is not None else auto_pack_size(self.device, batch_size)
+        return max(1, auto_pack_size(self.device, batch_size) // self.jobs_per_gpu)
 
     def run(self, todo, store, data_root: Path, planned_at: float, pack_size: int = 1) -> None:
         """Train ``todo``, planned from the store as read at ``planned_at``, in packs of up to
-        ``pack_size`` when in-process; exits 3 when stopped by SIGTERM / SIGUSR1 after
-        checkpointing."""
+        ``pack_size`` (in this process, or one worker per pack); exits 3 when stopped by
+        SIGTERM / SIGUSR1 after checkpointing."""
         from . import launchers
         from .engine.checkpoint import Preempted, stop_on_signals
+        from .packing import plan_packs
         from .runner import run_grid
 
         if self.in_process():
@@ -117,15 +125,16 @@ class LaunchOptions:
             return
         device = self.device if isinstance(self.device, str) else self.device.type
         settings = self._settings(store.root, data_root, device)
+        packs = plan_packs(todo, pack_size)
         if self.launcher == "local":
-            failed = launchers.launch_local(todo, settings, self.slots, planned_at)
+            failed = launchers.launch_local(packs, settings, self.slots, planned_at)
         elif self.launcher == "slurm":
             failed = launchers.launch_slurm(
-                todo, settings, planned_at, partition=self.slurm_partition,
+                packs, settings, planned_at, partition=self.slurm_partition,
                 gpus_per_job=self.gpus_per_job, timeout_min=self.timeout_min,
                 array_parallelism=self.array_parallelism)
         else:
-            failed = launchers.launch_ray(todo, settings, planned_at,
+            failed = launchers.launch_ray(packs, settings, planned_at,
                                           gpus_per_job=self.gpus_per_job)
         if failed:
             click.echo(f"{failed} worker(s) ended abnormally; their runs stay pending "

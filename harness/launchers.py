@@ -1,27 +1,27 @@
 """Launchers: where the pending runs of ``ltbench run`` execute (``--launcher``).
 
-Every backend starts the same entry point, :mod:`ltbench.worker`, once per run in a fresh
-process (architecture.md §5.2), and passes it a spec file under ``<results>/launch/`` — paths,
-never data or pickled objects (pitfall 19). Each worker claims its run, resumes from its
-checkpoint and publishes its own record, so the launchers only start, wait and stop processes:
+Every backend starts the same entry point, :mod:`ltbench.worker`, once per pack of runs (often
+one run; :func:`ltbench.packing.plan_packs` with ``--pack-size``) in a fresh process
+(architecture.md §5.2), and passes it a spec file under ``<results>/launch/`` — paths, never
+data or pickled objects (pitfall 19). Each worker claims its runs, resumes from its checkpoint
+and publishes their records, so the launchers only start, wait and stop processes:
 
 * ``local``: a slot pool. With CUDA, one slot per visible GPU × ``--jobs-per-gpu``, the GPU list
   taken from ``CUDA_VISIBLE_DEVICES`` as given (DomainBed ignored it until
   facebookresearch/DomainBed PR #104) and pinned per worker through that variable; on CPU,
   ``--jobs`` slots. With a single slot (one GPU and one job per GPU, or one CPU job) the runs
-  train in the ``ltbench run`` process itself, in packs (``--pack-size``); workers train one
-  run each. A slot is
+  train in the ``ltbench run`` process itself. A slot is
   refilled when its worker exits (a thread per worker reports its exit: the launcher sleeps
   until one ends and reaps no other child). Workers run in their own session, so a Ctrl-C
   reaches only the launcher, which stops them by pid: SIGTERM (the worker checkpoints at the end
   of its epoch and exits), then SIGKILL after a grace period. Records are published atomically
   and claims of killed workers go stale, so the store stays consistent.
 * ``slurm``: submitit (``pip install 'ltbench[slurm]'``), one job array per submission
-  (``executor.batch()``), one array task per run. The task is a checkpointable callable: on
+  (``executor.batch()``), one array task per pack. The task is a checkpointable callable: on
   preemption or timeout submitit calls its ``checkpoint`` and requeues it (submitit's checkpoint
   protocol), and the requeued task resumes from the run's resume checkpoint. The results folder
   (spec files, job folder, checkpoints) must be on storage the nodes share.
-* ``ray``: ``pip install 'ltbench[ray]'``; one task per run with ``num_gpus`` and
+* ``ray``: ``pip install 'ltbench[ray]'``; one task per pack with ``num_gpus`` and
   ``max_calls=1`` (a fresh worker process per task: ray #29606, reused workers hold CUDA
   memory). For users who already run Ray clusters; never the Slurm path (pitfall 18).
 * ``dry``: prints the worker command of every pending run.
@@ -43,7 +43,7 @@ from typing import TextIO
 
 from .errors import BadInput
 from .spec import RunSpec
-from .worker import EXIT_PREEMPTED, run_worker, write_spec
+from .worker import EXIT_PREEMPTED, run_worker, spec_path, write_spec
 
 LAUNCHERS = ("local", "slurm", "ray", "dry")
 #: Seconds a stopped worker gets to write its checkpoint before it is killed.
@@ -72,11 +72,10 @@ def spec_folder(results: Path) -> Path:
     return Path(results) / "launch"
 
 
-def describe_commands(specs: list[RunSpec], settings: WorkerSettings) -> str:
-    """The ``dry`` launcher: one worker command line per pending run."""
+def describe_commands(packs: list[list[RunSpec]], settings: WorkerSettings) -> str:
+    """The ``dry`` launcher: one worker command line per pending pack (or run)."""
     folder = spec_folder(settings.results)
-    return "\n".join(" ".join(settings.command(folder / f"{spec.run_id}.json"))
-                     for spec in specs)
+    return "\n".join(" ".join(settings.command(spec_path(pack, folder))) for pack in packs)
 
 
 def visible_gpus() -> list[str]:
@@ -120,15 +119,16 @@ def _report_exit(process: subprocess.Popen, exited: queue.Queue) -> None:
     exited.put(process.pid)
 
 
-def launch_local(specs: list[RunSpec], settings: WorkerSettings, slots: list[str | None],
-                 planned_at: float, stream: TextIO | None = None,
+def launch_local(packs: list[list[RunSpec]], settings: WorkerSettings,
+                 slots: list[str | None], planned_at: float, stream: TextIO | None = None,
                  grace_s: float = STOP_GRACE_S) -> int:
-    """Run every spec in a fresh worker process on the pool ``slots``; returns the number of
-    workers that exited abnormally (their runs stay pending, named on ``stream``).
-    ``planned_at``: when the store was read to pick ``specs`` (:func:`ltbench.runner.run_grid`)."""
+    """Run every pack (a list of runs; often one) in a fresh worker process on the pool
+    ``slots``; returns the number of workers that exited abnormally (their runs stay pending,
+    named on ``stream``). ``planned_at``: when the store was read to pick the runs
+    (:func:`ltbench.runner.run_grid`)."""
     stream = stream if stream is not None else sys.stderr
     folder = spec_folder(settings.results)
-    pending = deque(write_spec(spec, folder, planned_at) for spec in specs)
+    pending = deque(write_spec(pack, folder, planned_at) for pack in packs)
     free = list(slots)
     running: dict[int, tuple[subprocess.Popen, str | None, Path]] = {}
     exited: queue.Queue[int] = queue.Queue()
@@ -148,8 +148,8 @@ def launch_local(specs: list[RunSpec], settings: WorkerSettings, slots: list[str
             free.append(slot)
             if process.returncode not in (0, EXIT_PREEMPTED):
                 abnormal += 1
-                stream.write(f"worker for run {path.stem} exited with code "
-                             f"{process.returncode}; the run stays pending\n")
+                stream.write(f"worker for {path.stem} exited with code "
+                             f"{process.returncode}; its runs stay pending\n")
     except BaseException:  # Ctrl-C, or the launcher being stopped: stop the workers by pid
         _stop([process for process, _, _ in running.values()], grace_s)
         raise
@@ -157,7 +157,8 @@ def launch_local(specs: list[RunSpec], settings: WorkerSettings, slots: list[str
 
 
 class SlurmTask:
-    """One array task: trains one run; checkpointable (submitit requeues it on preemption)."""
+    """One array task: trains one run or pack; checkpointable (submitit requeues it on
+    preemption)."""
 
     def __init__(self, spec_path: Path, settings: WorkerSettings):
         self.spec_path = spec_path
@@ -194,13 +195,13 @@ def check_available(launcher: str) -> None:
         _import_or_bad_input("ray", "ray")
 
 
-def launch_slurm(specs: list[RunSpec], settings: WorkerSettings, planned_at: float, *,
+def launch_slurm(packs: list[list[RunSpec]], settings: WorkerSettings, planned_at: float, *,
                  partition: str | None, gpus_per_job: int, timeout_min: int,
                  array_parallelism: int, stream: TextIO | None = None) -> int:
-    """Submit one Slurm job array (one task per run) and wait for it; returns the number of
-    tasks that failed."""
+    """Submit one Slurm job array (one task per pack or run) and wait for it; returns the
+    number of tasks that failed."""
     stream = stream if stream is not None else sys.stderr
-    jobs = submit_array(specs, settings, planned_at, partition=partition,
+    jobs = submit_array(packs, settings, planned_at, partition=partition,
                         gpus_per_job=gpus_per_job, timeout_min=timeout_min,
                         array_parallelism=array_parallelism)
     stream.write(f"submitted {len(jobs)} tasks ({', '.join(job.job_id for job in jobs[:3])}"
@@ -208,15 +209,15 @@ def launch_slurm(specs: list[RunSpec], settings: WorkerSettings, planned_at: flo
     return wait_for(jobs, stream)
 
 
-def submit_array(specs: list[RunSpec], settings: WorkerSettings, planned_at: float, *,
+def submit_array(packs: list[list[RunSpec]], settings: WorkerSettings, planned_at: float, *,
                  partition: str | None, gpus_per_job: int, timeout_min: int,
                  array_parallelism: int, cluster: str | None = None) -> list:
-    """Submit one submitit job array, one :class:`SlurmTask` per run; returns its jobs.
+    """Submit one submitit job array, one :class:`SlurmTask` per pack; returns its jobs.
     ``cluster`` None lets submitit pick Slurm (``sbatch`` on the PATH); tests pass ``"local"``
     (submitit's local executor: real processes, the same callable and requeue protocol)."""
     submitit = _import_or_bad_input("submitit", "slurm")
     folder = spec_folder(settings.results)
-    paths = [write_spec(spec, folder, planned_at) for spec in specs]
+    paths = [write_spec(pack, folder, planned_at) for pack in packs]
     executor = submitit.AutoExecutor(folder=Path(settings.results) / "slurm" / "%j",
                                      cluster=cluster)
     parameters = {"timeout_min": timeout_min, "gpus_per_node": gpus_per_job,
@@ -247,14 +248,15 @@ def wait_for(jobs: list, stream: TextIO, timeout_s: float | None = None) -> int:
     return failed
 
 
-def launch_ray(specs: list[RunSpec], settings: WorkerSettings, planned_at: float, *,
+def launch_ray(packs: list[list[RunSpec]], settings: WorkerSettings, planned_at: float, *,
                gpus_per_job: int, stream: TextIO | None = None) -> int:
-    """One Ray task per run (``num_gpus``, ``max_calls=1``) on the cluster ``ray.init()``
-    finds (``RAY_ADDRESS``) or a local one; returns the number of tasks that failed."""
+    """One Ray task per pack or run (``num_gpus``, ``max_calls=1``) on the cluster
+    ``ray.init()`` finds (``RAY_ADDRESS``) or a local one; returns the number of tasks that
+    failed."""
     ray = _import_or_bad_input("ray", "ray")
     stream = stream if stream is not None else sys.stderr
     folder = spec_folder(settings.results)
-    paths = [write_spec(spec, folder, planned_at) for spec in specs]
+    paths = [write_spec(pack, folder, planned_at) for pack in packs]
     ray.init()
     task = ray.remote(num_gpus=gpus_per_job, max_calls=1)(run_worker)
     s = settings

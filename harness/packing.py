@@ -15,6 +15,7 @@ always train alone, in packs of one.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Hashable
 
 from . import registry
@@ -45,16 +46,25 @@ def groupable(method_cls: type[Method]) -> bool:
 
 def pack_key(spec: RunSpec) -> Hashable:
     """Runs with equal keys can train in one pack; a run that trains alone (its method is not
-    :func:`groupable`, or its backbone not in :data:`GROUPED_BACKBONES`) gets its run id as
-    key (a pack of one)."""
+    :func:`groupable` or is a two-stage method, or its backbone is not in
+    :data:`GROUPED_BACKBONES`) gets its run id as key (a pack of one)."""
     method_cls = registry.load("method", spec.method)
-    if not groupable(method_cls) or spec.hparams.get("backbone") not in GROUPED_BACKBONES:
+    if (not groupable(method_cls) or method_cls.stage1 is not None
+            or spec.hparams.get("backbone") not in GROUPED_BACKBONES):
         return ("alone", spec.run_id)
     dataset_cls = registry.load("dataset", spec.dataset)
     data_options = {key: spec.hparams.get(key) for key in dataset_cls.data_keys}
     shared = {key: spec.hparams[key] for key in PACK_SHARED_HPARAMS}
     return (spec.dataset, float(spec.imb_factor), spec.profile, spec.split_seed,
             canonical_json(data_options), canonical_json(shared), method_cls.head)
+
+
+def pack_id(pack: list[RunSpec]) -> str:
+    """The name of a pack's worker spec file and resume checkpoint: a run's own id, or for
+    several runs a digest of their ids (a pack of other members is another pack)."""
+    if len(pack) == 1:
+        return pack[0].run_id
+    return "pack-" + hashlib.sha256(" ".join(s.run_id for s in pack).encode()).hexdigest()[:16]
 
 
 def plan_packs(specs: list[RunSpec], pack_size: int) -> list[list[RunSpec]]:

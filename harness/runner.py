@@ -18,7 +18,6 @@ and a restarted run continues from its checkpoint.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import sys
 import time
 import traceback
@@ -30,7 +29,7 @@ from typing import Any, TextIO
 from . import claims, registry
 from .envinfo import device_name, git_commit
 from .evaluate import summarize
-from .packing import plan_packs
+from .packing import pack_id, plan_packs
 from .progress import RunProgress
 from .shifted import evaluate_shifted
 from .spec import RunSpec, canonical_json, format_imb
@@ -191,14 +190,6 @@ def _pack_label(pack: list[RunSpec], first: int, total: int) -> str:
             f"{pack[0].dataset} imb={format_imb(pack[0].imb_factor)} {members}")
 
 
-def _checkpoint_key(pack: list[RunSpec]) -> str:
-    """A run's own id; for a pack, a digest of its members' ids (a pack of other members is
-    another pack and does not resume from it)."""
-    if len(pack) == 1:
-        return pack[0].run_id
-    return "pack-" + hashlib.sha256(" ".join(s.run_id for s in pack).encode()).hexdigest()[:16]
-
-
 def _train_and_publish(pack: list[RunSpec], label: str, store: ResultStore, cache: _DataCache,
                        device, stream: TextIO, checkpoint_every: int | None,
                        planned_at: float) -> list[dict[str, Any]]:
@@ -228,7 +219,7 @@ def _train_and_publish(pack: list[RunSpec], label: str, store: ResultStore, cach
             progress.end("skipped")
             return []
         pack = [spec for spec, _ in mine]
-        key = _checkpoint_key(pack)
+        key = pack_id(pack)
         checkpoint = ResumeCheckpoint(resume_path(store.root, key), key,
                                       DEFAULT_EVERY if checkpoint_every is None
                                       else checkpoint_every)

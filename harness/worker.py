@@ -1,13 +1,14 @@
-"""One run in its own process: the entry point every launcher starts.
+"""One run, or one pack of runs, in its own process: the entry point every launcher starts.
 
 ``python -m ltbench.worker SPEC.json --results DIR --data-root DIR --device auto|cpu|cuda
-[--checkpoint-every K]`` trains the run described by ``SPEC.json`` (written by
-:func:`write_spec`) exactly as ``ltbench run`` would in-process: under its claim, resuming from
-its checkpoint, publishing its record (:func:`ltbench.runner.run_grid`). Launchers move spec
-files and exit codes only, never data (architecture.md §5.2).
+[--checkpoint-every K]`` trains the runs described by ``SPEC.json`` (written by
+:func:`write_spec`; several runs train as one pack, :mod:`ltbench.packing`) exactly as
+``ltbench run`` would in-process: under their claims, resuming from their checkpoint,
+publishing their records (:func:`ltbench.runner.run_grid`). Launchers move spec files and exit
+codes only, never data (architecture.md §5.2).
 
-Exit codes: 0 the run was trained and recorded (whatever its status) or was skipped because
-another process holds or published it; 2 bad input (``Error:`` line); 3 stopped on SIGTERM /
+Exit codes: 0 the runs were trained and recorded (whatever their status) or were skipped
+because another process holds or published them; 2 bad input (``Error:`` line); 3 stopped on SIGTERM /
 SIGUSR1 after writing its resume checkpoint; 130 interrupted.
 """
 
@@ -21,52 +22,60 @@ import uuid
 from pathlib import Path
 
 from .errors import BadInput
+from .packing import pack_id
 from .spec import RunSpec
 
 EXIT_PREEMPTED = 3
 
 
-def write_spec(spec: RunSpec, folder: Path, planned_at: float) -> Path:
-    """``<folder>/<run_id>.json`` holding the run's identity and when the launcher read the
-    store to plan it (see :func:`ltbench.runner.run_grid`), atomically written."""
+def spec_path(pack: list[RunSpec], folder: Path) -> Path:
+    """``<folder>/<pack id>.json`` (:func:`ltbench.packing.pack_id`: a lone run's id)."""
+    return folder / f"{pack_id(pack)}.json"
+
+
+def write_spec(pack: list[RunSpec], folder: Path, planned_at: float) -> Path:
+    """:func:`spec_path` holding the identities of the runs of ``pack`` and when the launcher
+    read the store to plan them (see :func:`ltbench.runner.run_grid`), atomically written."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{spec.run_id}.json"
+    path = spec_path(pack, folder)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
-    tmp.write_text(json.dumps({"spec": spec.identity(), "planned_at": planned_at},
-                              sort_keys=True), encoding="utf-8")
+    tmp.write_text(json.dumps({"specs": [spec.identity() for spec in pack],
+                               "planned_at": planned_at}, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
     return path
 
 
-def read_spec(path: Path) -> tuple[RunSpec, float]:
-    """The run of a spec file and its planning time; :class:`BadInput` if the file is
-    unreadable or its id does not match its name (a hand-edited or foreign file)."""
+def read_spec(path: Path) -> tuple[list[RunSpec], float]:
+    """The runs of a spec file and their planning time; :class:`BadInput` if the file is
+    unreadable or does not match its name (a hand-edited or foreign file)."""
     try:
         content = json.loads(Path(path).read_text(encoding="utf-8"))
-        spec, planned_at = RunSpec(**content["spec"]), float(content["planned_at"])
+        pack = [RunSpec(**identity) for identity in content["specs"]]
+        planned_at = float(content["planned_at"])
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise BadInput(f"{path} is not a readable run spec: {exc}") from exc
-    if spec.run_id != Path(path).stem:
-        raise BadInput(f"{path} describes run {spec.run_id}, not {Path(path).stem}")
-    return spec, planned_at
+    if not pack or pack_id(pack) != Path(path).stem:
+        raise BadInput(f"{path} does not describe pack {Path(path).stem}")
+    return pack, planned_at
 
 
 def run_worker(spec_path: str | Path, results: str | Path, data_root: str | Path,
                device: str, checkpoint_every: int | None) -> None:
-    """Train the run of ``spec_path`` in this process (raises like :func:`run_grid`)."""
+    """Train the runs of ``spec_path`` in this process, as one pack (raises like
+    :func:`run_grid`)."""
     from .runner import resolve_device, run_grid
     from .store import ResultStore
 
-    spec, planned_at = read_spec(Path(spec_path))
-    run_grid([spec], ResultStore(results), Path(data_root), resolve_device(device),
-             checkpoint_every=checkpoint_every, planned_at=planned_at)
+    pack, planned_at = read_spec(Path(spec_path))
+    run_grid(pack, ResultStore(results), Path(data_root), resolve_device(device),
+             pack_size=len(pack), checkpoint_every=checkpoint_every, planned_at=planned_at)
 
 
 def main(argv: list[str] | None = None) -> int:
     from .engine.checkpoint import Preempted, stop_on_signals
 
     parser = argparse.ArgumentParser(prog="python -m ltbench.worker",
-                                     description="Train one run of a spec file.")
+                                     description="Train the run (or pack of runs) of a spec file.")
     parser.add_argument("spec")
     parser.add_argument("--results", required=True)
     parser.add_argument("--data-root", required=True)

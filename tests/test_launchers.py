@@ -94,7 +94,8 @@ def test_local_pool_pins_one_gpu_per_worker(tmp_path, monkeypatch):
         registry.refresh()
     results = tmp_path / "results"
     settings = launchers.WorkerSettings(results, tmp_path / "unused", "cpu", None)
-    assert launchers.launch_local(specs, settings, ["3", "GPU-5f2a"], time.time()) == 0
+    packs = [[spec] for spec in specs]
+    assert launchers.launch_local(packs, settings, ["3", "GPU-5f2a"], time.time()) == 0
     store = ResultStore(results)
     seen = [store.artifact("env", spec.run_id)["cuda_visible_devices"][0] for spec in specs]
     assert seen == ["3", "GPU-5f2a"]
@@ -144,6 +145,23 @@ def test_ctrl_c_stops_workers_by_pid_and_the_store_stays_consistent(tmp_path):
     assert set(ResultStore(results).read()["status"]) == {"ok"}
 
 
+def test_a_worker_trains_a_pack(tmp_path):
+    """With --pack-size 2 the two compatible runs go to one worker, which trains them as one
+    grouped pack and publishes both records."""
+    results = tmp_path / "results"
+    dry = invoke(*_grid_args(results, "--launcher", "dry", "--pack-size", "2"))
+    (command,) = [line for line in dry.stdout.splitlines() if "-m ltbench.worker" in line]
+    assert f"{results.resolve()}/launch/pack-" in command and not results.exists()
+    result = invoke(*_grid_args(results, "--jobs", "2", "--pack-size", "2"))
+    assert result.exit_code == 0, result.output
+    assert "in 2 worker processes on cpu in packs of up to 2" in result.stderr
+    records = ResultStore(results).read()
+    assert sorted(records["method"]) == ["ce", "focal"] and set(records["status"]) == {"ok"}
+    (spec_file,) = (results / "launch").glob("pack-*.json")
+    assert sorted(json.loads(spec_file.read_text())["specs"][k]["method"]
+                  for k in (0, 1)) == ["ce", "focal"]
+
+
 def test_dry_launcher_prints_worker_commands_and_writes_nothing(tmp_path):
     results = tmp_path / "results"
     result = invoke(*_grid_args(results, "--launcher", "dry", "--checkpoint-every", "5"))
@@ -184,7 +202,8 @@ def test_submitit_array_requeue_resumes(tmp_path):
     specs = grid.expand(["ce", "focal"], ["synthetic-lt"], [4.0], [0],
                         overrides=dict(s.split("=") for s in TINY_SYNTHETIC), epochs=EPOCHS)
     settings = launchers.WorkerSettings(results, tmp_path / "unused", "cpu", 1)
-    jobs = launchers.submit_array(specs, settings, time.time(), partition=None, gpus_per_job=0,
+    jobs = launchers.submit_array([[spec] for spec in specs], settings, time.time(),
+                                  partition=None, gpus_per_job=0,
                                   timeout_min=10, array_parallelism=2, cluster="local")
     checkpoint = results / "resume" / f"{specs[0].run_id}.pt"
     deadline = time.monotonic() + 120
@@ -232,7 +251,8 @@ def test_real_slurm_array_requeues_a_preempted_task_which_resumes(tmp_path):
     specs = grid.expand(["ce", "focal"], ["synthetic-lt"], [4.0], [0],
                         overrides=dict(s.split("=") for s in TINY_SYNTHETIC), epochs=EPOCHS)
     settings = launchers.WorkerSettings(results, tmp_path / "unused", "cpu", 1)
-    jobs = launchers.submit_array(specs, settings, time.time(), partition=None, gpus_per_job=0,
+    jobs = launchers.submit_array([[spec] for spec in specs], settings, time.time(),
+                                  partition=None, gpus_per_job=0,
                                   timeout_min=10, array_parallelism=2, cluster="slurm")
     assert len({job.job_id.split("_")[0] for job in jobs}) == 1  # one array
     checkpoint = results / "resume" / f"{specs[0].run_id}.pt"
