@@ -127,10 +127,26 @@ def test_a_cache_of_another_list_is_refused_then_rebuilt(image_list, tmp_path):
     open_split(changed, tmp_path / "cache", SHORT, "prepare")
 
 
-def source(split, jitter: float = 0.0, crop: int = 32) -> CachedImages:
+def source(split, jitter: float = 0.0, crop: int = 32, resident: bool | None = None
+           ) -> CachedImages:
     labels = torch.arange(len(split.starts))
     return CachedImages(split, labels, MEAN, STD, crop, jitter, torch.device("cpu"),
-                        channels_last=False)
+                        channels_last=False, resident=resident)
+
+
+def test_a_split_streamed_from_host_memory_gives_the_resident_crops(image_list, tmp_path):
+    """A split too large for the GPU stays in host memory and each batch's images are
+    re-packed and copied; the crops (training draws and evaluation) are the resident ones."""
+    split = cached(image_list, tmp_path)
+    resident, streamed = source(split, jitter=0.4), source(split, jitter=0.4, resident=False)
+    assert resident.resident and not streamed.resident
+    index = torch.tensor([5, 0, 7, 7, 2])
+    for seed in range(3):
+        a = resident.train_batch(index, torch.Generator().manual_seed(seed))
+        b = streamed.train_batch(index, torch.Generator().manual_seed(seed))
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    for (x, y), (u, v) in zip(resident.eval_batches(3), streamed.eval_batches(3)):
+        assert torch.equal(x, u) and torch.equal(y, v)
 
 
 def test_eval_batches_equal_torchvisions_resize_centre_crop(image_list, tmp_path):
