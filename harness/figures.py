@@ -172,6 +172,20 @@ def learning_curves(dataset: str, imb: float, series: Sequence[tuple[str, pd.Dat
                 *_render(draw, 5.6), data, f"curves_if{format_imb(imb)}")
 
 
+def _quantity_axes(figure: Figure, quantities: Sequence[str]):
+    """One row of axes per recorded quantity (ε, weight), paired with its name."""
+    return zip(np.atleast_1d(figure.subplots(len(quantities), 1)), quantities)
+
+
+def _quantity_names(quantities: Sequence[str]) -> str:
+    return " and ".join(QUANTITY_NAMES.get(q, q) for q in quantities)
+
+
+def _configuration_slug(prefix: str, label: str, imb: float) -> str:
+    """The CSV name of one configuration's plot: ``<prefix>_<label>_if<imb>``."""
+    return f"{prefix}_{re.sub(r'[^A-Za-z0-9]+', '-', label).strip('-')}_if{format_imb(imb)}"
+
+
 def eps_histograms(dataset: str, imb: float, label: str, histogram: pd.DataFrame) -> Plot:
     """ε (and weight) histograms of one configuration by head / medium / tail group.
 
@@ -182,8 +196,7 @@ def eps_histograms(dataset: str, imb: float, label: str, histogram: pd.DataFrame
     quantities = sorted(histogram["quantity"].unique())
 
     def draw(figure: Figure, narrow: bool) -> None:
-        axes_list = np.atleast_1d(figure.subplots(len(quantities), 1))
-        for axes, quantity in zip(axes_list, quantities):
+        for axes, quantity in _quantity_axes(figure, quantities):
             mine = histogram[histogram["quantity"] == quantity]
             for index, group in enumerate(GROUP_NAMES):
                 bins = mine[mine["group"] == group].sort_values("lo")
@@ -198,14 +211,14 @@ def eps_histograms(dataset: str, imb: float, label: str, histogram: pd.DataFrame
             axes.set_ylabel("fraction of examples")
             axes.legend(frameon=False, fontsize="small")
 
-    names = " and ".join(QUANTITY_NAMES.get(q, q) for q in quantities)
+    names = _quantity_names(quantities)
     return Plot(f"{label}, IF {format_imb(imb)}",
                 f"{dataset}, IF {format_imb(imb)}, {label}: distribution of the recorded "
                 f"{names} at epoch {int(histogram['epoch'].max())}, summed over the classes of "
                 f"each group and over seeds, as fractions of the group's examples.",
                 *_render(draw, 2.8 * len(quantities)),
                 histogram.assign(configuration=label, imb_factor=imb),
-                f"eps_{re.sub(r'[^A-Za-z0-9]+', '-', label).strip('-')}_if{format_imb(imb)}")
+                _configuration_slug("eps", label, imb))
 
 
 def eps_by_class(dataset: str, imb: float, label: str, means: pd.DataFrame) -> Plot:
@@ -218,8 +231,7 @@ def eps_by_class(dataset: str, imb: float, label: str, means: pd.DataFrame) -> P
     quantities = sorted(means["quantity"].unique())
 
     def draw(figure: Figure, narrow: bool) -> None:
-        axes_list = np.atleast_1d(figure.subplots(len(quantities), 1))
-        for axes, quantity in zip(axes_list, quantities):
+        for axes, quantity in _quantity_axes(figure, quantities):
             mine = means[means["quantity"] == quantity]
             for index, group in enumerate(GROUP_NAMES):
                 part = mine[mine["group"] == group]
@@ -233,15 +245,14 @@ def eps_by_class(dataset: str, imb: float, label: str, means: pd.DataFrame) -> P
             axes.set_ylabel(f"mean {QUANTITY_NAMES.get(quantity, quantity)}")
             axes.legend(frameon=False, fontsize="small")
 
-    names = " and ".join(QUANTITY_NAMES.get(q, q) for q in quantities)
+    names = _quantity_names(quantities)
     return Plot(f"{label}, IF {format_imb(imb)}: mean per class",
                 f"{dataset}, IF {format_imb(imb)}, {label}: mean {names} of each class's "
                 f"examples at the last recorded epoch, averaged over seeds, against the class's "
                 f"training images.",
                 *_render(draw, 2.8 * len(quantities)),
                 means.assign(configuration=label, imb_factor=imb),
-                f"eps_mean_{re.sub(r'[^A-Za-z0-9]+', '-', label).strip('-')}"
-                f"_if{format_imb(imb)}")
+                _configuration_slug("eps_mean", label, imb))
 
 
 def group_of_classes(train_counts: Sequence[int]) -> np.ndarray:

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, ContextManager, Mapping
 
-import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -63,7 +62,7 @@ from .base import Method, StepContext, class_balanced_weights, focal_loss, step_
 from .focal import Focal
 from .ldam import LDAM, ldam_loss, ldam_margins
 from .lookahead import meta_gradient
-from .weight_histograms import WeightHistograms
+from .weight_histograms import RecordsWeights, WeightHistograms
 
 EPS_FORMS = ("multiplicative", "additive")
 
@@ -95,7 +94,7 @@ def conditional_weights(model: nn.Module, example_losses: torch.Tensor,
     return new_eps, combined_weights(class_weights, new_eps, eps_form)
 
 
-class ConditionalReweighting(Method):
+class ConditionalReweighting(RecordsWeights, Method):
     """The shared two-stage method; subclasses give the base loss (see the module docstring)."""
 
     protocol = "jamal"
@@ -149,15 +148,6 @@ class ConditionalReweighting(Method):
             lambda meta_logits: self.loss(meta_logits.float(), meta_targets, epoch), step.precision)
         self.histograms.record(epoch, targets, eps=eps, weight=weights)
         return (weights * example_losses).mean(), logits, targets
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"histograms": self.histograms.state_dict()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.histograms.load_state_dict(state["histograms"])
-
-    def artifacts(self) -> dict[str, pd.DataFrame]:
-        return self.histograms.frames()
 
 
 class MetaCE(ConditionalReweighting):

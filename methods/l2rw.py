@@ -22,14 +22,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import Method, StepContext
 from .lookahead import meta_gradient
-from .weight_histograms import WeightHistograms
+from .weight_histograms import RecordsWeights, WeightHistograms
 
 
 def l2rw_weights(meta_grad: torch.Tensor) -> torch.Tensor:
@@ -39,7 +38,7 @@ def l2rw_weights(meta_grad: torch.Tensor) -> torch.Tensor:
     return clipped / torch.where(total > 0, total, torch.ones_like(total))
 
 
-class LearningToReweight(Method):
+class LearningToReweight(RecordsWeights, Method):
     summary = "L2RW: per-batch example weights max(-meta-gradient, 0), normalised, from epoch 0"
     paper = ("Ren, Zeng, Yang, Urtasun, ICML 2018, arXiv:1803.09050 (Algorithm 1); "
              "no CIFAR-LT reference code")
@@ -71,12 +70,3 @@ class LearningToReweight(Method):
         self.histograms.record(epoch, targets, eps=-meta_grad,
                                weight=weights * targets.shape[0])
         return (weights * example_losses).sum(), logits, targets
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"histograms": self.histograms.state_dict()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.histograms.load_state_dict(state["histograms"])
-
-    def artifacts(self) -> dict[str, pd.DataFrame]:
-        return self.histograms.frames()

@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -45,7 +44,7 @@ from ..hparams import EpochOf
 from ..spec import derive_seed
 from .base import Method, StepContext, step_decay
 from .lookahead import meta_gradient
-from .weight_histograms import WeightHistograms
+from .weight_histograms import RecordsWeights, WeightHistograms
 
 HIDDEN = 100
 
@@ -84,7 +83,7 @@ def normalised(weights: torch.Tensor) -> torch.Tensor:
     return weights / torch.where(total != 0, total, torch.ones_like(total))
 
 
-class MetaWeightNet(Method):
+class MetaWeightNet(RecordsWeights, Method):
     summary = "Meta-Weight-Net: a 1-100-1 MLP maps each loss to its weight, meta-learned online"
     paper = ("Shu, Xie, Yi, Zhao, Zhou, Xu, Meng, NeurIPS 2019, arXiv:1902.07379; code "
              "xjtushujun/Meta-weight-net_class-imbalance : meta-weight-net-class-imbalance.py")
@@ -146,19 +145,16 @@ class MetaWeightNet(Method):
         return (weights * example_losses).sum(), logits, targets
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"histograms": self.histograms.state_dict()}
+        state = super().state_dict()
         if self.weighting is not None:
             state["weighting"] = self.weighting.state_dict()
             state["weighting_optimizer"] = self.weighting_optimizer.state_dict()
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.histograms.load_state_dict(state["histograms"])
+        super().load_state_dict(state)
         if "weighting" in state:
             # The seed only fills the network before its saved weights overwrite them.
             self._build_weighting(seed=0)
             self.weighting.load_state_dict(state["weighting"])
             self.weighting_optimizer.load_state_dict(state["weighting_optimizer"])
-
-    def artifacts(self) -> dict[str, pd.DataFrame]:
-        return self.histograms.frames()

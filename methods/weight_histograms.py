@@ -32,6 +32,8 @@ no value in the epoch.
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import numpy as np
 import pandas as pd
 import torch
@@ -127,3 +129,20 @@ def _frame_state(frame: pd.DataFrame) -> dict:
 def _frame_from_state(state: dict) -> pd.DataFrame:
     return pd.DataFrame({name: value.numpy() if isinstance(value, torch.Tensor) else value
                          for name, value in state.items()})
+
+
+class RecordsWeights:
+    """Mixin of the methods that keep a :class:`WeightHistograms` as ``self.histograms``: it
+    is published as their artifacts (``eps``, ``eps_summary``) and carried by resume
+    checkpoints (:mod:`ltbench.engine.checkpoint`)."""
+
+    histograms: WeightHistograms
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"histograms": self.histograms.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.histograms.load_state_dict(state["histograms"])
+
+    def artifacts(self) -> dict[str, pd.DataFrame]:
+        return self.histograms.frames()

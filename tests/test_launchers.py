@@ -187,11 +187,29 @@ def test_ray_launcher_without_ray_is_bad_input(tmp_path):
 EPOCHS = 6
 
 
-def test_submitit_array_requeue_resumes(tmp_path):
-    """A submitit job array through submitit's local executor, one task preempted mid-run.
+def _submit_ce_and_focal(results: Path, tmp_path: Path, cluster: str):
+    """One job array of two tiny runs (ce, focal) on submitit's ``cluster``; its jobs and the
+    first run's resume-checkpoint path."""
+    specs = grid.expand(["ce", "focal"], ["synthetic-lt"], [4.0], [0],
+                        overrides=dict(s.split("=") for s in TINY_SYNTHETIC), epochs=EPOCHS)
+    settings = launchers.WorkerSettings(results, tmp_path / "unused", "cpu", 1)
+    jobs = launchers.submit_array([[spec] for spec in specs], settings, time.time(),
+                                  partition=None, gpus_per_job=0, timeout_min=10,
+                                  array_parallelism=2, cluster=cluster)
+    return jobs, results / "resume" / f"{specs[0].run_id}.pt"
 
-    Real single-node Slurm was not available to this test (see the branch's closing note).
-    The local executor runs the same ``SlurmTask`` callables in fresh processes and implements
+
+def _assert_requeued_and_resumed(jobs) -> None:
+    """Every task succeeded, and the first was requeued on USR2 and resumed."""
+    assert launchers.wait_for(jobs, sys.stderr, timeout_s=300) == 0
+    submitit_log = Path(jobs[0].paths.stdout).read_text()
+    assert "Caught signal SIGUSR2" in submitit_log and "Requeued job" in submitit_log
+    assert "resumed after epoch" in Path(jobs[0].paths.stderr).read_text()
+
+
+def test_submitit_array_requeue_resumes(tmp_path):
+    """A submitit job array through submitit's local executor, one task preempted mid-run
+    (real Slurm: the next test). The local executor runs the same ``SlurmTask`` callables in fresh processes and implements
     the same protocol: the preemption signal (USR2, what Slurm sends with
     ``PreemptParameters=send_user_signal`` or ``--signal``) makes submitit call
     ``SlurmTask.checkpoint`` and requeue the task, which resumes from the run's resume
@@ -199,13 +217,7 @@ def test_submitit_array_requeue_resumes(tmp_path):
     USR2 in submitit 1.5, so the signal goes to the task process itself, as Slurm's would.)"""
     pytest.importorskip("submitit", reason="submitit is the optional 'slurm' extra")
     results, reference = tmp_path / "results", tmp_path / "reference"
-    specs = grid.expand(["ce", "focal"], ["synthetic-lt"], [4.0], [0],
-                        overrides=dict(s.split("=") for s in TINY_SYNTHETIC), epochs=EPOCHS)
-    settings = launchers.WorkerSettings(results, tmp_path / "unused", "cpu", 1)
-    jobs = launchers.submit_array([[spec] for spec in specs], settings, time.time(),
-                                  partition=None, gpus_per_job=0,
-                                  timeout_min=10, array_parallelism=2, cluster="local")
-    checkpoint = results / "resume" / f"{specs[0].run_id}.pt"
+    jobs, checkpoint = _submit_ce_and_focal(results, tmp_path, "local")
     deadline = time.monotonic() + 120
     while not checkpoint.exists():
         assert time.monotonic() < deadline and not jobs[0].done()
@@ -213,10 +225,7 @@ def test_submitit_array_requeue_resumes(tmp_path):
     controller = jobs[0]._process.pid
     (task,) = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
     os.kill(int(task), signal.SIGUSR2)
-    assert launchers.wait_for(jobs, sys.stderr, timeout_s=300) == 0
-    submitit_log = Path(jobs[0].paths.stdout).read_text()
-    assert "Caught signal SIGUSR2" in submitit_log and "Requeued job" in submitit_log
-    assert "resumed after epoch" in Path(jobs[0].paths.stderr).read_text()
+    _assert_requeued_and_resumed(jobs)
 
     assert invoke("run", "--datasets", "synthetic-lt", "--methods", "ce,focal", "--imb", "4",
                   "--epochs", EPOCHS, "--results", reference, *TINY).exit_code == 0
@@ -248,14 +257,8 @@ def test_real_slurm_array_requeues_a_preempted_task_which_resumes(tmp_path):
     holds a requeued job back for a while (its begin time is pushed ahead); the test releases
     it at once with ``scontrol update StartTime=now``."""
     results, reference = tmp_path / "results", tmp_path / "reference"
-    specs = grid.expand(["ce", "focal"], ["synthetic-lt"], [4.0], [0],
-                        overrides=dict(s.split("=") for s in TINY_SYNTHETIC), epochs=EPOCHS)
-    settings = launchers.WorkerSettings(results, tmp_path / "unused", "cpu", 1)
-    jobs = launchers.submit_array([[spec] for spec in specs], settings, time.time(),
-                                  partition=None, gpus_per_job=0,
-                                  timeout_min=10, array_parallelism=2, cluster="slurm")
+    jobs, checkpoint = _submit_ce_and_focal(results, tmp_path, "slurm")
     assert len({job.job_id.split("_")[0] for job in jobs}) == 1  # one array
-    checkpoint = results / "resume" / f"{specs[0].run_id}.pt"
     deadline = time.monotonic() + 180
     while not checkpoint.exists():
         assert time.monotonic() < deadline and not jobs[0].done()
@@ -269,10 +272,7 @@ def test_real_slurm_array_requeues_a_preempted_task_which_resumes(tmp_path):
     time.sleep(5)
     subprocess.run(["scontrol", "update", f"JobId={jobs[0].job_id}", "StartTime=now"],
                    check=True, timeout=20)
-    assert launchers.wait_for(jobs, sys.stderr, timeout_s=300) == 0
-    submitit_log = Path(jobs[0].paths.stdout).read_text()
-    assert "Caught signal SIGUSR2" in submitit_log and "Requeued job" in submitit_log
-    assert "resumed after epoch" in Path(jobs[0].paths.stderr).read_text()
+    _assert_requeued_and_resumed(jobs)
 
     # The uninterrupted reference goes through the command line's own Slurm launcher.
     result = invoke("run", "--datasets", "synthetic-lt", "--methods", "ce,focal", "--imb", "4",

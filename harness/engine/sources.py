@@ -52,7 +52,6 @@ class CachedImages:
         if resident is None:
             resident = device.type == "cpu" or (
                 split.pixels.nbytes <= RESIDENT_FRACTION * torch.cuda.mem_get_info(device)[0])
-        self.resident = resident
         self._heights, self._widths = (self._host.heights.to(device),
                                        self._host.widths.to(device))
         self._images = PackedImages(self._host.pixels.to(device),
@@ -67,6 +66,11 @@ class CachedImages:
 
     def __len__(self) -> int:
         return len(self._host)
+
+    @property
+    def resident(self) -> bool:
+        """Whether the pixels are on the training device (else streamed per batch)."""
+        return self._images is not None
 
     def _source(self, index: torch.Tensor) -> tuple[PackedImages, torch.Tensor]:
         """The packed images holding ``index`` on the device, and ``index`` into them: the
