@@ -23,7 +23,7 @@ import torch
 from ltbench import registry
 from ltbench.engine.augment import DeviceImages
 from ltbench.engine.models import build_backbone
-from ltbench.engine.steps import build_optimizer, mixed_precision
+from ltbench.engine.steps import Numerics, build_optimizer
 from ltbench.engine.train import MetaBatches
 from ltbench.hparams import resolve_run
 from ltbench.methods.base import StepContext
@@ -61,8 +61,8 @@ def time_steps(method_name: str, device: torch.device, steps: int, warmup: int) 
     train_images = device_images(1)
     meta_batches = MetaBatches(device_images(2), int(hparams.get("meta_batch_size", 100)),
                                torch.Generator(device=device).manual_seed(3))
-    step = StepContext(lr=1e-3, precision=mixed_precision(device), meta_batch=meta_batches,
-                       seed=0)
+    step = StepContext(lr=1e-3, precision=Numerics.for_device(device).precision(),
+                       meta_batch=meta_batches, seed=0)
     epoch = int(hparams["epochs"]) - 1
     model.train()
     index = torch.arange(100, device=device)

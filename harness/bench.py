@@ -9,11 +9,16 @@ One process times, one after the other, the training steps of:
   step (the reference's ``AverageMeter`` update);
 * **B1** ltbench's device-resident data path (:class:`~ltbench.engine.augment.DeviceImages`)
   and epoch loop (:func:`~ltbench.engine.train.train_epoch`), eager fp32, one model;
-* **B2** B1 with bf16 autocast and channels-last (CUDA only);
+* **B1c** B1 with channels-last tensors (CPU only: on CUDA channels-last comes with B2);
+* **B2** B1 with bf16 autocast and channels-last (on CPU: autocast on the CPU, which pays on
+  processors with native bf16, AMX or AVX512-BF16);
 * **B3** B2 with ``torch.compile`` of the network, and with CUDA-graph replay
   (``mode="reduce-overhead"``) (CUDA; on CPU only with ``cpu_compile``);
 * **B4** packs of N models as one grouped network (:class:`~ltbench.engine.steps.GroupedStep`),
-  with B3's numerics on CUDA (B1's on CPU).
+  with B3's numerics on CUDA, on CPU the precision ``ltbench run`` picks by default
+  (:meth:`~ltbench.engine.steps.Numerics.for_device`), compiled with ``cpu_compile``.
+
+fp32 rows are IEEE fp32 on CUDA too (TF32 off, :func:`~ltbench.engine.steps.use_ieee_fp32`).
 
 Each variant first runs an untimed warm-up pass, then ``repeats`` timed passes of ``steps``
 steps (one pass = one epoch of the engine's loop over ``steps × 128`` images, or the whole
@@ -38,7 +43,7 @@ import platform
 import resource
 import statistics
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
@@ -312,27 +317,31 @@ def run_bench(settings: Settings, data_root: Path, stream: TextIO) -> tuple[list
     data = load_bench_data(data_root)
     hparams = resolve_run(registry.load("dataset", "cifar10-lt"), registry.load("method", "ce"),
                           {})
-    fp32 = Numerics(bf16=False, channels_last=False)
-    fast = Numerics(bf16=True, channels_last=True)
-    compiled = Numerics(bf16=on_cuda, channels_last=on_cuda, compile_mode="default")
-    graphs = Numerics(bf16=True, channels_last=True, compile_mode="reduce-overhead")
+    kind = device.type
+    fp32 = Numerics(kind, bf16=False, channels_last=False)
+    fp32_channels_last = Numerics(kind, bf16=False, channels_last=True)
+    fast = Numerics(kind, bf16=True, channels_last=True)
+    default = Numerics.for_device(device)
+    compiled = replace(fast if on_cuda else default, compile_mode="default")
+    graphs = replace(fast, compile_mode="reduce-overhead")
     compile_here = on_cuda or settings.cpu_compile
     plans: list[tuple[BenchRow, Any]] = [
         (BenchRow("B0", "reference style: torchvision + PIL + DataLoader, fp32 eager", 1,
                   "pending"), None),
         (BenchRow("B1", "device-resident data, fp32 eager", 1, "pending"), fp32),
-        (BenchRow("B2", "B1 + bf16 autocast + channels_last", 1,
-                  "pending" if on_cuda else "n/a on CPU"), fast),
-        (BenchRow("B3", "B2 + torch.compile" if on_cuda else "B1 + torch.compile", 1,
+        (BenchRow("B1c", "B1 + channels_last", 1,
+                  "n/a on CUDA (with B2)" if on_cuda else "pending"), fp32_channels_last),
+        (BenchRow("B2", "B1 + bf16 autocast + channels_last", 1, "pending"), fast),
+        (BenchRow("B3", f"{'B2' if compiled.bf16 else 'B1c'} + torch.compile", 1,
                   "pending" if compile_here else "n/a on CPU (--cpu-compile)"), compiled),
         (BenchRow("B3g", "B2 + torch.compile with CUDA graphs (reduce-overhead)", 1,
                   "pending" if on_cuda else "n/a on CPU"), graphs),
     ]
-    pack_numerics = compiled if compile_here else fp32
+    pack_numerics = compiled if compile_here else default
     for n in settings.packs:
         network = "one grouped network" if n > 1 else "the plain network"
-        numerics_text = ("bf16 + channels_last + compile" if on_cuda else
-                         "fp32 + compile" if settings.cpu_compile else "fp32")
+        numerics_text = (f"{pack_numerics.precision_name} + {pack_numerics.memory_format_name}"
+                         + (" + compile" if pack_numerics.compile_mode else ""))
         plans.append((BenchRow(f"B4 N={n}", f"pack of {n}: {network}, {numerics_text}", n,
                                "pending"), pack_numerics))
     rows = []

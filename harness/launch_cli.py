@@ -30,6 +30,8 @@ class LaunchOptions:
     gpus_per_job: int
     timeout_min: int
     array_parallelism: int
+    precision: str
+    deterministic: bool
     device: object = None  # the resolved torch.device of a local launch (prepare)
     slots: list | None = None
 
@@ -53,7 +55,7 @@ class LaunchOptions:
         from .launchers import WorkerSettings
 
         return WorkerSettings(Path(results).resolve(), Path(data_root).resolve(), device,
-                              self.checkpoint_every)
+                              self.checkpoint_every, self.precision, self.deterministic)
 
     def describe_commands(self, todo, results: Path, data_root: Path, device: str,
                           pack_size: int | None) -> str:
@@ -111,14 +113,17 @@ class LaunchOptions:
         SIGTERM / SIGUSR1 after checkpointing."""
         from . import launchers
         from .engine.checkpoint import Preempted, stop_on_signals
+        from .engine.steps import Numerics
         from .packing import plan_packs
         from .runner import run_grid
 
         if self.in_process():
+            numerics = Numerics.for_device(self.device, self.precision, self.deterministic)
             try:
                 with stop_on_signals():
                     run_grid(todo, store, data_root, self.device, pack_size=pack_size,
-                             checkpoint_every=self.checkpoint_every, planned_at=planned_at)
+                             checkpoint_every=self.checkpoint_every, planned_at=planned_at,
+                             numerics=numerics)
             except Preempted as exc:
                 click.echo(f"stopped: {exc}", err=True)
                 sys.exit(launchers.EXIT_PREEMPTED)
@@ -150,6 +155,14 @@ _OPTIONS = [
                  help="CPU only: runs trained at once, each in its own worker process when > 1."),
     click.option("--jobs-per-gpu", type=int, default=1, show_default=True,
                  help="Worker processes per visible GPU (local launcher with CUDA)."),
+    click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
+                 show_default=True,
+                 help="Forward precision: auto is bf16 autocast on CUDA and on CPUs with native "
+                      "bf16 (AMX / AVX512-BF16), fp32 elsewhere; pooled features, head and loss "
+                      "are always fp32. Recorded per run; not part of the run id."),
+    click.option("--deterministic", is_flag=True,
+                 help="CUDA: deterministic kernels instead of cuDNN autotuning (slower; for "
+                      "bit-exact checks such as resume). CPU runs are always deterministic."),
     click.option("--checkpoint-every", type=int, default=10, show_default=True,
                  help="Epochs between resume checkpoints (0: only on SIGTERM / SIGUSR1)."),
     click.option("--min-free-gb", type=float, default=DEFAULT_MIN_FREE_GB, show_default=True,
@@ -167,10 +180,12 @@ _OPTIONS = [
 def launch_options(f):
     """Add the launch options to a click command; it receives them as ``launch``."""
     @functools.wraps(f)
-    def command(*args, launcher, jobs, jobs_per_gpu, checkpoint_every, min_free_gb,
-                slurm_partition, gpus_per_job, timeout_min, array_parallelism, **kwargs):
+    def command(*args, launcher, jobs, jobs_per_gpu, precision, deterministic,
+                checkpoint_every, min_free_gb, slurm_partition, gpus_per_job, timeout_min,
+                array_parallelism, **kwargs):
         launch = LaunchOptions(launcher, jobs, jobs_per_gpu, checkpoint_every, min_free_gb,
-                               slurm_partition, gpus_per_job, timeout_min, array_parallelism)
+                               slurm_partition, gpus_per_job, timeout_min, array_parallelism,
+                               precision, deterministic)
         return f(*args, launch=launch, **kwargs)
 
     for option in reversed(_OPTIONS):

@@ -8,9 +8,26 @@ epoch with numbers it has already synchronised.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from typing import TextIO
+
+from .envinfo import usable_cores
+
+
+def oversubscription_note() -> str:
+    """``" (machine oversubscribed: load L on N cores)"`` when the 1-minute load average
+    exceeds the usable cores by more than half a core, else ``""``: CPU training then slows
+    far more than proportionally (OpenMP threads spin against each other)."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # no load average on this platform
+        return ""
+    cores = usable_cores()
+    if load <= cores + 0.5:
+        return ""
+    return f" (machine oversubscribed: load {load:.1f} on {cores} cores)"
 
 
 class RunProgress:
@@ -48,7 +65,8 @@ class RunProgress:
     def epoch_done(self, epoch: int, epochs: int, train_loss: float,
                    test_acc: float | None) -> None:
         acc = "" if test_acc is None or math.isnan(test_acc) else f" test acc {test_acc:.2f}%"
-        self._status = f"epoch {epoch + 1}/{epochs} loss {train_loss:.4f}{acc}"
+        self._status = (f"epoch {epoch + 1}/{epochs} loss {train_loss:.4f}{acc}"
+                        f"{oversubscription_note()}")
         if self.tty:
             self._draw()
         else:

@@ -85,7 +85,8 @@ class _DataCache:
         return self.loaded[key]
 
 
-def _base_record(spec: RunSpec, device, started: datetime, wall_s: float) -> dict[str, Any]:
+def _base_record(spec: RunSpec, device, numerics, started: datetime,
+                 wall_s: float) -> dict[str, Any]:
     import torch
 
     return {
@@ -110,6 +111,9 @@ def _base_record(spec: RunSpec, device, started: datetime, wall_s: float) -> dic
         "train_class_counts": [],
         "wall_s": wall_s,
         "device": device_name(device),
+        "precision": numerics.precision_name,
+        "memory_format": numerics.memory_format_name,
+        "deterministic": numerics.deterministic,
         "torch_version": torch.__version__,
         "git_commit": git_commit(),
         "started_utc": started,
@@ -118,16 +122,21 @@ def _base_record(spec: RunSpec, device, started: datetime, wall_s: float) -> dic
 
 
 def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None = None,
-                store: ResultStore | None = None, checkpoint=None):
+                store: ResultStore | None = None, checkpoint=None, numerics=None):
     """Train compatible runs (one pack) on loaded data: one ``(record fields, artifacts)`` per
     run, the artifacts being its per-epoch ``curves``, its shifted-test ``evals`` and whatever
     its method produced; raises on errors. A two-stage run trains alone: it loads its
     published stage-1 model from ``store``. A run whose method is some method's stage 1 saves
     its final model there. ``checkpoint``: the pack's
-    :class:`~ltbench.engine.checkpoint.ResumeCheckpoint` to resume from and save to."""
+    :class:`~ltbench.engine.checkpoint.ResumeCheckpoint` to resume from and save to.
+    ``numerics``: the :class:`~ltbench.engine.steps.Numerics` to train and evaluate with
+    (default: the device's automatic ones)."""
     import torch
 
+    from .engine.steps import Numerics
     from .engine.train import PackMember, train, train_pack
+
+    numerics = numerics if numerics is not None else Numerics.for_device(device)
 
     counts = torch.tensor(data.class_counts, dtype=torch.float64, device=device)
     methods = [registry.load("method", spec.method)(counts, spec.hparams) for spec in specs]
@@ -135,7 +144,7 @@ def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None
     if stage1 is None:
         results = train_pack(data, [PackMember(method, spec.hparams, spec.seed)
                                     for method, spec in zip(methods, specs)], device, progress,
-                             checkpoint=checkpoint)
+                             numerics=numerics, checkpoint=checkpoint)
     else:
         if len(specs) != 1:
             raise ValueError("a two-stage run trains alone")
@@ -146,7 +155,7 @@ def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None
         backbone = load_stage1_model(store, stage1, data.num_classes).to(device)
         model = method.build_classifier(backbone, data, device, seed)
         results = [train(data, method, method.stage2_hparams(), seed, device, progress,
-                         model=model, checkpoint=checkpoint)]
+                         model=model, checkpoint=checkpoint, numerics=numerics)]
     outcomes = []
     for spec, method, result in zip(specs, methods, results):
         fields: dict[str, Any] = {"status": result.status, "error": result.error,
@@ -160,7 +169,8 @@ def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None
             fields["top1_err_best_epoch"] = 100.0 - result.best_top1_acc
             fields["best_epoch"] = result.best_epoch
             artifacts["evals"] = evaluate_shifted(spec.run_id, result.model, data, spec.hparams,
-                                                  method.uses_target_prior, device)
+                                                  method.uses_target_prior, device,
+                                                  numerics.precision())
             if store is not None and keeps_final_model(spec.method):
                 store.save_model(spec.run_id, result.model)  # before the record: its commit
         outcomes.append((fields, artifacts))
@@ -168,9 +178,9 @@ def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None
 
 
 def train_one(spec: RunSpec, data, device, progress: RunProgress | None = None,
-              store: ResultStore | None = None, checkpoint=None):
+              store: ResultStore | None = None, checkpoint=None, numerics=None):
     """:func:`train_specs` of one run."""
-    return train_specs([spec], data, device, progress, store, checkpoint)[0]
+    return train_specs([spec], data, device, progress, store, checkpoint, numerics)[0]
 
 
 def _outcome(record: dict[str, Any]) -> str:
@@ -191,7 +201,7 @@ def _pack_label(pack: list[RunSpec], first: int, total: int) -> str:
 
 
 def _train_and_publish(pack: list[RunSpec], label: str, store: ResultStore, cache: _DataCache,
-                       device, stream: TextIO, checkpoint_every: int | None,
+                       device, numerics, stream: TextIO, checkpoint_every: int | None,
                        planned_at: float) -> list[dict[str, Any]]:
     """Claim the runs of ``pack``, train those this process holds as one pack (resuming from
     its checkpoint) and publish their records (failed ones too); return the records written.
@@ -227,7 +237,7 @@ def _train_and_publish(pack: list[RunSpec], label: str, store: ResultStore, cach
         t0 = time.monotonic()
         try:
             data = cache.get(pack[0])
-            outcomes = train_specs(pack, data, device, progress, store, checkpoint)
+            outcomes = train_specs(pack, data, device, progress, store, checkpoint, numerics)
         except Exception as exc:  # one broken pack (an OOM included) must not stop the grid
             traceback.print_exc(file=stream)
             outcomes = [({"status": "failed", "error": f"{type(exc).__name__}: {exc}"}, None)
@@ -237,7 +247,7 @@ def _train_and_publish(pack: list[RunSpec], label: str, store: ResultStore, cach
         wall_s = time.monotonic() - t0
         records, notes = [], []
         for (spec, claim), (fields, artifacts) in zip(mine, outcomes):
-            record = _base_record(spec, device, started, wall_s)
+            record = _base_record(spec, device, numerics, started, wall_s)
             record.update(fields)
             if not claim.held():  # its new owner trains and publishes it
                 notes.append("discarded: the claim was taken over while training")
@@ -258,7 +268,7 @@ def _train_and_publish(pack: list[RunSpec], label: str, store: ResultStore, cach
 def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
              stream: TextIO | None = None, pack_size: int = 1,
              checkpoint_every: int | None = None,
-             planned_at: float | None = None) -> list[dict[str, Any]]:
+             planned_at: float | None = None, numerics=None) -> list[dict[str, Any]]:
     """Train ``specs``; return the records this process wrote, in grid order.
 
     Runs are trained in packs of up to ``pack_size`` compatible runs
@@ -273,9 +283,14 @@ def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
     between resume checkpoints (default :data:`~ltbench.engine.checkpoint.DEFAULT_EVERY`; 0:
     only on SIGTERM / SIGUSR1). ``planned_at``: the ``time.time()`` taken before the store was
     read to pick ``specs`` (default: now); a run published at or after it was trained by
-    another process meanwhile and is skipped.
+    another process meanwhile and is skipped. ``numerics``: how every run computes
+    (:class:`~ltbench.engine.steps.Numerics`; default: the device's automatic precision),
+    recorded in each record's ``precision``, ``memory_format`` and ``deterministic``.
     """
+    from .engine.steps import Numerics
+
     stream = stream if stream is not None else sys.stderr
+    numerics = numerics if numerics is not None else Numerics.for_device(device)
     cache = _DataCache(Path(data_root))
     planned_at = time.time() if planned_at is None else planned_at
     done: dict[str, dict[str, Any]] = {}
@@ -283,7 +298,7 @@ def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
 
     def train_and_publish(pack: list[RunSpec], label: str) -> None:
         tried.update(spec.run_id for spec in pack)
-        for record in _train_and_publish(pack, label, store, cache, device, stream,
+        for record in _train_and_publish(pack, label, store, cache, device, numerics, stream,
                                          checkpoint_every, planned_at):
             done[record["run_id"]] = record
 

@@ -90,13 +90,13 @@ def shifted_accuracies(run_id: str, logits, test_labels, train_counts: Sequence[
 
 
 def evaluate_shifted(run_id: str, model, data, hparams, uses_target_prior: bool,
-                     device) -> pd.DataFrame:
+                     device, precision) -> pd.DataFrame:
     """:func:`shifted_accuracies` of ``model`` on ``data``'s test set (one inference pass,
-    unaugmented, normalised with ``hparams``' constants)."""
-    from .engine.steps import mixed_precision
+    unaugmented, normalised with ``hparams``' constants, under ``precision``: the run's, as its
+    per-epoch test evaluation)."""
     from .engine.train import predict_logits, unaugmented_images
 
     test = unaugmented_images(data.test_images, data.test_labels, hparams, device)
-    logits = predict_logits(model, test, mixed_precision(device))
+    logits = predict_logits(model, test, precision)
     return shifted_accuracies(run_id, logits, test.labels, data.class_counts,
                               uses_target_prior)

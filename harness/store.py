@@ -93,6 +93,13 @@ RECORD_SCHEMA = pa.schema(
         pa.field("selection_rule", pa.string()),
         # The run whose final model a two-stage method started from.
         pa.field("stage1_run_id", pa.string()),
+        # How the run computed (ltbench.engine.steps.Numerics): "bf16" = training and test
+        # forwards under bf16 autocast (pooled features, head and loss in fp32), "fp32" = IEEE
+        # fp32 throughout; the activations' memory format; deterministic CUDA kernels. Null
+        # in records written before these columns existed.
+        pa.field("precision", pa.string()),
+        pa.field("memory_format", pa.string()),
+        pa.field("deterministic", pa.bool_()),
     ],
     metadata={
         _VERSION_KEY: STORE_SCHEMA_VERSION.encode(),
@@ -102,7 +109,8 @@ RECORD_SCHEMA = pa.schema(
 )
 
 #: Columns added after the first store version: their values in records written without them.
-ADDED_COLUMNS = {"selection_rule": "last", "stage1_run_id": None}
+ADDED_COLUMNS = {"selection_rule": "last", "stage1_run_id": None, "precision": None,
+                 "memory_format": None, "deterministic": None}
 
 _SORT_KEYS = ["dataset", "method", "imb_factor", "seed", "run_id"]
 # Run ids become file names: no separators, no leading dot (hidden names are temp files).

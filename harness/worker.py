@@ -1,7 +1,7 @@
 """One run, or one pack of runs, in its own process: the entry point every launcher starts.
 
 ``python -m ltbench.worker SPEC.json --results DIR --data-root DIR --device auto|cpu|cuda
-[--checkpoint-every K]`` trains the runs described by ``SPEC.json`` (written by
+[--precision auto|bf16|fp32] [--deterministic] [--checkpoint-every K]`` trains the runs described by ``SPEC.json`` (written by
 :func:`write_spec`; several runs train as one pack, :mod:`ltbench.packing`) exactly as
 ``ltbench run`` would in-process: under their claims, resuming from their checkpoint,
 publishing their records (:func:`ltbench.runner.run_grid`). Launchers move spec files and exit
@@ -60,15 +60,20 @@ def read_spec(path: Path) -> tuple[list[RunSpec], float]:
 
 
 def run_worker(spec_path: str | Path, results: str | Path, data_root: str | Path,
-               device: str, checkpoint_every: int | None) -> None:
+               device: str, checkpoint_every: int | None, precision: str = "auto",
+               deterministic: bool = False) -> None:
     """Train the runs of ``spec_path`` in this process, as one pack (raises like
-    :func:`run_grid`)."""
+    :func:`run_grid`), with the numerics of ``precision`` and ``deterministic``
+    (:meth:`ltbench.engine.steps.Numerics.for_device`)."""
+    from .engine.steps import Numerics
     from .runner import resolve_device, run_grid
     from .store import ResultStore
 
     pack, planned_at = read_spec(Path(spec_path))
-    run_grid(pack, ResultStore(results), Path(data_root), resolve_device(device),
-             pack_size=len(pack), checkpoint_every=checkpoint_every, planned_at=planned_at)
+    resolved = resolve_device(device)
+    run_grid(pack, ResultStore(results), Path(data_root), resolved,
+             pack_size=len(pack), checkpoint_every=checkpoint_every, planned_at=planned_at,
+             numerics=Numerics.for_device(resolved, precision, deterministic))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,12 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", required=True)
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    parser.add_argument("--deterministic", action="store_true")
     parser.add_argument("--checkpoint-every", type=int, default=None)
     args = parser.parse_args(argv)
     try:
         with stop_on_signals():
             run_worker(args.spec, args.results, args.data_root, args.device,
-                       args.checkpoint_every)
+                       args.checkpoint_every, args.precision, args.deterministic)
     except BadInput as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2

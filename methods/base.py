@@ -39,7 +39,10 @@ class StepContext:
     """What the engine hands to :meth:`Method.training_loss` besides the batch.
 
     * ``lr``: the main optimiser's learning rate in this epoch;
-    * ``precision``: factory of the forward pass's precision context (bf16 autocast on CUDA);
+    * ``precision``: factory of the forward pass's precision context (bf16 autocast where the
+      run's numerics are bf16, :class:`~ltbench.engine.steps.Numerics`); a step that
+      differentiates through its own forward twice (the meta-learning look-ahead,
+      :mod:`ltbench.methods.lookahead`) runs that forward without it, in fp32;
     * ``meta_batch``: returns the next augmented batch ``(inputs, targets)`` of the balanced meta
       set, or None when the run has no meta set (the method does not use one);
     * ``seed``: the run's training seed, for the method's own named random streams.

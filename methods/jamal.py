@@ -50,7 +50,7 @@ released code's meta loss is the plain mean cross-entropy, which ``meta-ce`` use
 
 from __future__ import annotations
 
-from typing import Any, Callable, ContextManager, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn as nn
@@ -81,15 +81,14 @@ def combined_weights(class_weights: torch.Tensor, eps: torch.Tensor, eps_form: s
 def conditional_weights(model: nn.Module, example_losses: torch.Tensor,
                         class_weights: torch.Tensor, eps_form: str, eps_lr: float,
                         step_size: float, meta_inputs: torch.Tensor,
-                        meta_loss: Callable[[torch.Tensor], torch.Tensor],
-                        precision: Callable[[], ContextManager]
+                        meta_loss: Callable[[torch.Tensor], torch.Tensor]
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ε, w)`` of one batch: ``ε = −eps_lr · ∂L_meta/∂ε`` at ε = 0, where ``L_meta`` is
     ``meta_loss`` after the look-ahead of ``step_size`` on ``Σ_i w_i(ε) ℓ_i``, and
     ``w = combined_weights(class_weights, ε, eps_form)``; both detached."""
     eps = torch.zeros_like(example_losses, requires_grad=True)
     (grad,) = meta_gradient(model, example_losses, combined_weights(class_weights, eps, eps_form),
-                            step_size, meta_inputs, meta_loss, precision, (eps,))
+                            step_size, meta_inputs, meta_loss, (eps,))
     new_eps = -eps_lr * grad
     return new_eps, combined_weights(class_weights, new_eps, eps_form)
 
@@ -138,14 +137,13 @@ class ConditionalReweighting(RecordsWeights, Method):
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if epoch < self.meta_start_epoch:
             return super().training_loss(model, inputs, targets, epoch, step)
-        with step.precision():
-            logits = model(inputs)
+        logits = model(inputs)  # fp32: the meta gradient differentiates through it
         example_losses = self.base_loss(logits.float(), targets, "none")
         meta_inputs, meta_targets = step.meta_batch()
         eps, weights = conditional_weights(
             model, example_losses, self.class_weights[targets], self.hparams["eps_form"],
             self.hparams["eps_lr"], self.meta_step_size(epoch), meta_inputs,
-            lambda meta_logits: self.loss(meta_logits.float(), meta_targets, epoch), step.precision)
+            lambda meta_logits: self.loss(meta_logits.float(), meta_targets, epoch))
         self.histograms.record(epoch, targets, eps=eps, weight=weights)
         return (weights * example_losses).mean(), logits, targets
 

@@ -57,15 +57,13 @@ class LearningToReweight(RecordsWeights, Method):
     def training_loss(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                       epoch: int, step: StepContext
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        with step.precision():
-            logits = model(inputs)
+        logits = model(inputs)  # fp32: the meta gradient differentiates through it
         example_losses = F.cross_entropy(logits.float(), targets, reduction="none")
         meta_inputs, meta_targets = step.meta_batch()
         eps = torch.zeros_like(example_losses, requires_grad=True)
         (meta_grad,) = meta_gradient(
             model, example_losses, eps, step.lr, meta_inputs,
-            lambda meta_logits: self.loss(meta_logits.float(), meta_targets, epoch), step.precision,
-            (eps,))
+            lambda meta_logits: self.loss(meta_logits.float(), meta_targets, epoch), (eps,))
         weights = l2rw_weights(meta_grad)
         self.histograms.record(epoch, targets, eps=-meta_grad,
                                weight=weights * targets.shape[0])

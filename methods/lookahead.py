@@ -18,11 +18,18 @@ clones, which are dropped, as the references drop their copy's running stats. Th
 running statistics are updated exactly once per step, by the forward at θ that produced
 ``ℓ(θ)``; that forward's graph is kept, so the method's real update back-propagates through it
 instead of running a second forward. No ``.item()`` or other host synchronisation.
+
+Precision: everything the meta gradient is differentiated through runs in fp32, as in the
+references: the look-ahead forward here and the caller's forward at θ that gives ``ℓ(θ)``
+(its graph is what ``create_graph`` differentiates twice). Under bf16 autocast, L2RW's weights
+would be the sign of a product of two bf16-rounded gradients and Jamal's ε (the paper's headline
+histogram) a bf16 difference of nearly equal numbers, so the meta-learning steps never use
+autocast (:attr:`ltbench.methods.base.StepContext.precision` is for their plain stage only).
 """
 
 from __future__ import annotations
 
-from typing import Callable, ContextManager, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -32,7 +39,7 @@ from torch.func import functional_call
 def meta_gradient(model: nn.Module, example_losses: torch.Tensor, example_weights: torch.Tensor,
                   step_size: float, meta_inputs: torch.Tensor,
                   meta_loss: Callable[[torch.Tensor], torch.Tensor],
-                  precision: Callable[[], ContextManager], wrt: Sequence[torch.Tensor]
+                  wrt: Sequence[torch.Tensor]
                   ) -> tuple[torch.Tensor, ...]:
     """``∂ L_meta(θ') / ∂ wrt`` with ``θ' = θ − step_size · ∇_θ Σ_i w_i ℓ_i(θ)``.
 
@@ -44,8 +51,10 @@ def meta_gradient(model: nn.Module, example_losses: torch.Tensor, example_weight
     * ``step_size``: α, a plain SGD step (no momentum, no weight decay), as the references'
       ``update_params``;
     * ``meta_loss``: maps the logits of ``f_θ'(meta_inputs)``, as the model returns them, to
-      the scalar ``L_meta``;
-    * ``precision``: the forward precision context factory (the engine's).
+      the scalar ``L_meta``.
+
+    The look-ahead forward runs in fp32 (no autocast); ``example_losses`` must come from an
+    fp32 forward too (see the module docstring).
     """
     names, params = zip(*model.named_parameters())
     grads = torch.autograd.grad((example_weights * example_losses).sum(), params,
@@ -53,7 +62,6 @@ def meta_gradient(model: nn.Module, example_losses: torch.Tensor, example_weight
     looked_ahead = {name: param - step_size * grad
                     for name, param, grad in zip(names, params, grads)}
     buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
-    with precision():
-        meta_logits = functional_call(model, {**looked_ahead, **buffers}, (meta_inputs,))
+    meta_logits = functional_call(model, {**looked_ahead, **buffers}, (meta_inputs,))
     # retain_graph: the forward graph at θ is shared with the caller's real update.
     return torch.autograd.grad(meta_loss(meta_logits), tuple(wrt), retain_graph=True)

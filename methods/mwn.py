@@ -125,8 +125,7 @@ class MetaWeightNet(RecordsWeights, Method):
         if self.weighting is None:
             self._build_weighting(step.seed)
         weighting, hp = self.weighting, self.hparams
-        with step.precision():
-            logits = model(inputs)
+        logits = model(inputs)  # fp32: the meta gradient differentiates through it
         example_losses = F.cross_entropy(logits.float(), targets, reduction="none")
         meta_inputs, meta_targets = step.meta_batch()
         step_size = step_decay(hp["meta_lr"], hp["meta_lr_decay"], hp["meta_lr_milestones"], epoch)
@@ -134,8 +133,7 @@ class MetaWeightNet(RecordsWeights, Method):
         grads = meta_gradient(
             model, example_losses, normalised(weighting(example_losses[:, None])[:, 0]),
             step_size, meta_inputs,
-            lambda meta_logits: self.loss(meta_logits.float(), meta_targets, epoch), step.precision,
-            parameters)
+            lambda meta_logits: self.loss(meta_logits.float(), meta_targets, epoch), parameters)
         for parameter, grad in zip(parameters, grads):
             parameter.grad = grad
         self.weighting_optimizer.step()

@@ -22,6 +22,7 @@ the run's ``selection_rule`` says so. Nothing is ever chosen on the test set.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
@@ -31,7 +32,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..datasets.base import LTData
-from ..engine.steps import mixed_precision
 from ..engine.train import predict_logits, unaugmented_images
 from ..evaluate import summarize
 from .base import Method
@@ -107,9 +107,10 @@ def image_features(backbone: nn.Module, images: torch.Tensor, labels: torch.Tens
                    hparams: Mapping[str, Any], device: torch.device
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """fp32 features [N, D] of the unaugmented uint8 ``images`` (normalised as the test set)
-    and their labels, on ``device``."""
+    and their labels, on ``device``. The forward runs in fp32 whatever the run's precision:
+    these features set class means (NCM) and choose τ, and one pass costs little."""
     images = unaugmented_images(images, labels, hparams, device)
-    return predict_logits(Features(backbone), images, mixed_precision(device)), images.labels
+    return predict_logits(Features(backbone), images, contextlib.nullcontext), images.labels
 
 
 def choose_on_validation(taus: Sequence[float], head_for: Callable[[float], nn.Module],

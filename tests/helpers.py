@@ -41,6 +41,7 @@ def make_record(run_id: str = "0123456789abcdef", **overrides) -> dict:
         "started_utc": datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc),
         "finished_utc": datetime(2025, 3, 1, 12, 20, 34, 623456, tzinfo=timezone.utc),
         "selection_rule": "last", "stage1_run_id": "fedcba9876543210",
+        "precision": "bf16", "memory_format": "channels_last", "deterministic": False,
     }
     record.update(overrides)
     return record

@@ -37,8 +37,8 @@ def test_bench_prints_the_table(bench_run):
     assert "random uint8 images (1..255) with CIFAR-10-LT IF 100 class counts" in lines[0]
     assert lines[1] == HEADER
     variants = [line.split("|")[1].strip() for line in lines[3:]]
-    assert variants == ["B0", "B1", "B2", "B3", "B3g", "B4 N=1", "B4 N=2"]
-    assert lines[5].rstrip().endswith("| n/a on CPU |")  # B2 needs CUDA
+    assert variants == ["B0", "B1", "B1c", "B2", "B3", "B3g", "B4 N=1", "B4 N=2"]
+    assert lines[8].rstrip().endswith("| n/a on CPU |")  # B3g needs CUDA
 
 
 def test_bench_writes_consistent_json_and_csv(bench_run):
@@ -53,7 +53,7 @@ def test_bench_writes_consistent_json_and_csv(bench_run):
         csv_rows = list(csv.DictReader(fh))
     assert list(csv_rows[0]) == COLUMNS and [r["variant"] for r in csv_rows] == list(rows)
     measured = [v for v, row in rows.items() if row["status"] == "ok"]
-    assert measured == ["B0", "B1", "B4 N=1", "B4 N=2"]
+    assert measured == ["B0", "B1", "B1c", "B2", "B4 N=1", "B4 N=2"]
     assert rows["B0"]["speedup_vs_b0"] == 1.0
     for variant in measured:
         row = rows[variant]
@@ -67,7 +67,7 @@ def test_bench_writes_consistent_json_and_csv(bench_run):
         assert row["grid_wall_h"] == pytest.approx(math.ceil(GRID_RUNS / row["models"])
                                                    * row["run_wall_h"])
         assert row["peak_mem_mb"] > 0 and row["compile_s"] is None
-    assert rows["B2"]["status"] == "n/a on CPU" and rows["B2"]["images_per_s"] is None
+    assert rows["B3g"]["status"] == "n/a on CPU" and rows["B3g"]["images_per_s"] is None
 
 
 def test_bench_rejects_bad_settings(tmp_path):

@@ -125,7 +125,7 @@ def test_meta_gradient_wrt_eps_matches_float64_finite_differences():
     tracked = net.bn.num_batches_tracked.clone()
     eps = torch.zeros(8, dtype=torch.float64, requires_grad=True)
     (grad,) = meta_gradient(net, losses, class_weights * (1 + eps), step_size, meta_x,
-                            lambda logits: F.cross_entropy(logits, meta_y), NO_AUTOCAST, (eps,))
+                            lambda logits: F.cross_entropy(logits, meta_y), (eps,))
 
     h = 1e-5
     finite = torch.zeros(8, dtype=torch.float64)
@@ -164,7 +164,7 @@ def test_meta_gradient_through_a_weighting_network_matches_finite_differences():
     losses = F.cross_entropy(net(x), y, reduction="none")
     weights = normalised(weighting(losses[:, None])[:, 0])
     grads = meta_gradient(net, losses, weights, step_size, meta_x,
-                          lambda logits: F.cross_entropy(logits, meta_y), NO_AUTOCAST,
+                          lambda logits: F.cross_entropy(logits, meta_y),
                           tuple(weighting.parameters()))
 
     def meta_loss_with(vnet) -> float:
@@ -227,8 +227,7 @@ def test_additive_and_multiplicative_forms_match_the_closed_form():
         losses = F.cross_entropy(model(torch.from_numpy(x)), targets, reduction="none")
         results[form] = conditional_weights(
             model, losses, torch.from_numpy(w_i), form, eta, alpha,
-            torch.from_numpy(meta_x), lambda z: F.cross_entropy(z, torch.from_numpy(meta_y)),
-            NO_AUTOCAST)
+            torch.from_numpy(meta_x), lambda z: F.cross_entropy(z, torch.from_numpy(meta_y)))
     eps, weights = results["additive"]
     np.testing.assert_allclose(eps.numpy(), eps_additive, rtol=1e-10, atol=0)
     np.testing.assert_allclose(weights.numpy(), w_i + eps_additive, rtol=1e-12)

@@ -37,7 +37,7 @@ from ltbench.methods.base import StepContext
 from ltbench.progress import RunProgress
 
 CPU = torch.device("cpu")
-FP32 = Numerics(bf16=False, channels_last=False)
+FP32 = Numerics("cpu", bf16=False, channels_last=False)
 RTOL = 1e-5
 #: Measured distance of a fp32 ResNet-32 gradient at initialisation from the float64 one, plain
 #: or grouped (up to 2.7e-3 on these batches), with margin.
@@ -336,7 +336,7 @@ def test_channels_last_grouped_step_equals_contiguous():
     forward, checked on CPU: the first step's losses and the evaluation counts agree."""
     results = {}
     for channels_last in (False, True):
-        numerics = Numerics(bf16=False, channels_last=channels_last)
+        numerics = Numerics("cpu", bf16=False, channels_last=channels_last)
         grouped, _, _, _, batches = step_setup(torch.float32)
         grouped = GroupedStep([build_backbone("resnet32", 4, "linear", generator(s))
                                for s in (0, 1, 2)], grouped.methods,

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import CifarResNet, NormedLinear
+from .models import CifarResNet, NormedLinear, global_average_pool
 
 #: ``state_dict`` entries whose model axis is a leading dimension of size N (the heads);
 #: every other entry concatenates the models along dimension 0.
@@ -148,7 +148,7 @@ class GroupedResNet(nn.Module):
         """Pooled features [N, B, 64]."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
-        return out.mean(dim=(2, 3)).unflatten(1, (self.models, -1)).transpose(0, 1)
+        return global_average_pool(out).unflatten(1, (self.models, -1)).transpose(0, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.features(x)

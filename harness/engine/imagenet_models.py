@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import BadInput
-from .models import NormedLinear
+from .models import NormedLinear, global_average_pool
 
 #: Backbone name → (torchvision builder name, or None for ResNet-10; feature width).
 BACKBONES = {
@@ -42,13 +42,23 @@ BACKBONES = {
 }
 
 
+class FP32GlobalPool(nn.Module):
+    """torchvision's ``AdaptiveAvgPool2d(1)`` as :func:`global_average_pool`: fp32 output
+    under autocast (keeps the [B, C, 1, 1] shape the trunk flattens)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return global_average_pool(x)[:, :, None, None]
+
+
 class TorchvisionResNet(nn.Module):
-    """A torchvision ResNet trunk (``fc`` removed) and ltbench's head: ``features(x)`` is the
-    pooled feature vector, ``forward`` the logits, the head in fp32 (architecture.md §6.3)."""
+    """A torchvision ResNet trunk (``fc`` removed, pooling in fp32) and ltbench's head:
+    ``features(x)`` is the pooled feature vector, ``forward`` the logits, the head in fp32
+    (architecture.md §6.3)."""
 
     def __init__(self, trunk: nn.Module, feature_dim: int, num_classes: int, head: str):
         super().__init__()
         trunk.fc = nn.Identity()
+        trunk.avgpool = FP32GlobalPool()
         self.trunk = trunk
         self.head = (nn.Linear(feature_dim, num_classes) if head == "linear"
                      else NormedLinear(feature_dim, num_classes))

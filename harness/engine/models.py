@@ -25,6 +25,13 @@ import torch.nn.functional as F
 HEADS = ("linear", "cosine")
 
 
+def global_average_pool(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] → [B, C] mean over the spatial positions, accumulated and returned in
+    fp32: under bf16 autocast the activations are bf16 and ``mean`` has no autocast rule, so a
+    plain mean would hand the fp32 head bf16-rounded features."""
+    return x.mean(dim=(2, 3), dtype=torch.float32)
+
+
 class NormedLinear(nn.Module):
     """Cosine classifier: ``normalize(x, dim=1) @ normalize(W, dim=0)`` with ``W`` [in, out].
 
@@ -99,7 +106,7 @@ class CifarResNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
-        return out.mean(dim=(2, 3))
+        return global_average_pool(out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.features(x)

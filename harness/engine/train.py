@@ -17,9 +17,11 @@ generator on the training device seeded with ``derive_seed(seed, "data")``, the 
 batches of methods that use one (:class:`MetaBatches`, training augmentation) from their own
 generator seeded with ``derive_seed(seed, "meta")``, so they leave the data order untouched;
 no global RNG.
-On CPU everything runs in fp32 and a seed reproduces bit-identical numbers. On CUDA the
-forward runs under bf16 autocast with channels-last tensors (the head and the loss in fp32,
-architecture.md §6.3) and ``cudnn.benchmark`` is enabled (:class:`~ltbench.engine.steps.Numerics`).
+How it computes is :class:`~ltbench.engine.steps.Numerics`: by default the forward runs under
+bf16 autocast with channels-last tensors on CUDA and on CPUs with native bf16 (the pooled
+features, the head and the loss in fp32, architecture.md §6.3), in fp32 elsewhere. On CPU a seed
+reproduces bit-identical numbers for a given thread count; on CUDA ``cudnn.benchmark`` picks
+kernels by timing unless the numerics are ``deterministic``.
 
 A pack (:func:`train_pack`) runs this same loop for N runs at once: every run draws its own
 permutation and augmentation from its own generator, and one step object
@@ -253,8 +255,8 @@ def _mean(values: Sequence[float]) -> float:
 
 def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
           device: torch.device, progress: RunProgress | None = None,
-          model: nn.Module | None = None, checkpoint: ResumeCheckpoint | None = None
-          ) -> TrainResult:
+          model: nn.Module | None = None, checkpoint: ResumeCheckpoint | None = None,
+          numerics: Numerics | None = None) -> TrainResult:
     """Train ``hparams["backbone"]`` with ``method``'s head and loss on ``data`` (see the
     module docstring for the protocol); ``progress`` gets ``begin``/``advance``/``epoch_done``.
 
@@ -262,8 +264,8 @@ def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
     instead of a fresh backbone; with ``hparams["epochs"]`` 0 it is only evaluated.
     ``hparams["sampler"]`` (optional) picks the epoch order (:mod:`.samplers`). With
     ``checkpoint``, the run continues from its saved state, if any, and saves its state at
-    epoch boundaries (:mod:`ltbench.engine.checkpoint`)."""
-    return train_pack(data, [PackMember(method, hparams, seed)], device, progress,
+    epoch boundaries (:mod:`ltbench.engine.checkpoint`). ``numerics``: see :func:`train_pack`."""
+    return train_pack(data, [PackMember(method, hparams, seed)], device, progress, numerics,
                       models=None if model is None else [model], checkpoint=checkpoint)[0]
 
 
