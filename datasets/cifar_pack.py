@@ -52,6 +52,7 @@ SUFFIX = ".ltpack"
 FORMAT, FORMAT_VERSION = "ltbench-pack", 1
 #: Images per WebP file and per tile row: a full file is a 1024 x 1024 RGB image.
 CHUNK, TILE_COLUMNS = 1024, 32
+IMAGE_SHAPE = (3, 32, 32)
 #: libwebp's ``method`` (0 fastest ... 6 smallest) when none is asked for.
 DEFAULT_EFFORT = 2
 CODEC = "webp-lossless"
@@ -63,11 +64,13 @@ def data_options(hparams: Mapping[str, Any], data_keys: Sequence[str]) -> dict[s
     return {key: hparams.get(key, OPTIONAL_DEFAULTS.get(key)) for key in data_keys}
 
 
-def describe_configuration(imb_factor: float, profile: str, split_seed: int,
-                           options: Mapping[str, Any]) -> str:
-    """``imb 100 profile exp split seed 0 protocol=ldam meta_per_class=0 ...``"""
-    settings = " ".join(f"{key}={value}" for key, value in options.items())
-    return f"imb {format_imb(imb_factor)} profile {profile} split seed {split_seed} {settings}"
+def _settings(options: Mapping[str, Any]) -> str:
+    """``protocol=ldam meta_per_class=0 val_per_class=0``"""
+    return " ".join(f"{key}={value}" for key, value in options.items())
+
+
+def _subset(imb_factor: float, profile: str, split_seed: int) -> str:
+    return f"imb {format_imb(imb_factor)} profile {profile} split seed {split_seed}"
 
 
 @dataclass(frozen=True)
@@ -89,11 +92,9 @@ class Pack:
 
     def describe(self) -> str:
         manifest = self.manifest
-        protocols = ", ".join(
-            " ".join(f"{key}={value}" for key, value in options.items())
-            for options in manifest["protocols"].values())
-        return (f"{self.path.name}: {manifest['dataset']} imb {format_imb(manifest['imb_factor'])} "
-                f"profile {manifest['profile']} split seed {manifest['split_seed']} "
+        protocols = ", ".join(map(_settings, manifest["protocols"].values()))
+        return (f"{self.path.name}: {manifest['dataset']} "
+                f"{_subset(manifest['imb_factor'], manifest['profile'], manifest['split_seed'])} "
                 f"({protocols})")
 
 
@@ -121,9 +122,8 @@ def find_pack(packs: Sequence[Pack], dataset: str, options: Mapping[str, Any],
     for pack in packs:
         if pack.holds(dataset, options, subset):
             return pack
-    asked = (describe_configuration(*subset, options) if subset is not None else
-             " ".join(f"{key}={value}" for key, value in options.items()))
-    asked = f"{dataset} {asked}"
+    asked = " ".join([dataset, *([_subset(*subset)] if subset is not None else []),
+                      _settings(options)])
     folder = packs[0].path.parent
     raise BadInput(f"{dataset}: no official folder under {folder} and no pack there holds "
                    f"{asked}; the packs hold {'; '.join(p.describe() for p in packs)} "
@@ -131,19 +131,21 @@ def find_pack(packs: Sequence[Pack], dataset: str, options: Mapping[str, Any],
 
 
 def _tile(images: np.ndarray) -> np.ndarray:
-    """uint8 [n, 3, 32, 32] → one [rows·32, TILE_COLUMNS·32, 3] image, row-major, black-padded."""
+    """uint8 [n, 3, 32, 32] → one [rows·32, TILE_COLUMNS·32, 3] image, row-major, padded with
+    black images."""
+    channels, height, width = IMAGE_SHAPE
     rows = -(-len(images) // TILE_COLUMNS)
-    padded = np.zeros((rows * TILE_COLUMNS, *images.shape[1:]), dtype=np.uint8)
+    padded = np.zeros((rows * TILE_COLUMNS, *IMAGE_SHAPE), dtype=np.uint8)
     padded[:len(images)] = images
-    channels, height, width = images.shape[1:]
     return np.ascontiguousarray(padded.reshape(rows, TILE_COLUMNS, channels, height, width)
                                 .transpose(0, 3, 1, 4, 2)
                                 .reshape(rows * height, TILE_COLUMNS * width, channels))
 
 
-def _untile(tiled: np.ndarray, count: int, height: int = 32, width: int = 32) -> np.ndarray:
+def _untile(tiled: np.ndarray, count: int) -> np.ndarray:
     """The inverse of :func:`_tile`: the first ``count`` images, uint8 [count, 3, 32, 32]."""
-    rows, channels = tiled.shape[0] // height, tiled.shape[2]
+    channels, height, width = IMAGE_SHAPE
+    rows = tiled.shape[0] // height
     images = (tiled.reshape(rows, height, TILE_COLUMNS, width, channels)
               .transpose(0, 2, 4, 1, 3).reshape(rows * TILE_COLUMNS, channels, height, width))
     return np.ascontiguousarray(images[:count])
@@ -209,7 +211,7 @@ def _decode_split(archive: zipfile.ZipFile, name: str, size: int,
                 count: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     labels = np.load(io.BytesIO(archive.read(f"{name}/labels.npy")))
     positions = np.load(io.BytesIO(archive.read(f"{name}/positions.npy")))
-    images = np.zeros((size, 3, 32, 32), dtype=np.uint8)
+    images = np.zeros((size, *IMAGE_SHAPE), dtype=np.uint8)
     for number, start in enumerate(range(0, count, CHUNK)):
         tiled = _decode(archive.read(f"{name}/images-{number:05d}.webp"))
         images[positions[start:start + CHUNK]] = _untile(tiled, min(CHUNK, count - start))

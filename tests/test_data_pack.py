@@ -133,7 +133,7 @@ def test_pack_manifest_positions_and_size(pack_root, cifar_root):
 
 
 @pytest.mark.cifar
-def test_pack_root_plans_and_trains_the_grid_like_the_official_root(pack_root, cifar_root):
+def test_pack_root_plans_and_loads_the_grid_like_the_official_root(pack_root, cifar_root):
     specs = grid.expand(["ldam-drw", "meta-ce"], ["cifar10-lt"], [100.0], [0, 1],
                         profile="exp", split_seed=0, overrides={})
     planned = {}
