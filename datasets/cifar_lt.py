@@ -10,6 +10,10 @@ protocol (Jamal et al., CVPR 2020, arXiv:2003.10780; protocols.md §2.1) first r
 meta set of ``meta_per_class`` (10) images per class, then draws the subset from the rest with
 n_max 4990 / 490 (datasets.md §2.4-2.5). The test set is the full balanced official test split.
 
+A data root without the official folder but with data packs (``<root>/*.ltpack``, written by
+``ltbench data pack``: :mod:`ltbench.datasets.cifar_pack`) is read from the pack that holds the
+run's configuration, with the same tensors; no download is attempted there.
+
 torchvision is imported only when data is touched, so listing or describing datasets stays fast.
 """
 
@@ -25,8 +29,9 @@ import numpy as np
 import torch
 
 from ltbench.errors import BadInput
-from ltbench.hparams import JAMAL_CIFAR, LDAM_CIFAR
+from ltbench.hparams import JAMAL_CIFAR, LDAM_CIFAR, resolve_run
 
+from . import cifar_pack
 from .base import Dataset, LTData
 from .profiles import protocol_counts, split_with_validation
 
@@ -40,16 +45,20 @@ def _torchvision_class(name: str) -> type:
     return getattr(torchvision.datasets, name)
 
 
+def _official_md5s(torchvision_name: str) -> dict[str, str]:
+    """File name → md5 of every file of the official folder, as torchvision checks them."""
+    tv_class = _torchvision_class(torchvision_name)
+    return dict(tv_class.train_list + tv_class.test_list
+                + [[tv_class.meta["filename"], tv_class.meta["md5"]]])
+
+
 @functools.cache
 def _failed_files(torchvision_name: str, folder: str) -> tuple[str, ...]:
     """The files of ``folder`` that are missing or fail torchvision's md5 (empty when intact)."""
     from torchvision.datasets.utils import check_integrity
 
-    tv_class = _torchvision_class(torchvision_name)
-    expected = tv_class.train_list + tv_class.test_list + [
-        [tv_class.meta["filename"], tv_class.meta["md5"]]]
     failed = []
-    for filename, md5 in expected:
+    for filename, md5 in _official_md5s(torchvision_name).items():
         path = Path(folder) / filename
         if not path.is_file():
             failed.append(f"{filename} missing")
@@ -91,16 +100,35 @@ class _CifarLT(Dataset):
                                profile, hparams, self.name)
 
     def check(self, root: Path, hparams: Mapping[str, Any]) -> None:
-        """Accept an intact official folder under ``root``; if there is none, download one.
+        """Accept an intact official folder under ``root``; where there is none but ``root``
+        holds data packs, one of them holding this dataset with the run's data options (the
+        subset is checked when it is read); otherwise download the official folder.
 
         The download goes to a fresh temporary directory and is moved into ``root`` only once
         torchvision has verified it, so a failed attempt writes nothing there. A folder that is
         present but fails the md5 check is reported, never replaced: it may be the user's.
         """
-        root = Path(root).expanduser().resolve()
-        folder = root / _torchvision_class(self.torchvision_name).base_folder
+        packs = self._packs(root)
+        if packs:
+            cifar_pack.find_pack(packs, self.name,
+                                 cifar_pack.data_options(hparams, self.data_keys))
+        else:
+            self._check_official(root)
+
+    def _folder(self, root: Path) -> Path:
+        return (Path(root).expanduser().resolve()
+                / _torchvision_class(self.torchvision_name).base_folder)
+
+    def _packs(self, root: Path) -> list[cifar_pack.Pack]:
+        """The data packs under ``root`` when it has no official folder (else none)."""
+        if self._folder(root).exists():
+            return []
+        return cifar_pack.packs_under(Path(root).expanduser().resolve())
+
+    def _check_official(self, root: Path) -> None:
+        folder = self._folder(root)
         if not folder.exists():
-            self._download(root, folder)
+            self._download(folder.parent, folder)
         failed = _failed_files(self.torchvision_name, str(folder))
         if failed:
             raise BadInput(f"{self.name}: {folder} failed the md5 check ({', '.join(failed)}); "
@@ -125,6 +153,30 @@ class _CifarLT(Dataset):
         self.check(root, hparams)
         return _read_split(self.torchvision_name, str(Path(root).expanduser().resolve()), train)
 
+    def _read(self, root: Path, imb_factor: float, profile: str, split_seed: int,
+              hparams: Mapping[str, Any]) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray],
+                                                   tuple[torch.Tensor, torch.Tensor],
+                                                   tuple[torch.Tensor, torch.Tensor]]:
+        """The run's (subset, meta, validation) positions
+        (:func:`~ltbench.datasets.profiles.split_with_validation`) and the official training
+        and test splits as (images, labels), from the official folder or else from the pack
+        holding this configuration (:meth:`_packs`), whose training images at the positions it
+        does not hold are zero."""
+        counts = self.class_counts(imb_factor, profile, hparams)
+        packs = self._packs(root)
+        if packs:
+            pack = cifar_pack.find_pack(packs, self.name,
+                                        cifar_pack.data_options(hparams, self.data_keys),
+                                        (imb_factor, profile, split_seed))
+            splits = cifar_pack.read_splits(pack)
+            train, test = splits["train"][:2], splits["test"][:2]
+        else:
+            train, test = self._split(root, hparams, True), self._split(root, hparams, False)
+        positions = split_with_validation(train[1].numpy(), counts, split_seed, hparams)
+        if packs:
+            cifar_pack.check_held(pack, np.concatenate(positions), splits["train"][2])
+        return positions, train, test
+
     def split_indices(self, root: Path, imb_factor: float, profile: str, split_seed: int,
                       hparams: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """Ascending int64 positions of the subset and the meta set in the official training
@@ -134,16 +186,12 @@ class _CifarLT(Dataset):
     def split_positions(self, root: Path, imb_factor: float, profile: str, split_seed: int,
                         hparams: Mapping[str, Any]
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        counts = self.class_counts(imb_factor, profile, hparams)
-        _, labels = self._split(root, hparams, train=True)
-        return split_with_validation(labels.numpy(), counts, split_seed, hparams)
+        return self._read(root, imb_factor, profile, split_seed, hparams)[0]
 
     def load(self, root: Path, imb_factor: float, profile: str, split_seed: int,
              hparams: Mapping[str, Any]) -> LTData:
-        indices, meta, val = self.split_positions(root, imb_factor, profile, split_seed,
-                                                  hparams)
-        train_images, train_labels = self._split(root, hparams, train=True)
-        test_images, test_labels = self._split(root, hparams, train=False)
+        (indices, meta, val), (train_images, train_labels), (test_images, test_labels) = \
+            self._read(root, imb_factor, profile, split_seed, hparams)
         picked, meta_picked = torch.from_numpy(indices), torch.from_numpy(meta)
         val_picked = torch.from_numpy(val)
         has_meta, has_val = len(meta) > 0, len(val) > 0
@@ -161,6 +209,42 @@ class _CifarLT(Dataset):
             val_labels=train_labels[val_picked] if has_val else None,
             val_indices=val if has_val else None,
         )
+
+    def pack(self, root: Path, imb_factor: float, profile: str, split_seed: int,
+             overrides: Mapping[str, str], out: Path,
+             effort: int = cifar_pack.DEFAULT_EFFORT) -> list[str]:
+        """Write the data pack of a configuration (:mod:`ltbench.datasets.cifar_pack`) from the
+        official folder under ``root`` to ``out``; return the protocols it covers.
+
+        It covers the protocol ``overrides`` names, else every protocol of the dataset, each
+        with the data options of ``overrides`` (``meta_per_class``, ``val_per_class``); a
+        subset one of them cannot draw is :class:`BadInput` before any data is read.
+        """
+        names = [overrides["protocol"]] if "protocol" in overrides else list(self.protocols)
+        covered = {name: resolve_run(self, None, {**overrides, "protocol": name})
+                   for name in names}
+        for hparams in covered.values():
+            self.class_counts(imb_factor, profile, hparams)
+        self._check_official(root)  # packs are made from the official files only
+        train, test = self._split(root, hparams, True), self._split(root, hparams, False)
+        held = np.unique(np.concatenate([
+            position for hparams in covered.values()
+            for position in split_with_validation(
+                train[1].numpy(), self.class_counts(imb_factor, profile, hparams), split_seed,
+                hparams)]))
+        manifest = {
+            "dataset": self.name, "imb_factor": float(imb_factor), "profile": profile,
+            "split_seed": int(split_seed),
+            "data_options": {key: value for key, value in covered[names[0]].items()
+                             if key in overrides and key != "protocol"},
+            "protocols": {name: cifar_pack.data_options(hparams, self.data_keys)
+                          for name, hparams in covered.items()},
+            "source_md5": _official_md5s(self.torchvision_name),
+        }
+        cifar_pack.write_pack(out, manifest, {
+            "train": (*train, held.astype(np.int64)),
+            "test": (*test, np.arange(len(test[1]), dtype=np.int64))}, effort)
+        return names
 
 
 class Cifar10LT(_CifarLT):

@@ -539,6 +539,45 @@ def indices(dataset, imb, profile, split_seed, data_root, overrides, out, meta, 
     click.echo(f"wrote {len(idx)} indices to {out}")
 
 
+@data.command("pack")
+@click.argument("dataset")
+@click.option("--imb", required=True, help="Imbalance factor n_max/n_min (>= 1).")
+@_subset_options
+@_data_root_option
+@_set_option
+@click.option("--effort", type=click.IntRange(0, 6), default=2, show_default=True,
+              help="Lossless WebP effort (libwebp method): higher is smaller and slower.")
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Pack file to write; name it NAME.ltpack.")
+def pack_data(dataset, imb, profile, split_seed, data_root, overrides, effort, out):
+    """Write one portable file with exactly the images a configuration trains on.
+
+    It holds, losslessly (WebP), the training images of the subset under each protocol
+    (ldam; jamal with its meta set; only the one --set protocol=X names, if given), the
+    validation split with --set val_per_class=N, the whole test set, every label, their
+    positions in the official files and those files' md5s. Read from the official folder
+    under --data-root.
+
+    \b
+    To use it, copy it into a data root as <data root>/NAME.ltpack (several may sit there).
+    A data root without the official CIFAR folder trains from the pack that holds the run's
+    configuration, with the same tensors and run ids, and refuses any other imbalance
+    factor, profile, split seed, data option or dataset, naming what its packs hold.
+    """
+    from .hparams import parse_overrides
+
+    plugin, _ = _dataset_and_hparams(dataset, overrides)  # rejects unknown --set keys
+    if not hasattr(plugin, "pack"):
+        raise BadInput(f"dataset '{dataset}' cannot be packed (CIFAR-LT datasets can)")
+    factor = _single_factor(imb, profile)
+    if not out.parent.is_dir():
+        raise BadInput(f"--out {out}: folder {out.parent} does not exist")
+    covered = plugin.pack(data_root, factor, profile, split_seed, parse_overrides(overrides),
+                          out, effort)
+    click.echo(f"wrote {out} ({out.stat().st_size / 2 ** 20:.1f} MiB): {dataset} imb {imb} "
+               f"profile {profile} split seed {split_seed}, protocols {', '.join(covered)}")
+
+
 @data.command()
 @click.argument("dataset")
 @_data_root_option
