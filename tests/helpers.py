@@ -40,7 +40,7 @@ def make_record(run_id: str = "0123456789abcdef", **overrides) -> dict:
         "git_commit": "a" * 40,
         "started_utc": datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc),
         "finished_utc": datetime(2025, 3, 1, 12, 20, 34, 623456, tzinfo=timezone.utc),
-        "selection_rule": "last", "stage1_run_id": "fedcba9876543210",
+        "selection_rule": "last", "stage1_run_id": "fedcba9876543210", "artifact_error": None,
     }
     record.update(overrides)
     return record
