@@ -15,7 +15,9 @@ the same files in one process:
 * ``prepare``: the one-time ``ltbench data prepare`` decode + resize into the cache, ``--jobs``
   processes;
 * ``cached``: ltbench's training batches from that cache (batched crop + flip + jitter on
-  ``--device``), what every epoch costs afterwards.
+  ``--device``), what every epoch costs afterwards;
+* ``streamed``: the same with the cache kept in host memory (as a split too large for the GPU),
+  each announced epoch's batches gathered one ahead on a background thread and copied.
 
 Each timed section runs after one untimed warm-up pass.
 """
@@ -88,7 +90,7 @@ def time_pil(root: Path, paths: list[str], batch_size: int, jobs: int) -> float:
 
 
 def time_cached(root: Path, paths: list[str], batch_size: int, jobs: int, device: torch.device,
-                epochs: int) -> tuple[float, float]:
+                epochs: int) -> tuple[float, float, float]:
     from ltbench.engine.image_cache import ImageList, open_split, prepare_split
     from ltbench.engine.sources import CachedImages
 
@@ -97,23 +99,27 @@ def time_cached(root: Path, paths: list[str], batch_size: int, jobs: int, device
     prepare_split(images, root / "cache", jobs=jobs, stream=io.StringIO())
     prepare_rate = len(paths) / (time.perf_counter() - started)
     split = open_split(images, root / "cache", 256, "prepare")
-    source = CachedImages(split, torch.from_numpy(images.labels), (0.485, 0.456, 0.406),
-                          (0.229, 0.224, 0.225), 224, 0.4, device, channels_last=False)
-    generator = torch.Generator(device=device).manual_seed(0)
+    rates = []
+    for resident in (True, False):
+        source = CachedImages(split, torch.from_numpy(images.labels), (0.485, 0.456, 0.406),
+                              (0.229, 0.224, 0.225), 224, 0.4, device, channels_last=False,
+                              resident=resident)
+        generator = torch.Generator(device=device).manual_seed(0)
 
-    def epoch() -> None:
-        order = torch.randperm(len(source), generator=generator, device=device)
-        for index in order.split(batch_size):
-            inputs, _ = source.train_batch(index, generator)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return inputs
+        def epoch() -> None:
+            order = torch.randperm(len(source), generator=generator, device=device)
+            source.announce(order, batch_size)  # as the training loop does
+            for index in order.split(batch_size):
+                source.train_batch(index, generator)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
 
-    epoch()
-    started = time.perf_counter()
-    for _ in range(epochs):
         epoch()
-    return prepare_rate, epochs * len(paths) / (time.perf_counter() - started)
+        started = time.perf_counter()
+        for _ in range(epochs):
+            epoch()
+        rates.append(epochs * len(paths) / (time.perf_counter() - started))
+    return prepare_rate, *rates
 
 
 def main() -> None:
@@ -131,7 +137,7 @@ def main() -> None:
         paths = write_images(root, args.images, seed=0)
         pil_single_rate = time_pil(root, paths, args.batch_size, 0)
         pil_rate = time_pil(root, paths, args.batch_size, args.jobs)
-        prepare_rate, cached_rate = time_cached(root, paths, args.batch_size, args.jobs,
+        prepare_rate, cached_rate, streamed_rate = time_cached(root, paths, args.batch_size, args.jobs,
                                                 torch.device(args.device), args.epochs)
     finally:
         if args.workdir is None:
@@ -141,13 +147,15 @@ def main() -> None:
                "pil_single_process_images_per_s": round(pil_single_rate, 1),
                "pil_images_per_s": round(pil_rate, 1),
                "prepare_images_per_s": round(prepare_rate, 1),
-               "cached_images_per_s": round(cached_rate, 1)}
+               "cached_images_per_s": round(cached_rate, 1),
+               "streamed_images_per_s": round(streamed_rate, 1)}
     print(f"plain PIL path (main process):   {pil_single_rate:8.1f} images/s")
     print(f"plain PIL path ({args.jobs} workers):      {pil_rate:8.1f} images/s")
     print(f"one-time prepare ({args.jobs} processes):   {prepare_rate:8.1f} images/s")
     print(f"cached path on {args.device} ({torch.get_num_threads()} threads):  "
           f"{cached_rate:8.1f} images/s ({cached_rate / pil_rate:.1f}x the PIL path with "
           f"{args.jobs} workers)")
+    print(f"streamed from host memory:       {streamed_rate:8.1f} images/s")
     print(json.dumps(figures))
 
 

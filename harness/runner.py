@@ -3,11 +3,20 @@
 Resume is by run id: a run whose record says ``ok`` is done and skipped; a ``failed`` or
 ``diverged`` one is re-tried only when asked (``--rerun-failed``); ``--force`` re-trains all.
 A run that raises is recorded as ``failed`` with its error and the grid goes on; only an
-interrupt (Ctrl-C) stops the grid, leaving every finished record in place.
+interrupt (Ctrl-C) stops the grid, leaving every finished record in place. A pack of several
+runs that runs out of device memory is trained again in halves (down to lone runs), and the
+grid's later packs train in chunks no larger than the half that was tried last.
 
 A two-stage run (:mod:`ltbench.stages`) first makes sure its stage-1 run is published with its
 final model, training it (as a run of its own) when it is not. Every ok run is also scored on
 the 11 shifted test sets (:mod:`ltbench.shifted`), stored as its ``evals`` artifact.
+
+Publish first, optional artifacts after: a trained run's record (with its curves and its
+method's artifacts) is published as soon as its pack finishes; then its ``evals`` and, for a
+stage-1 run, its final model are stored. A failure there never fails the run: the record is
+rewritten with the reason in ``artifact_error`` (a stage-1 run without its model is not
+:func:`~ltbench.stages.stage1_ready`, so its dependents in the same grid fail saying so, and a
+later grid trains it again).
 
 Several ``ltbench run`` processes (or launcher workers) may share one store: each run is
 claimed first (:mod:`ltbench.claims`) and skipped when another live process holds it or
@@ -24,7 +33,7 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from . import claims, registry
 from .envinfo import device_name, git_commit
@@ -118,19 +127,26 @@ def _base_record(spec: RunSpec, device, numerics, started: datetime,
         "git_commit": git_commit(),
         "started_utc": started,
         "finished_utc": datetime.now(timezone.utc),
+        "artifact_error": None,
     }
 
 
+class Trained(NamedTuple):
+    """One run trained by :func:`train_specs`."""
+
+    fields: dict[str, Any]  # its record's columns from training
+    artifacts: dict[str, Any]  # published with its record: ``curves`` and its method's own
+    model: Any  # its final model when ``ok`` (for :func:`store_optional_artifacts`), else None
+
+
 def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None = None,
-                store: ResultStore | None = None, checkpoint=None, numerics=None):
-    """Train compatible runs (one pack) on loaded data: one ``(record fields, artifacts)`` per
-    run, the artifacts being its per-epoch ``curves``, its shifted-test ``evals`` and whatever
-    its method produced; raises on errors. A two-stage run trains alone: it loads its
-    published stage-1 model from ``store``. A run whose method is some method's stage 1 saves
-    its final model there. ``checkpoint``: the pack's
-    :class:`~ltbench.engine.checkpoint.ResumeCheckpoint` to resume from and save to.
-    ``numerics``: the :class:`~ltbench.engine.steps.Numerics` to train and evaluate with
-    (default: the device's automatic ones)."""
+                store: ResultStore | None = None, checkpoint=None,
+                numerics=None) -> list[Trained]:
+    """Train compatible runs (one pack) on loaded data: one :class:`Trained` per run; raises on
+    errors. A two-stage run trains alone: it loads its published stage-1 model from
+    ``store``. ``checkpoint``: the pack's :class:`~ltbench.engine.checkpoint.ResumeCheckpoint`
+    to resume from and save to. ``numerics``: the :class:`~ltbench.engine.steps.Numerics` to
+    train and evaluate with (default: the device's automatic ones)."""
     import torch
 
     from .engine.steps import Numerics
@@ -150,14 +166,14 @@ def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None
             raise ValueError("a two-stage run trains alone")
         if store is None or not stage1_ready(store, stage1):
             raise RuntimeError(f"stage-1 run {stage1.run_id} ({stage1.describe()}) is not "
-                               f"published with its model")
+                               f"published with its model (--rerun-failed trains it again)")
         method, seed = methods[0], specs[0].seed
         backbone = load_stage1_model(store, stage1, data.num_classes).to(device)
         model = method.build_classifier(backbone, data, device, seed)
         results = [train(data, method, method.stage2_hparams(), seed, device, progress,
                          model=model, checkpoint=checkpoint, numerics=numerics)]
-    outcomes = []
-    for spec, method, result in zip(specs, methods, results):
+    trained = []
+    for method, result in zip(methods, results):
         fields: dict[str, Any] = {"status": result.status, "error": result.error,
                                   "train_class_counts": list(data.class_counts),
                                   "selection_rule": method.selection_rule,
@@ -168,25 +184,53 @@ def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None
                                     data.class_counts))
             fields["top1_err_best_epoch"] = 100.0 - result.best_top1_acc
             fields["best_epoch"] = result.best_epoch
-            artifacts["evals"] = evaluate_shifted(spec.run_id, result.model, data, spec.hparams,
-                                                  method.uses_target_prior, device,
-                                                  numerics.precision())
-            if store is not None and keeps_final_model(spec.method):
-                store.save_model(spec.run_id, result.model)  # before the record: its commit
-        outcomes.append((fields, artifacts))
-    return outcomes
+        trained.append(Trained(fields, artifacts,
+                               result.model if result.status == "ok" else None))
+    return trained
 
 
 def train_one(spec: RunSpec, data, device, progress: RunProgress | None = None,
-              store: ResultStore | None = None, checkpoint=None, numerics=None):
+              store: ResultStore | None = None, checkpoint=None, numerics=None) -> Trained:
     """:func:`train_specs` of one run."""
     return train_specs([spec], data, device, progress, store, checkpoint, numerics)[0]
+
+
+def store_optional_artifacts(spec: RunSpec, model, data, device, numerics,
+                             store: ResultStore, stream: TextIO) -> str | None:
+    """After the ok run ``spec``'s record is published: store its shifted-test ``evals``
+    (:func:`~ltbench.shifted.evaluate_shifted` of its final ``model``, in the run's
+    ``numerics``) and, when some method
+    starts from runs of its method, the model itself (:mod:`ltbench.stages`). Returns None, or
+    what failed (each failure's traceback goes to ``stream``); a model that could not be
+    saved leaves no file behind, not even one of an earlier training of the run."""
+    errors = []
+    try:
+        uses_target_prior = registry.load("method", spec.method).uses_target_prior
+        store.write_artifact("evals", spec.run_id,
+                             evaluate_shifted(spec.run_id, model, data, spec.hparams,
+                                              uses_target_prior, device,
+                                              numerics.precision()))
+    except Exception as exc:
+        traceback.print_exc(file=stream)
+        errors.append(f"evals: {type(exc).__name__}: {exc}")
+    if keeps_final_model(spec.method):
+        try:
+            store.save_model(spec.run_id, model)
+        except Exception as exc:
+            traceback.print_exc(file=stream)
+            store.model_path(spec.run_id).unlink(missing_ok=True)
+            errors.append(f"model: {type(exc).__name__}: {exc}")
+    if errors:
+        _release_device_memory(device)  # an out-of-memory evaluation must not starve the next
+    return "; ".join(errors) or None
 
 
 def _outcome(record: dict[str, Any]) -> str:
     outcome = record["status"]
     if outcome == "ok":
         outcome += f", top-1 error {record['top1_err']:.2f}%"
+        if record["artifact_error"]:
+            outcome += f" (artifacts missing: {record['artifact_error']})"
     elif record["error"]:
         outcome += f": {record['error']}"
     return outcome
@@ -200,17 +244,35 @@ def _pack_label(pack: list[RunSpec], first: int, total: int) -> str:
             f"{pack[0].dataset} imb={format_imb(pack[0].imb_factor)} {members}")
 
 
+@dataclass
+class _PackLimit:
+    """The most runs a grid still trains as one pack: a pack that ran out of device memory
+    lowers it to that pack's larger half, so the grid's later packs train in chunks that small
+    (under the claims of the pack as planned)."""
+
+    size: int
+
+
+def _is_out_of_memory(exc: Exception) -> bool:
+    """CUDA's ``OutOfMemoryError``, or another allocator's RuntimeError saying so."""
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc))
+
+
 def _train_and_publish(pack: list[RunSpec], label: str, store: ResultStore, cache: _DataCache,
                        device, numerics, stream: TextIO, checkpoint_every: int | None,
-                       planned_at: float) -> list[dict[str, Any]]:
-    """Claim the runs of ``pack``, train those this process holds as one pack (resuming from
-    its checkpoint) and publish their records (failed ones too); return the records written.
+                       planned_at: float, limit: _PackLimit) -> list[dict[str, Any]]:
+    """Claim the runs of ``pack``, train those this process holds in packs of at most
+    ``limit.size`` runs, in order, and publish their records (failed ones too); return the
+    records written.
 
-    A run claimed by another live process, or published since ``planned_at``, is left out;
-    a run whose claim was taken over while training is not published (its new owner does)."""
-    from .engine.checkpoint import DEFAULT_EVERY, ResumeCheckpoint, resume_path
-
-    progress = RunProgress(label, stream)
+    A pack of several runs that runs out of device memory lowers ``limit.size`` to its larger
+    half and is trained again that way (halving again while needed, down to lone runs, whose
+    out-of-memory error is recorded as their failure). A run claimed by another live process,
+    or published since ``planned_at``, is left out; a run whose claim was taken over while
+    training is not published (its new owner does)."""
     with contextlib.ExitStack() as held:
         mine = []
         for spec in pack:
@@ -226,37 +288,75 @@ def _train_and_publish(pack: list[RunSpec], label: str, store: ResultStore, cach
                 continue
             mine.append((spec, claim))
         if not mine:
-            progress.end("skipped")
+            RunProgress(label, stream).end("skipped")
             return []
-        pack = [spec for spec, _ in mine]
-        key = pack_id(pack)
-        checkpoint = ResumeCheckpoint(resume_path(store.root, key), key,
-                                      DEFAULT_EVERY if checkpoint_every is None
-                                      else checkpoint_every)
-        started = datetime.now(timezone.utc)
-        t0 = time.monotonic()
-        try:
-            data = cache.get(pack[0])
-            outcomes = train_specs(pack, data, device, progress, store, checkpoint, numerics)
-        except Exception as exc:  # one broken pack (an OOM included) must not stop the grid
+        records, rest = [], mine
+        while rest:
+            chunk, rest = rest[:limit.size], rest[limit.size:]
+            part = label if len(chunk) == len(mine) else f"{label} part: " + ", ".join(
+                f"{spec.method} seed={spec.seed}" for spec, _ in chunk)
+            published = _train_chunk(chunk, part, store, cache, device, numerics, stream,
+                                     checkpoint_every)
+            if published is None:  # out of memory: trained again in halves
+                limit.size = min(limit.size, (len(chunk) + 1) // 2)
+                rest = chunk + rest
+            else:
+                records += published
+    return records
+
+
+def _train_chunk(chunk: list, label: str, store: ResultStore, cache: _DataCache, device,
+                 numerics, stream: TextIO,
+                 checkpoint_every: int | None) -> list[dict[str, Any]] | None:
+    """Train the claimed runs ``chunk`` as one pack (resuming from its checkpoint, keyed by
+    its :func:`~ltbench.packing.pack_id`) and publish each: its record first, then its
+    optional artifacts (:func:`store_optional_artifacts`); return the records written, or
+    None when a pack of several runs ran out of device memory (nothing published)."""
+    from .engine.checkpoint import DEFAULT_EVERY, ResumeCheckpoint, resume_path
+
+    pack = [spec for spec, _ in chunk]
+    key = pack_id(pack)
+    checkpoint = ResumeCheckpoint(resume_path(store.root, key), key,
+                                  DEFAULT_EVERY if checkpoint_every is None
+                                  else checkpoint_every)
+    progress = RunProgress(label, stream)
+    started = datetime.now(timezone.utc)
+    t0 = time.monotonic()
+    split = False
+    try:
+        data = cache.get(pack[0])
+        trained = train_specs(pack, data, device, progress, store, checkpoint, numerics)
+    except Exception as exc:  # one broken pack (an OOM included) must not stop the grid
+        split = len(pack) > 1 and _is_out_of_memory(exc)
+        if not split:
             traceback.print_exc(file=stream)
-            outcomes = [({"status": "failed", "error": f"{type(exc).__name__}: {exc}"}, None)
-                        ] * len(pack)
-        if outcomes[0][0]["status"] == "failed":  # here: the traceback held the memory
-            _release_device_memory(device)
-        wall_s = time.monotonic() - t0
-        records, notes = [], []
-        for (spec, claim), (fields, artifacts) in zip(mine, outcomes):
-            record = _base_record(spec, device, numerics, started, wall_s)
-            record.update(fields)
-            if not claim.held():  # its new owner trains and publishes it
-                notes.append("discarded: the claim was taken over while training")
-                continue
-            store.write(record, artifacts)
-            records.append(record)
-            notes.append(_outcome(record))
-        if len(records) == len(mine):
-            checkpoint.discard()
+        failure = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        trained = [Trained(failure, None, None)] * len(pack)
+    if trained[0].fields["status"] == "failed":  # here: the traceback held the memory
+        _release_device_memory(device)
+    if split:
+        # Its halves are other packs (other ids, other checkpoints): this state is no use.
+        checkpoint.discard()
+        progress.end("out of device memory; training it again in halves")
+        return None
+    wall_s = time.monotonic() - t0
+    records, notes = [], []
+    for (spec, claim), run in zip(chunk, trained):
+        record = _base_record(spec, device, numerics, started, wall_s)
+        record.update(run.fields)
+        if not claim.held():  # its new owner trains and publishes it
+            notes.append("discarded: the claim was taken over while training")
+            continue
+        store.write(record, run.artifacts)
+        if run.model is not None:
+            record["artifact_error"] = store_optional_artifacts(spec, run.model, data, device,
+                                                                numerics, store, stream)
+            if record["artifact_error"] is not None:
+                store.write(record)
+        records.append(record)
+        notes.append(_outcome(record))
+    if len(records) == len(chunk):
+        checkpoint.discard()
     if len(pack) == 1:
         progress.end(notes[0])
     else:
@@ -295,11 +395,12 @@ def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
     planned_at = time.time() if planned_at is None else planned_at
     done: dict[str, dict[str, Any]] = {}
     tried: set[str] = set()
+    limit = _PackLimit(pack_size)
 
     def train_and_publish(pack: list[RunSpec], label: str) -> None:
         tried.update(spec.run_id for spec in pack)
         for record in _train_and_publish(pack, label, store, cache, device, numerics, stream,
-                                         checkpoint_every, planned_at):
+                                         checkpoint_every, planned_at, limit):
             done[record["run_id"]] = record
 
     position = 1
@@ -319,10 +420,14 @@ def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
 
 def _release_device_memory(device) -> None:
     """After a failed run (an out-of-memory one above all), hand its cached CUDA blocks back
-    so the next run of the grid starts from an empty device."""
+    so the next run of the grid starts from an empty device (collecting first the reference
+    cycles that may still hold its tensors)."""
     if getattr(device, "type", None) == "cuda":
+        import gc
+
         import torch
 
+        gc.collect()
         torch.cuda.empty_cache()
 
 

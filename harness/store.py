@@ -14,7 +14,9 @@ same folder, flushed, fsynced and moved into place with ``os.replace``, so a rea
 partial parquet file (pitfall 20: parquet-mr #446, arrow-rs #1717, polars #17358, SPARK-8406),
 and readers only ever open final ``<run_id>.parquet`` names. Artifacts (curves included) are
 published before the record: the record's appearance is the commit point, and artifacts whose
-record is missing are treated as absent.
+record is missing are treated as absent. A run's optional artifacts (its ``evals``, its model)
+are published after its record, so a failure producing them never loses the trained run; the
+record's ``artifact_error`` then says what is missing (:mod:`ltbench.runner`).
 
 A file that cannot be read all the same (truncated or damaged by a crash, a full disk, a bad
 copy) is skipped by every reader, as if the run were missing, so it is re-run; it is found,
@@ -100,6 +102,9 @@ RECORD_SCHEMA = pa.schema(
         pa.field("precision", pa.string()),
         pa.field("memory_format", pa.string()),
         pa.field("deterministic", pa.bool_()),
+        # Why an optional artifact of a published run (its shifted-test evals, its final
+        # model) is missing; null when every artifact was stored. Never fails the run.
+        pa.field("artifact_error", pa.string()),
     ],
     metadata={
         _VERSION_KEY: STORE_SCHEMA_VERSION.encode(),
@@ -109,8 +114,8 @@ RECORD_SCHEMA = pa.schema(
 )
 
 #: Columns added after the first store version: their values in records written without them.
-ADDED_COLUMNS = {"selection_rule": "last", "stage1_run_id": None, "precision": None,
-                 "memory_format": None, "deterministic": None}
+ADDED_COLUMNS = {"selection_rule": "last", "stage1_run_id": None, "artifact_error": None,
+                 "precision": None, "memory_format": None, "deterministic": None}
 
 _SORT_KEYS = ["dataset", "method", "imb_factor", "seed", "run_id"]
 # Run ids become file names: no separators, no leading dot (hidden names are temp files).
@@ -156,6 +161,11 @@ def _record_table(record: Mapping[str, Any]) -> pa.Table:
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
             raise ValueError(f"column {field.name}: {exc}") from exc
     return pa.Table.from_arrays(columns, schema=RECORD_SCHEMA)
+
+
+def _check_artifact_name(name: str) -> None:
+    if name == "runs" or not _ARTIFACT_NAME.fullmatch(name):
+        raise ValueError(f"artifact name {name!r} is not allowed")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -236,17 +246,23 @@ class ResultStore:
         table = _record_table(record)
         artifacts = dict(artifacts or {})
         for name in artifacts:
-            if name == "runs" or not _ARTIFACT_NAME.fullmatch(name):
-                raise ValueError(f"artifact name {name!r} is not allowed")
+            _check_artifact_name(name)
         run_id = record["run_id"]
         for name, frame in artifacts.items():
-            folder = self.root / name
-            folder.mkdir(parents=True, exist_ok=True)
-            _publish(pa.Table.from_pandas(frame, preserve_index=False),
-                     folder / f"{run_id}.parquet")
+            self.write_artifact(name, run_id, frame)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         final = self.runs_dir / f"{run_id}.parquet"
         _publish(table, final)
+        return final
+
+    def write_artifact(self, name: str, run_id: str, frame: pd.DataFrame) -> Path:
+        """Publish one artifact of run ``run_id`` as ``<root>/<name>/<run_id>.parquet``,
+        atomically (names as for :meth:`write`); returns its path."""
+        _check_artifact_name(name)
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"{run_id}.parquet"
+        _publish(pa.Table.from_pandas(frame, preserve_index=False), final)
         return final
 
     def _record_files(self) -> list[Path]:
@@ -328,7 +344,8 @@ class ResultStore:
 
     def save_model(self, run_id: str, model) -> Path:
         """Publish the final ``model``'s ``state_dict`` (moved to the CPU) as
-        ``models/<run_id>.pt``, atomically; call before the run's record is written."""
+        ``models/<run_id>.pt``, atomically; a run's model is published after its record, so
+        :meth:`has_model` only counts once both are there."""
         import torch
 
         state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}

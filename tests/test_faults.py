@@ -1,19 +1,33 @@
 """Faults: damaged result files are reported, ignored, repaired and re-run; a diverged or
-out-of-memory run is recorded and the grid goes on; a nearly full disk stops the grid before
-any training."""
+out-of-memory run is recorded and the grid goes on; an out-of-memory pack is trained again in
+halves; a failing optional artifact (shifted evals, stage-1 model) keeps its published run;
+a nearly full disk stops the grid before any training."""
 
 from __future__ import annotations
 
+import io
 import os
 import textwrap
 
+import numpy as np
+import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner
 from helpers import TINY_SYNTHETIC, install_plugin, tree_snapshot
 
-from ltbench import registry
+import ltbench.engine.train as engine_train
+from ltbench import grid, registry, runner
 from ltbench.cli import cli
+from ltbench.engine.checkpoint import resume_path
+from ltbench.hparams import parse_overrides
+from ltbench.packing import pack_id, plan_packs
+from ltbench.runner import run_grid
+from ltbench.shifted import SHIFTED_SETS
+from ltbench.stages import stage1_ready, stage1_spec
 from ltbench.store import ResultStore
+
+CPU = torch.device("cpu")
 
 TINY = [a for s in TINY_SYNTHETIC for a in ("--set", s)]
 
@@ -147,3 +161,117 @@ def test_unwritable_results_folder_stops_before_any_training(tmp_path):
         results.chmod(0o755)
     assert result.exit_code == 2 and "is not writable" in result.stderr
     assert tree_snapshot(results) == {}
+
+
+# --- failures after training: optional artifacts, out-of-memory packs ----------------------
+
+def _specs(methods: list[str], seeds: list[int], *overrides: str):
+    return grid.expand(methods, ["synthetic-lt"], [4.0], seeds,
+                       overrides=parse_overrides(TINY_SYNTHETIC + overrides), epochs=1)
+
+
+def _fresh_store(root) -> ResultStore:
+    store = ResultStore(root)
+    store.ensure_writable()
+    return store
+
+
+def test_a_failing_shifted_evaluation_keeps_the_run_and_the_grid_goes_on(tmp_path, monkeypatch):
+    real_evaluate = runner.evaluate_shifted
+    calls = []
+
+    def first_one_fails(run_id, *args):
+        calls.append(run_id)
+        if len(calls) == 1:
+            raise RuntimeError("evaluation exploded")
+        return real_evaluate(run_id, *args)
+
+    monkeypatch.setattr(runner, "evaluate_shifted", first_one_fails)
+    specs = _specs(["ce"], [0, 1])
+    store = _fresh_store(tmp_path)
+    records = run_grid(specs, store, tmp_path, CPU, stream=io.StringIO())
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    assert calls == [specs[0].run_id, specs[1].run_id]
+    stored = store.read().set_index("run_id")
+    assert stored.loc[specs[0].run_id, "artifact_error"] == (
+        "evals: RuntimeError: evaluation exploded")
+    assert pd.isna(stored.loc[specs[1].run_id, "artifact_error"])
+    for spec in specs:  # published with the metrics of its last evaluated epoch
+        assert stored.loc[spec.run_id, "status"] == "ok"
+        assert (stored.loc[spec.run_id, "top1_acc"]
+                == store.curves(spec.run_id)["test_acc"].iloc[-1])
+    assert store.artifact("evals", specs[0].run_id) is None
+    assert len(store.artifact("evals", specs[1].run_id)) == len(SHIFTED_SETS)
+
+
+def test_a_stage1_model_that_cannot_be_saved_fails_its_dependent_until_retrained(
+        tmp_path, monkeypatch):
+    def disk_full(self, run_id, model):
+        self.model_path(run_id).parent.mkdir(parents=True, exist_ok=True)
+        self.model_path(run_id).write_bytes(b"partial")  # a stale or partial file
+        raise OSError("No space left on device")
+
+    (crt,) = _specs(["crt"], [0], "stage2_epochs=1")
+    ce = stage1_spec(crt)
+    store = _fresh_store(tmp_path)
+    with monkeypatch.context() as patch:
+        patch.setattr(ResultStore, "save_model", disk_full)
+        records = run_grid([ce, crt], store, tmp_path, CPU, stream=io.StringIO())
+    by_id = {r["run_id"]: r for r in records}
+    assert by_id[ce.run_id]["status"] == "ok"
+    assert by_id[ce.run_id]["artifact_error"] == "model: OSError: No space left on device"
+    assert not store.model_path(ce.run_id).exists() and not stage1_ready(store, ce)
+    assert store.artifact("evals", ce.run_id) is not None  # the other artifact was stored
+    assert by_id[crt.run_id]["status"] == "failed"
+    assert f"stage-1 run {ce.run_id}" in by_id[crt.run_id]["error"]
+    assert "is not published with its model" in by_id[crt.run_id]["error"]
+    # A later grid (the dependent re-tried) trains stage 1 again, then the dependent.
+    again = run_grid([crt], store, tmp_path, CPU, stream=io.StringIO())
+    assert [r["status"] for r in again] == ["ok"]
+    assert stage1_ready(store, ce)
+    assert pd.isna(store.read().set_index("run_id").loc[ce.run_id, "artifact_error"])
+
+
+def test_is_out_of_memory():
+    assert runner._is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory."))
+    assert runner._is_out_of_memory(RuntimeError("MPS backend out of memory"))
+    assert not runner._is_out_of_memory(RuntimeError("shapes cannot be multiplied"))
+    assert not runner._is_out_of_memory(ValueError("out of memory"))
+
+
+def test_an_out_of_memory_pack_is_trained_again_in_halves(tmp_path, monkeypatch):
+    """A pack of 3 that does not fit (more than 2 runs raise CUDA's OOM) is trained as 2 + 1;
+    the next pack of 3 is then cut to 2 + 1 without trying 3; every record equals the run
+    trained alone (fp32 on CPU; a small lr as in test_pack_grid.py)."""
+    specs = _specs(["ce", "focal"], [0, 1, 2], "lr=0.002")
+    alone = _fresh_store(tmp_path / "alone")
+    run_grid(specs, alone, tmp_path, CPU, stream=io.StringIO())
+
+    real_train_pack = engine_train.train_pack
+    sizes = []
+
+    def tight_memory(data, members, *args, **kwargs):
+        sizes.append(len(members))
+        if len(members) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_train_pack(data, members, *args, **kwargs)
+
+    monkeypatch.setattr(engine_train, "train_pack", tight_memory)
+    packed = _fresh_store(tmp_path / "packed")
+    whole = plan_packs(specs, 3)[0]
+    stale = resume_path(packed.root, pack_id(whole))  # the whole pack's checkpoint
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"not a checkpoint")
+    log = io.StringIO()
+    records = run_grid(specs, packed, tmp_path, CPU, stream=log, pack_size=3)
+    assert sizes == [3, 2, 1, 2, 1]
+    assert "out of device memory; training it again in halves" in log.getvalue()
+    assert [r["run_id"] for r in records] == [s.run_id for s in specs]
+    assert not any(packed.root.joinpath("resume").iterdir())  # split packs leave none behind
+    got = packed.read().sort_values("run_id").reset_index(drop=True)
+    expected = alone.read().sort_values("run_id").reset_index(drop=True)
+    assert set(got["status"]) == {"ok"}
+    for column in ("run_id", "top1_acc", "many_acc", "medium_acc", "few_acc", "best_epoch"):
+        pd.testing.assert_series_equal(got[column], expected[column])
+    for got_acc, alone_acc in zip(got["per_class_acc"], expected["per_class_acc"]):
+        np.testing.assert_array_equal(got_acc, alone_acc)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from image_fixtures import write_jpeg
 from PIL import Image
 from scipy.stats import ks_2samp
 
-from ltbench.engine import image_cache
+from ltbench.engine import image_cache, sources
 from ltbench.engine.crops import (PackedImages, color_jitter, draw_crop_boxes, resized_crops)
 from ltbench.engine.image_cache import ImageList, open_split, prepare_split, resized_size
 from ltbench.engine.sources import CachedImages
@@ -258,3 +259,51 @@ def test_color_jitter_applies_torchvisions_operations_in_the_drawn_order():
         assert torch.allclose(out[b].permute(2, 0, 1), expected, atol=1e-5)
     assert len(set(map(tuple, order.tolist()))) > 1  # orders do differ between images
     assert not torch.allclose(out, images)
+
+
+def test_announced_streamed_batches_are_gathered_ahead_on_a_thread(image_list, tmp_path,
+                                                                    monkeypatch):
+    """After an epoch's order is announced, each next batch's pixels are gathered on the
+    background thread, in the announced order; an unannounced batch is gathered on the spot.
+    The crops are the resident ones throughout."""
+    gathered = []
+    real_gather = sources._StreamedBatches._gather
+
+    def watched(self, chosen):
+        gathered.append((threading.current_thread().name.startswith("ltbench-gather"),
+                         chosen.tolist()))
+        return real_gather(self, chosen)
+
+    monkeypatch.setattr(sources._StreamedBatches, "_gather", watched)
+    split = cached(image_list, tmp_path)
+    resident, streamed = source(split, jitter=0.4), source(split, jitter=0.4, resident=False)
+    order = torch.tensor([6, 2, 7, 0, 5, 1, 3, 4])
+    streamed.announce(order, 3)
+    for index in order.split(3):
+        a = resident.train_batch(index, torch.Generator().manual_seed(index[0].item()))
+        b = streamed.train_batch(index, torch.Generator().manual_seed(index[0].item()))
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert gathered == [(True, [6, 2, 7]), (True, [0, 5, 1]), (True, [3, 4])]
+    gathered.clear()
+    a = resident.train_batch(torch.tensor([6, 2, 7]), torch.Generator().manual_seed(0))
+    b = streamed.train_batch(torch.tensor([6, 2, 7]), torch.Generator().manual_seed(0))
+    assert torch.equal(a[0], b[0])
+    assert gathered == [(False, [6, 2, 7])]  # equal values, but not the announced view
+
+
+def test_sources_of_one_split_share_its_resident_copy(image_list, tmp_path, monkeypatch):
+    copies = []
+    real_copy = sources._copy_to
+
+    def counted(images, device):
+        copies.append(len(images))
+        return real_copy(images, device)
+
+    monkeypatch.setattr(sources, "_copy_to", counted)
+    split = cached(image_list, tmp_path)
+    first, second = source(split), source(split, jitter=0.4)
+    assert first.resident and second.resident and copies == [len(split.starts)]
+    assert next(first.eval_batches(8))[0].equal(next(second.eval_batches(8))[0])
+    reopened = open_split(image_list, tmp_path / "cache", SHORT, "prepare")
+    source(reopened)  # another split object (a subset loaded again): its own copy
+    assert copies == [len(split.starts)] * 2

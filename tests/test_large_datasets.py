@@ -5,6 +5,7 @@ and ``ltbench data prepare`` + ``ltbench run`` end to end."""
 from __future__ import annotations
 
 import collections
+import io
 import os
 import subprocess
 import sys
@@ -25,10 +26,12 @@ from ltbench.datasets.inat import INaturalist2017, INaturalist2018, read_coco_js
 from ltbench.datasets.places_lt import PlacesLT
 from ltbench.datasets.reference_counts import IMAGENET_LT_TRAIN, PLACES_LT_TRAIN
 from ltbench.datasets.split_lists import SplitFileMismatch, parse_split_list, read_split_list
+from ltbench.engine import sources
 from ltbench.engine.image_cache import CacheSplit
 from ltbench.errors import BadInput
 from ltbench.evaluate import shot_groups
 from ltbench.hparams import resolve_run
+from ltbench.runner import run_grid
 from ltbench.store import ResultStore
 
 #: Fixture images are about 30-50 pixels: cache them at 36 and crop 32.
@@ -257,6 +260,28 @@ def test_prepare_then_run_end_to_end_on_cpu_writes_rows(tmp_path):
     assert 0.0 <= row["top1_err"] <= 100.0
     curves = ResultStore(results).curves(row["run_id"])
     assert curves["lr"].tolist() == [0.2]  # cosine: epoch 0 runs at the base lr
+
+
+def test_runs_of_one_subset_copy_its_cached_splits_to_the_device_once(tmp_path, monkeypatch):
+    """Two runs of one subset (each also scored on the shifted test sets) share one device
+    copy of the training split and one of the test split."""
+    dataset, _, _ = fixture("imagenet-lt", tmp_path)
+    prepared(dataset, tmp_path)
+    copies = []
+    real_copy = sources._copy_to
+
+    def counted(images, device):
+        copies.append(len(images))
+        return real_copy(images, device)
+
+    monkeypatch.setattr(sources, "_copy_to", counted)
+    specs = grid.expand(["ce"], ["imagenet-lt"], None, [0, 1], epochs=1,
+                        overrides={**SMALL, "backbone": "resnet10", "batch_size": "8"})
+    store = ResultStore(tmp_path / "results")
+    store.ensure_writable()
+    records = run_grid(specs, store, tmp_path, torch.device("cpu"), stream=io.StringIO())
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    assert copies == [sum(TRAIN_COUNTS), TEST_PER_CLASS * len(TRAIN_COUNTS)]
 
 
 # -- the real split files ------------------------------------------------------------------

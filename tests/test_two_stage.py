@@ -287,7 +287,7 @@ def test_tau_selection_never_reads_the_test_split(tmp_path):
     # wrong, so the test accuracy falls to at most 100 − the original accuracy.
     relabelled = dataclasses.replace(data, test_labels=(data.test_labels + 1) % 4)
     for tampered in (noise, relabelled):
-        fields, artifacts = train_one(spec, tampered, CPU, store=store)
+        fields, artifacts, _ = train_one(spec, tampered, CPU, store=store)
         pd.testing.assert_frame_equal(artifacts["tau_curve"], curve)
     assert fields["top1_acc"] <= 100.0 - record["top1_acc"] <= 25.0  # the tampering bites
 
@@ -305,13 +305,14 @@ def test_records_without_the_new_columns_read_with_defaults(tmp_path):
     store.write(make_record("aaaaaaaaaaaaaaaa"))
     path = tmp_path / "runs" / "old0000000000000.parquet"
     table = pq.read_table(tmp_path / "runs" / "aaaaaaaaaaaaaaaa.parquet")
-    old = table.drop_columns(["selection_rule", "stage1_run_id"])
+    old = table.drop_columns(["selection_rule", "stage1_run_id", "artifact_error"])
     old = old.set_column(old.schema.get_field_index("run_id"), old.schema.field("run_id"),
                          pa.array(["old0000000000000"]))
     pq.write_table(old, path)
     frame = store.read().set_index("run_id")
     assert frame.loc["old0000000000000", "selection_rule"] == "last"
     assert pd.isna(frame.loc["old0000000000000", "stage1_run_id"])
+    assert pd.isna(frame.loc["old0000000000000", "artifact_error"])
 
 
 def _no_validation_data():

@@ -35,7 +35,7 @@ import os
 import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
@@ -73,7 +73,11 @@ class ImageList:
 @dataclass(frozen=True)
 class CacheSplit:
     """A complete cache opened for reading: ``pixels`` is a copy-on-write memory map (uint8
-    ``[P, 3]``, nothing is read until used), ``starts``/``heights``/``widths`` int64 ``[N]``."""
+    ``[P, 3]``, nothing is read until used), ``starts``/``heights``/``widths`` int64 ``[N]``.
+
+    ``device_copies`` holds the split's packed images copied to a training device, one per
+    device (:class:`~ltbench.engine.sources.CachedImages`): every run of a loaded subset
+    shares one copy, freed with the split when the subset is dropped."""
 
     folder: Path
     short_side: int
@@ -81,6 +85,7 @@ class CacheSplit:
     starts: np.ndarray
     heights: np.ndarray
     widths: np.ndarray
+    device_copies: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:

@@ -11,6 +11,7 @@ uint8 tensors (CIFAR-style, :class:`~ltbench.engine.augment.DeviceImages`) or a
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
@@ -31,11 +32,13 @@ class CachedImages:
     Training: ``RandomResizedCrop(crop_size)`` + horizontal flip (p = 0.5) + ``ColorJitter``
     of ``jitter`` (none when 0); evaluation: ``CenterCrop(crop_size)`` of the cached image,
     which is already ``Resize(short_side)``. The packed pixels live on the training device
-    when ``resident`` (default: on the CPU, memory-mapped; on a GPU, when they fit in
-    :data:`RESIDENT_FRACTION` of its free memory); otherwise they stay in host memory and each
-    batch's source images are copied to the device (one host synchronisation per batch, for
-    the batch's indices). Both give the same crops: every random draw and the resampling run
-    on the device in either case.
+    when ``resident`` (default: on the CPU, memory-mapped; on a GPU, when the split already
+    has a copy there or fits in :data:`RESIDENT_FRACTION` of its free memory); the device copy
+    is the split's, made once and shared by every source of it (``CacheSplit.device_copies``).
+    Otherwise the pixels stay in host memory and each batch's source images are gathered and
+    copied to the device (:class:`_StreamedBatches`: one batch ahead, on a background thread,
+    for the batches announced with :meth:`announce`). Both give the same crops: every random
+    draw and the resampling run on the device in either case.
     """
 
     def __init__(self, split: CacheSplit, labels: torch.Tensor, mean: Sequence[float],
@@ -50,13 +53,19 @@ class CachedImages:
                                   *(torch.from_numpy(a) for a in (split.starts, split.heights,
                                                                   split.widths)))
         if resident is None:
-            resident = device.type == "cpu" or (
+            resident = device.type == "cpu" or device in split.device_copies or (
                 split.pixels.nbytes <= RESIDENT_FRACTION * torch.cuda.mem_get_info(device)[0])
-        self._heights, self._widths = (self._host.heights.to(device),
-                                       self._host.widths.to(device))
-        self._images = PackedImages(self._host.pixels.to(device),
-                                    self._host.starts.to(device), self._heights,
-                                    self._widths) if resident else None
+        if resident:
+            if device not in split.device_copies:
+                split.device_copies[device] = _copy_to(self._host, device)
+            self._images = split.device_copies[device]
+            self._heights, self._widths = self._images.heights, self._images.widths
+            self._streamed = None
+        else:
+            self._images = None
+            self._heights, self._widths = (self._host.heights.to(device),
+                                           self._host.widths.to(device))
+            self._streamed = _StreamedBatches(self._host, device)
         self.labels = labels.to(device)
         self.crop_size = crop_size
         self.jitter = jitter
@@ -72,22 +81,18 @@ class CachedImages:
         """Whether the pixels are on the training device (else streamed per batch)."""
         return self._images is not None
 
+    def announce(self, order: torch.Tensor, batch_size: int) -> None:
+        """The batches to come are the views ``order.split(batch_size)``, in turn (an epoch's
+        order, on the device): a streamed split starts gathering them ahead. Resident: no-op."""
+        if self._streamed is not None:
+            self._streamed.announce(order, batch_size)
+
     def _source(self, index: torch.Tensor) -> tuple[PackedImages, torch.Tensor]:
         """The packed images holding ``index`` on the device, and ``index`` into them: the
         whole split when resident, else just the batch's images, re-packed and copied."""
-        if self._images is not None:
+        if self._streamed is None:
             return self._images, index
-        device = index.device
-        chosen = index.cpu()
-        starts, heights, widths = (self._host.starts[chosen], self._host.heights[chosen],
-                                   self._host.widths[chosen])
-        sizes = heights * widths
-        pixels = torch.cat([self._host.pixels[start:start + size]
-                            for start, size in zip(starts.tolist(), sizes.tolist())])
-        packed = PackedImages(pixels.to(device),
-                              *(a.to(device) for a in (torch.cumsum(sizes, 0) - sizes,
-                                                       heights, widths)))
-        return packed, torch.arange(len(chosen), device=device)
+        return self._streamed.batch(index), torch.arange(index.shape[0], device=index.device)
 
     def train_batch(self, index: torch.Tensor, generator: torch.Generator
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,9 +108,9 @@ class CachedImages:
 
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Centre crops of the whole set in order, in chunks of ``batch_size``."""
-        for start in range(0, len(self), batch_size):
-            index = torch.arange(start, min(start + batch_size, len(self)),
-                                 device=self.labels.device)
+        order = torch.arange(len(self), device=self.labels.device)
+        self.announce(order, batch_size)
+        for index in order.split(batch_size):
             crops = centre_crops(*self._source(index), self.crop_size).float().div(255)
             yield self._normalise(crops), self.labels[index]
 
@@ -114,6 +119,76 @@ class CachedImages:
         ``normalize``."""
         images = images.sub(self._mean).div(self._std).permute(0, 3, 1, 2)
         return images if self.channels_last else images.contiguous()
+
+
+def _copy_to(images: PackedImages, device: torch.device) -> PackedImages:
+    """``images`` on ``device``: a cached split made resident."""
+    return PackedImages(*(a.to(device) for a in (images.pixels, images.starts, images.heights,
+                                                 images.widths)))
+
+
+class _StreamedBatches:
+    """Batches of a split kept in host memory, re-packed and copied to ``device`` per batch.
+
+    After :meth:`announce` (the epoch's order, read to the host once: its one host
+    synchronisation) a background thread gathers the next announced batch's pixels while the
+    current one trains, into pinned memory on CUDA, and the copy to the device does not block
+    the host. A batch that is not the next announced one (the same view of the order) is
+    gathered on the spot, after reading its indices to the host.
+    """
+
+    def __init__(self, host: PackedImages, device: torch.device):
+        self._host = host
+        self._device = device
+        self._pin = device.type == "cuda"
+        self._gatherer: ThreadPoolExecutor | None = None
+        self._batches: tuple[torch.Tensor, ...] = ()
+        self._host_batches: tuple[torch.Tensor, ...] = ()
+        self._next = 0
+        self._pending: Future | None = None
+
+    def announce(self, order: torch.Tensor, batch_size: int) -> None:
+        if self._gatherer is None:
+            self._gatherer = ThreadPoolExecutor(max_workers=1,
+                                                thread_name_prefix="ltbench-gather")
+        self._batches = order.split(batch_size)
+        self._host_batches = order.cpu().split(batch_size)
+        self._next = 0
+        self._prefetch()
+
+    def _prefetch(self) -> None:
+        self._pending = (self._gatherer.submit(self._gather, self._host_batches[self._next])
+                         if self._next < len(self._batches) else None)
+
+    def batch(self, index: torch.Tensor) -> PackedImages:
+        """The images ``index`` (device int64 [B]) re-packed in that order, on the device."""
+        if self._pending is not None and _same_view(index, self._batches[self._next]):
+            host = self._pending.result()
+            self._next += 1
+            self._prefetch()
+        else:
+            host = self._gather(index.cpu())
+        pixels, layout = (a.to(self._device, non_blocking=True) for a in host)
+        return PackedImages(pixels, *layout)
+
+    def _gather(self, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pixels of images ``chosen`` (host int64 [B]) packed in that order, and their
+        int64 [3, B] starts, heights and widths in that packing (pinned on CUDA)."""
+        starts, heights, widths = (self._host.starts[chosen], self._host.heights[chosen],
+                                   self._host.widths[chosen])
+        sizes = heights * widths
+        pixels = torch.empty((int(sizes.sum()), 3), dtype=torch.uint8, pin_memory=self._pin)
+        torch.cat([self._host.pixels[start:start + size]
+                   for start, size in zip(starts.tolist(), sizes.tolist())], out=pixels)
+        layout = torch.stack((torch.cumsum(sizes, 0) - sizes, heights, widths))
+        return pixels, layout.pin_memory() if self._pin else layout
+
+
+def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` is the tensor view ``b`` (same memory, shape and strides): then it holds
+    the same values, known without reading them."""
+    return (a.device == b.device and a.data_ptr() == b.data_ptr() and a.shape == b.shape
+            and a.stride() == b.stride())
 
 
 def image_source(images: torch.Tensor | CacheSplit, labels: torch.Tensor,

@@ -141,6 +141,22 @@ class MetaBatches:
         self._next = state["next"]
 
 
+class _AnnouncedOrders:
+    """``sampler``'s epoch orders, each announced to the cached split ``images`` before the
+    epoch trains on it in batches of ``batch_size`` (:meth:`CachedImages.announce`: a
+    streamed split gathers every next batch ahead)."""
+
+    def __init__(self, sampler: EpochSampler, images: CachedImages, batch_size: int):
+        self.sampler = sampler
+        self.images = images
+        self.batch_size = batch_size
+
+    def order(self, epoch: int, generator: torch.Generator) -> torch.Tensor:
+        order = self.sampler.order(epoch, generator)
+        self.images.announce(order, self.batch_size)
+        return order
+
+
 def _no_meta_set() -> None:
     return None
 
@@ -312,6 +328,8 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
     num_train = len(train_images)
     samplers = [EpochSampler(m.hparams.get("sampler", "instance-balanced"), train_images.labels,
                              num_classes, epochs) for m in members]
+    if isinstance(train_images, CachedImages):  # a lone run (packs train on tensors)
+        samplers = [_AnnouncedOrders(samplers[0], train_images, batch_size)]
     per_class_total = np.bincount(data.test_labels.numpy(), minlength=num_classes)
     per_class_correct = np.zeros((runs, num_classes), dtype=np.int64)
 
