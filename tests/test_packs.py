@@ -29,8 +29,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ltbench import registry
 from ltbench.engine.augment import DeviceImages
-from ltbench.engine.grouped import GroupedResNet, PackSGD, member_view
-from ltbench.engine.models import build_backbone
+from ltbench.engine.grouped import GroupedOptionAShortcut, GroupedResNet, PackSGD, member_view
+from ltbench.engine.models import OptionAShortcut, build_backbone
 from ltbench.engine.steps import GroupedStep, Numerics, SingleModelStep, build_optimizer
 from ltbench.engine.train import PackMember, train, train_pack
 from ltbench.hparams import resolve_run
@@ -132,6 +132,19 @@ def test_grouped_network_equals_separate_models_in_float64(head):
         for name, buffer in model.named_buffers():
             assert_close(state[name], buffer, f"{name} of model {k}", rtol=1e-12)
 
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_grouped_shortcut_keeps_the_memory_format(memory_format):
+    """Layer 2.0's shortcut (16 → 32 channels, stride 2) of 3 models: every model's block is
+    its own OptionAShortcut, exactly, and the output has the input's memory format (CUDA's
+    channels-last network would otherwise convert formats around every such block)."""
+    x = torch.randn(2, 3 * 16, 8, 8, generator=generator(3)).contiguous(
+        memory_format=memory_format)
+    out = GroupedOptionAShortcut(32, 3)(x)
+    alone = OptionAShortcut(32)
+    assert tuple(out.shape) == (2, 3 * 32, 4, 4)
+    assert out.is_contiguous(memory_format=memory_format)
+    assert torch.equal(out, torch.cat([alone(block) for block in x.chunk(3, dim=1)], dim=1))
 
 def test_pack_sgd_equals_torch_sgd_per_model():
     """Different lr, momentum and weight decay per model, with and without Nesterov: every

@@ -35,7 +35,8 @@ _SHARED_SUFFIX = "num_batches_tracked"
 
 class GroupedOptionAShortcut(nn.Module):
     """Option-A shortcut of N models at once: ``x[:, :, ::2, ::2]`` with ``planes // 4`` zero
-    channels added on each side of every model's block (arXiv:1512.03385 option A)."""
+    channels added on each side of every model's block (arXiv:1512.03385 option A), in the
+    input's memory format (contiguous or channels-last)."""
 
     def __init__(self, planes: int, models: int):
         super().__init__()
@@ -43,8 +44,13 @@ class GroupedOptionAShortcut(nn.Module):
         self.models = models
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sub = x[:, :, ::2, ::2]
-        blocks = sub.unflatten(1, (self.models, -1))  # [B, N, C, H, W]
+        if x.is_contiguous(memory_format=torch.channels_last):
+            # Padded in the [B, H, W, N, C] layout, so the output is channels-last too: the
+            # 5-d view below of a channels-last input would be padded into a contiguous one.
+            blocks = x.permute(0, 2, 3, 1)[:, ::2, ::2].unflatten(3, (self.models, -1))
+            padded = F.pad(blocks, (self.channel_pad, self.channel_pad))
+            return padded.flatten(3).permute(0, 3, 1, 2)
+        blocks = x[:, :, ::2, ::2].unflatten(1, (self.models, -1))  # [B, N, C, H, W]
         padded = F.pad(blocks, (0, 0, 0, 0, self.channel_pad, self.channel_pad))
         return padded.flatten(1, 2)
 
