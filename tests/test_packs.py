@@ -388,6 +388,24 @@ def test_grouped_step_equals_single_model_steps_in_float32():
                      f"BN running statistics of run {k}")
 
 
+def test_both_steps_release_the_gradients_before_the_forward():
+    """One model and a pack: when a step's forward runs, no parameter holds the previous
+    step's gradient (so a CUDA-graphed forward never runs while those buffers are
+    referenced); after the step every parameter has its new one."""
+    grouped, models, methods, hparams, batches = step_setup(torch.float32)
+    single = SingleModelStep(models[0], methods[0], hparams[0], CPU, FP32)
+    context = StepContext(lr=float(hparams[0]["lr"]), precision=FP32.precision(),
+                          meta_batch=lambda: None, seed=0)
+    for step, runs in ((single, 1), (grouped, 3)):
+        holding_gradients = []
+        step.model.register_forward_pre_hook(lambda module, args: holding_gradients.append(
+            sum(p.grad is not None for p in module.parameters())))
+        for inputs, targets in batches[:2]:
+            batch = targets.shape[1]
+            step.train_step(inputs[:runs * batch], targets[:runs], 0, [context] * runs)
+            assert all(p.grad is not None for p in step.model.parameters())
+        assert holding_gradients == [0, 0]
+
 # --- the training loop ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("names, seeds, lrs", [
