@@ -241,9 +241,9 @@ def test_pack_sgd_step_is_a_few_fused_foreach_calls(nesterov):
     condition (:func:`fused_foreach_route`), so none broadcasts.
 
     This proves on CPU what decides the CUDA route (CPU foreach kernels are always per-tensor
-    loops). Only a GPU shows the launches themselves: the CUDA test below (a few
-    multi_tensor_apply kernels per step instead of ~380 per-tensor ones), and that the
-    installed torch's CUDA kernels check what this torch's ForeachUtils.h says."""
+    loops), as torch 2.14's ForeachUtils.h states it. Only a GPU shows the launches
+    themselves (the CUDA test below: a few multi_tensor_apply kernels per step instead of
+    ~380 per-tensor ones) and that the GPU machine's torch applies the same condition."""
     optimizer, backward = pack_sgd_with_gradients(CPU, nesterov)
     nesterov_call = ["aten._foreach_addcmul.Scalar"] if nesterov else []
     expected = [["aten._foreach_addcmul.Scalar", *nesterov_call, "aten._foreach_addcmul_.Scalar"],
@@ -257,6 +257,7 @@ def test_pack_sgd_step_is_a_few_fused_foreach_calls(nesterov):
                    if func.__name__.startswith("_foreach")]
         assert [str(func) for func, _ in foreach] == step_calls
         others = [func for func, _ in ops.calls if not func.__name__.startswith("_foreach")]
+        # one [N, …] view per gradient but the heads' two, which are [N, …] already
         assert set(others) == {torch.ops.aten.view.default} and len(others) == 95 - 2
         for func, args in foreach:
             lists = [arg for arg in args if isinstance(arg, list)]
