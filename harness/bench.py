@@ -2,18 +2,23 @@
 
 One process times, one after the other, the training steps of:
 
-* **B0** the reference style (kaidic/LDAM-DRW : cifar_train.py): a torchvision ``CIFAR10``
-  dataset with PIL transforms (``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``,
-  ``ToTensor``, ``Normalize``) in a ``DataLoader`` with worker processes (the reference's
-  ``--workers`` default is 4, with pinned memory), eager fp32, one model, ``loss.item()`` every
-  step (the reference's ``AverageMeter`` update);
+* **B0** the reference style, with the reference's own settings (kaidic/LDAM-DRW :
+  cifar_train.py, ``main_worker`` and ``train``): a torchvision ``CIFAR10`` dataset with PIL
+  transforms (``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``, ``ToTensor``,
+  ``Normalize``) in a shuffling ``DataLoader`` with ``--workers`` processes (the reference's
+  default, 4, is the CLI's) and ``pin_memory=True``, ``cudnn.benchmark = True``, every batch
+  copied with ``.cuda(non_blocking=True)``, eager fp32, one model, ``loss.item()`` every step
+  (the reference's ``AverageMeter`` update). The reference's per-step top-1/top-5 accuracy and
+  its logging are left out, so B0 is if anything faster than the reference and "x B0" is not
+  inflated;
 * **B1** ltbench's device-resident data path (:class:`~ltbench.engine.augment.DeviceImages`)
   and epoch loop (:func:`~ltbench.engine.train.train_epoch`), eager fp32, one model;
 * **B1c** B1 with channels-last tensors (CPU only: on CUDA channels-last comes with B2);
 * **B2** B1 with bf16 autocast and channels-last (on CPU: autocast on the CPU, which pays on
   processors with native bf16, AMX or AVX512-BF16);
-* **B3** B2 with ``torch.compile`` of the network, and with CUDA-graph replay
-  (``mode="reduce-overhead"``) (CUDA; on CPU only with ``cpu_compile``);
+* **B3** B2 with ``torch.compile`` of the network, and (**B3g**) with CUDA-graph replay
+  (``mode="reduce-overhead"``) (CUDA; B3 on CPU only with ``cpu_compile``); where inductor ran
+  graphs without CUDA graphs, B3g's status says so and why (:class:`CudagraphSkips`);
 * **B4** packs of N models as one grouped network (:class:`~ltbench.engine.steps.GroupedStep`),
   with B3's numerics on CUDA, on CPU the precision ``ltbench run`` picks by default
   (:meth:`~ltbench.engine.steps.Numerics.for_device`), compiled with ``cpu_compile``.
@@ -35,8 +40,10 @@ never all zeros) with the real per-class counts 5000, 2997, …, 50 (12,406 imag
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import logging
 import math
 import os
 import platform
@@ -174,6 +181,52 @@ class Settings:
     batch_size: int = 128
 
 
+class CudagraphSkips(logging.Handler):
+    """While active (a ``with`` block), the graphs inductor compiled but runs without CUDA
+    graphs under ``mode="reduce-overhead"``, and its reasons.
+
+    Inductor reports every such skip through ``log_cudagraph_skip_and_bump_counter``
+    (torch/_inductor/cudagraph_utils.py, torch 2.14): a warning "skipping cudagraphs due to
+    <reason>" on a ``torch._inductor`` logger and one more count in
+    ``torch._dynamo.utils.counters["inductor"]["cudagraph_skips"]``. The count also covers
+    skips whose warning did not reach ``torch._inductor`` (older torch logs them on the
+    off-by-default ``perf_hints`` logger)."""
+
+    PREFIX = "skipping cudagraphs due to "
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.reasons: list[str] = []  # distinct, first line of each
+        self.skipped = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith(self.PREFIX):
+            reason = message[len(self.PREFIX):].partition("\n")[0].strip()
+            if reason not in self.reasons:
+                self.reasons.append(reason)
+
+    def __enter__(self) -> CudagraphSkips:
+        from torch._dynamo.utils import counters
+
+        self._counted_before = counters["inductor"]["cudagraph_skips"]
+        logging.getLogger("torch._inductor").addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        from torch._dynamo.utils import counters
+
+        logging.getLogger("torch._inductor").removeHandler(self)
+        self.skipped = counters["inductor"]["cudagraph_skips"] - self._counted_before
+
+    def status(self) -> str:
+        """A measured row's status: "ok", or "ok (cudagraphs skipped: <reasons>)"."""
+        if not (self.skipped or self.reasons):
+            return "ok"
+        why = "; ".join(self.reasons) or f"{self.skipped} graphs, no reason logged"
+        return f"ok (cudagraphs skipped: {why[:160]})"
+
+
 def _time_passes(settings: Settings, run_pass: Callable[[int], None], label: str,
                  stream: TextIO) -> tuple[float, float]:
     """(median seconds of the timed passes, seconds of the warm-up pass)."""
@@ -210,7 +263,7 @@ def _reference_style(settings: Settings, data: BenchData, hparams, stream) -> fl
     from torch.utils.data import DataLoader, Subset
 
     from .engine.models import build_backbone
-    from .engine.steps import build_optimizer
+    from .engine.steps import build_optimizer, use_ieee_fp32
 
     device = settings.device
     transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
@@ -228,15 +281,20 @@ def _reference_style(settings: Settings, data: BenchData, hparams, stream) -> fl
                            torch.Generator().manual_seed(0)).to(device)
     optimizer = build_optimizer(model, hparams)
     loader_generator = torch.Generator().manual_seed(1)
+    on_cuda = device.type == "cuda"
+    torch.backends.cudnn.benchmark = True
+    use_ieee_fp32()  # B0 claims fp32, as B1 does (the reference's era had no TF32)
 
     def run_pass(steps: int) -> None:
+        # pinned memory needs a CUDA device, the only one the reference runs on
         loader = DataLoader(subset_of(_pass_images(data, steps, settings.batch_size)),
                             batch_size=settings.batch_size, shuffle=True,
-                            num_workers=settings.workers, pin_memory=device.type == "cuda",
+                            num_workers=settings.workers, pin_memory=on_cuda,
                             generator=loader_generator)
         model.train()
         for inputs, targets in loader:
-            inputs, targets = inputs.to(device), targets.to(device)
+            inputs = inputs.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
             loss = F.cross_entropy(model(inputs), targets)
             optimizer.zero_grad()
             loss.backward()
@@ -326,8 +384,8 @@ def run_bench(settings: Settings, data_root: Path, stream: TextIO) -> tuple[list
     graphs = replace(fast, compile_mode="reduce-overhead")
     compile_here = on_cuda or settings.cpu_compile
     plans: list[tuple[BenchRow, Any]] = [
-        (BenchRow("B0", "reference style: torchvision + PIL + DataLoader, fp32 eager", 1,
-                  "pending"), None),
+        (BenchRow("B0", f"reference style: torchvision + PIL + DataLoader "
+                        f"({settings.workers} workers), fp32 eager", 1, "pending"), None),
         (BenchRow("B1", "device-resident data, fp32 eager", 1, "pending"), fp32),
         (BenchRow("B1c", "B1 + channels_last", 1,
                   "n/a on CUDA (with B2)" if on_cuda else "pending"), fp32_channels_last),
@@ -354,20 +412,24 @@ def run_bench(settings: Settings, data_root: Path, stream: TextIO) -> tuple[list
             # a fresh compile cache per variant: the pack sizes' graphs would otherwise add
             # up past dynamo's recompile limit and silently fall back to eager
             torch.compiler.reset()
+        skips = (CudagraphSkips() if numerics is not None
+                 and numerics.compile_mode == "reduce-overhead" else None)
         try:
-            if numerics is None:
-                seconds = _reference_style(settings, data, hparams, stream)
-            else:
-                seconds, warmup_s = _engine(settings, data, hparams, row.models, numerics,
-                                            f"bench {row.variant}", stream)
-                if numerics.compile_mode is not None:
-                    warmup_steps = math.ceil(_pass_images(data, settings.warmup,
-                                                          settings.batch_size)
-                                             / settings.batch_size)
-                    steps = math.ceil(_pass_images(data, settings.steps, settings.batch_size)
-                                      / settings.batch_size)
-                    row.compile_s = max(0.0, warmup_s - seconds * warmup_steps / steps)
+            with skips or contextlib.nullcontext():
+                if numerics is None:
+                    seconds = _reference_style(settings, data, hparams, stream)
+                else:
+                    seconds, warmup_s = _engine(settings, data, hparams, row.models, numerics,
+                                                f"bench {row.variant}", stream)
+            if numerics is not None and numerics.compile_mode is not None:
+                warmup_steps = math.ceil(_pass_images(data, settings.warmup, settings.batch_size)
+                                         / settings.batch_size)
+                steps = math.ceil(_pass_images(data, settings.steps, settings.batch_size)
+                                  / settings.batch_size)
+                row.compile_s = max(0.0, warmup_s - seconds * warmup_steps / steps)
             _measured(row, seconds, settings, data, device)
+            if skips is not None:
+                row.status = skips.status()
         except Exception as exc:  # e.g. out of memory at a large N: report it, go on
             row.status = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
     reference = rows[0].images_per_s

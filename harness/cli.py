@@ -210,9 +210,9 @@ def _positive(name: str, value: int | None) -> int | None:
               help="Steps of the untimed warm-up pass [default: 1 on CPU; 98 on CUDA].")
 @click.option("--repeats", type=int, default=None,
               help="Timed passes per variant, the median counts [default: 1 on CPU; 3 on CUDA].")
-@click.option("--workers", type=int, default=None,
-              help="DataLoader worker processes for B0 [default: min(4, CPU count); the "
-                   "reference's default is 4]; 0 loads in the main process.")
+@click.option("--workers", type=int, default=4, show_default=True,
+              help="DataLoader worker processes for B0: the reference's default; 0 loads in "
+                   "the main process.")
 @click.option("--cpu-compile", is_flag=True, help="Also time torch.compile on CPU (B3, B4).")
 @click.option("--batch-size", type=int, default=128, show_default=True,
               help="Batch per model: the protocol's 128; smaller only for smoke tests.")
@@ -238,7 +238,7 @@ def bench(device, data_root, packs, steps, warmup, repeats, workers, cpu_compile
     pack_sizes = tuple(parse_seeds(packs, "pack size")) if packs else defaults["packs"]
     if 0 in pack_sizes:
         raise BadInput("--packs: pack sizes must be at least 1")
-    if workers is not None and workers < 0:
+    if workers < 0:
         raise BadInput(f"--workers must be at least 0, got {workers}")
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out} is not a folder")
@@ -247,7 +247,7 @@ def bench(device, data_root, packs, steps, warmup, repeats, workers, cpu_compile
         steps=_positive("--steps", steps) or defaults["steps"],
         warmup=_positive("--warmup", warmup) or defaults["warmup"],
         repeats=_positive("--repeats", repeats) or defaults["repeats"],
-        workers=workers if workers is not None else min(4, os.cpu_count() or 1),
+        workers=workers,
         cpu_compile=cpu_compile, batch_size=_positive("--batch-size", batch_size))
     rows, meta = run_bench(settings, data_root, sys.stderr)
     click.echo(f"{meta['device']} · torch {meta['torch_version']} · {meta['data']} · "

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ltbench.bench import COLUMNS, GRID_RUNS, TRAIN_FLOP_PER_IMAGE
+from ltbench.bench import COLUMNS, GRID_RUNS, TRAIN_FLOP_PER_IMAGE, CudagraphSkips
 
 HEADER = ("| variant | N | img/s | img/s/model | ms/step | run h | grid h | x B0 | TFLOP/s | "
           "peak MB | compile s | status |")
@@ -55,6 +55,8 @@ def test_bench_writes_consistent_json_and_csv(bench_run):
     measured = [v for v, row in rows.items() if row["status"] == "ok"]
     assert measured == ["B0", "B1", "B1c", "B2", "B4 N=1", "B4 N=2"]
     assert rows["B0"]["speedup_vs_b0"] == 1.0
+    assert rows["B0"]["description"] == ("reference style: torchvision + PIL + DataLoader "
+                                         "(0 workers), fp32 eager")
     for variant in measured:
         row = rows[variant]
         assert row["steps"] == 2  # two batches of 8 per timed pass
@@ -78,3 +80,27 @@ def test_bench_rejects_bad_settings(tmp_path):
         assert proc.returncode == 2
         assert proc.stderr.strip().splitlines() == [message]
         assert not (tmp_path / "out").exists()
+
+
+def test_cudagraph_skips_give_b3g_status_its_reasons():
+    """B3g's status from inductor's own skip report, called as inductor calls it
+    (torch/_inductor/cudagraph_utils.py): each distinct reason once, its first line; a skip
+    counted without a warning (as inductor counts non-GPU graphs) by number; none: "ok"."""
+    from torch._dynamo.utils import counters
+    from torch._inductor.cudagraph_utils import log_cudagraph_skip_and_bump_counter
+
+    with CudagraphSkips() as nothing_skipped:
+        pass
+    assert nothing_skipped.status() == "ok"
+    with CudagraphSkips() as skips:
+        for _ in range(2):
+            log_cudagraph_skip_and_bump_counter(
+                "skipping cudagraphs due to mutated inputs (1 instances). Found from : \n"
+                '   File "steps.py", line 220, in train_step')
+        log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to cpu device (arg0_1)")
+    assert skips.skipped == 3
+    assert skips.status() == ("ok (cudagraphs skipped: mutated inputs (1 instances). Found "
+                              "from :; cpu device (arg0_1))")
+    with CudagraphSkips() as unexplained:
+        counters["inductor"]["cudagraph_skips"] += 2
+    assert unexplained.status() == "ok (cudagraphs skipped: 2 graphs, no reason logged)"

@@ -25,11 +25,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ltbench import registry
 from ltbench.engine.augment import DeviceImages
-from ltbench.engine.grouped import GroupedResNet, PackSGD, member_view
-from ltbench.engine.models import build_backbone
+from ltbench.engine.grouped import GroupedOptionAShortcut, GroupedResNet, PackSGD, member_view
+from ltbench.engine.models import OptionAShortcut, build_backbone
 from ltbench.engine.steps import GroupedStep, Numerics, SingleModelStep, build_optimizer
 from ltbench.engine.train import PackMember, train, train_pack
 from ltbench.hparams import resolve_run
@@ -132,8 +133,22 @@ def test_grouped_network_equals_separate_models_in_float64(head):
             assert_close(state[name], buffer, f"{name} of model {k}", rtol=1e-12)
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_grouped_shortcut_keeps_the_memory_format(memory_format):
+    """Layer 2.0's shortcut (16 → 32 channels, stride 2) of 3 models: every model's block is
+    its own OptionAShortcut, exactly, and the output has the input's memory format (CUDA's
+    channels-last network would otherwise convert formats around every such block)."""
+    x = torch.randn(2, 3 * 16, 8, 8, generator=generator(3)).contiguous(
+        memory_format=memory_format)
+    out = GroupedOptionAShortcut(32, 3)(x)
+    alone = OptionAShortcut(32)
+    assert tuple(out.shape) == (2, 3 * 32, 4, 4)
+    assert out.is_contiguous(memory_format=memory_format)
+    assert torch.equal(out, torch.cat([alone(block) for block in x.chunk(3, dim=1)], dim=1))
+
 def test_pack_sgd_equals_torch_sgd_per_model():
-    """Different lr, momentum and weight decay per model, with and without Nesterov."""
+    """Different lr, momentum and weight decay per model, with and without Nesterov: every
+    parameter after every step is bit for bit torch.optim.SGD's (CPU, fp32)."""
     for nesterov in (False, True):
         models = [build_backbone("resnet32", 3, "linear", generator(seed)) for seed in (4, 5)]
         settings = [(0.1, 0.9, 2e-4), (0.03, 0.5, 5e-3)]
@@ -156,7 +171,120 @@ def test_pack_sgd_equals_torch_sgd_per_model():
             for k, model in enumerate(models):
                 state = grouped.member_state_dict(k)
                 for name, param in model.named_parameters():
-                    assert_close(state[name], param, f"{name} step {step}", rtol=1e-6)
+                    assert torch.equal(state[name], param), f"{name} of model {k}, step {step}"
+
+
+class DispatchedOps(TorchDispatchMode):
+    """Records every aten operator call (the operator and its arguments) while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple[torch._ops.OpOverload, tuple]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls.append((func, args))
+        return func(*args, **(kwargs or {}))
+
+
+def non_overlapping_and_dense(tensor: torch.Tensor) -> bool:
+    """c10's definition: the dimensions of size > 1, ordered by stride, tile memory exactly."""
+    expected = 1
+    for size, stride in sorted(((size, stride) for size, stride
+                                in zip(tensor.shape, tensor.stride()) if size != 1),
+                               key=lambda dim: dim[1]):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def fused_foreach_route(lists: list[list[torch.Tensor]]) -> bool:
+    """The condition under which a ``torch._foreach_*`` call on CUDA runs the fused
+    multi-tensor kernels (aten/src/ATen/native/ForeachUtils.h,
+    ``check_fast_path_restrictions``): every tensor dense and non-overlapping, with the
+    dtype and device of the first list's first tensor, and the tensors at one index of all
+    lists of equal sizes and of equal strides in every dimension of size > 1."""
+    first = lists[0][0]
+    for tensors in lists:
+        for lead, tensor in zip(lists[0], tensors, strict=True):
+            if (tensor.dtype, tensor.device) != (first.dtype, first.device) \
+                    or not non_overlapping_and_dense(tensor) or tensor.shape != lead.shape \
+                    or any(size != 1 and a != b for size, a, b
+                           in zip(tensor.shape, lead.stride(), tensor.stride())):
+                return False
+    return True
+
+
+def pack_sgd_with_gradients(device: torch.device, nesterov: bool):
+    """PackSGD over a channels-last grouped network of 3 models (different lr, momentum and
+    weight decay) on ``device``, and a function that sets real gradients (a backward, so
+    their layout is autograd's)."""
+    models = [build_backbone("resnet32", 4, "linear", generator(seed)) for seed in (0, 1, 2)]
+    grouped = GroupedResNet.from_models(models).to(device, memory_format=torch.channels_last)
+    optimizer = PackSGD(grouped, [0.1, 0.05, 0.2], [0.9, 0.5, 0.9], [2e-4, 0.0, 5e-3], nesterov)
+    inputs = torch.randn(2, 9, 32, 32, generator=generator(7)).to(
+        device, memory_format=torch.channels_last)
+
+    def backward() -> None:
+        optimizer.zero_grad()
+        grouped(inputs).sum().backward()
+
+    return optimizer, backward
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_pack_sgd_step_is_a_few_fused_foreach_calls(nesterov):
+    """Every operator one PackSGD.step dispatches, recorded on CPU with a TorchDispatchMode
+    (channels-last parameters, as on CUDA): the step is 3 (first step) or 4 multi-tensor
+    ``_foreach_*`` calls (one more with Nesterov) over all 95 parameters, and nothing else
+    but the gradients' [N, …] views; and every call's tensor lists meet the fused-kernel
+    condition (:func:`fused_foreach_route`), so none broadcasts.
+
+    This proves on CPU what decides the CUDA route (CPU foreach kernels are always per-tensor
+    loops), as torch 2.14's ForeachUtils.h states it. Only a GPU shows the launches
+    themselves (the CUDA test below: a few multi_tensor_apply kernels per step instead of
+    ~380 per-tensor ones) and that the GPU machine's torch applies the same condition."""
+    optimizer, backward = pack_sgd_with_gradients(CPU, nesterov)
+    nesterov_call = ["aten._foreach_addcmul.Scalar"] if nesterov else []
+    expected = [["aten._foreach_addcmul.Scalar", *nesterov_call, "aten._foreach_addcmul_.Scalar"],
+                ["aten._foreach_addcmul.Scalar", "aten._foreach_mul_.List",
+                 "aten._foreach_add_.List", *nesterov_call, "aten._foreach_addcmul_.Scalar"]]
+    for step_calls in expected:  # the first step (no momentum buffers yet), then a later one
+        backward()
+        with DispatchedOps() as ops:
+            optimizer.step()
+        foreach = [(func, args) for func, args in ops.calls
+                   if func.__name__.startswith("_foreach")]
+        assert [str(func) for func, _ in foreach] == step_calls
+        others = [func for func, _ in ops.calls if not func.__name__.startswith("_foreach")]
+        # one [N, …] view per gradient but the heads' two, which are [N, …] already
+        assert set(others) == {torch.ops.aten.view.default} and len(others) == 95 - 2
+        for func, args in foreach:
+            lists = [arg for arg in args if isinstance(arg, list)]
+            assert len(lists) in (2, 3) and all(len(tensors) == 95 for tensors in lists)
+            assert any(not t.is_contiguous() for t in lists[0])  # channels-last strides
+            assert fused_foreach_route(lists), f"{func} takes the per-tensor route"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="counts CUDA kernel launches; this machine has no CUDA device")
+def test_pack_sgd_step_launches_only_fused_kernels_on_cuda():
+    """On CUDA one (later, Nesterov) PackSGD step launches only multi_tensor_apply kernels,
+    at most 4 per foreach call (95 tensors in chunks), where the per-tensor route launches
+    one kernel per parameter and call (5 · 95)."""
+    optimizer, backward = pack_sgd_with_gradients(torch.device("cuda"), nesterov=True)
+    for _ in range(2):
+        backward()
+        optimizer.step()
+    backward()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        optimizer.step()
+        torch.cuda.synchronize()
+    kernels = [event.name for event in prof.events()
+               if event.device_type == torch.autograd.DeviceType.CUDA]
+    assert kernels and all("multi_tensor_apply_kernel" in name for name in kernels), kernels
+    assert len(kernels) <= 5 * 4
 
 
 def float64_gradient(model: torch.nn.Module, method, inputs, targets) -> list[torch.Tensor]:
@@ -260,6 +388,24 @@ def test_grouped_step_equals_single_model_steps_in_float32():
         assert_close([state[n] for n in buffers], [single.model.get_buffer(n) for n in buffers],
                      f"BN running statistics of run {k}")
 
+
+def test_both_steps_release_the_gradients_before_the_forward():
+    """One model and a pack: when a step's forward runs, no parameter holds the previous
+    step's gradient (so a CUDA-graphed forward never runs while those buffers are
+    referenced); after the step every parameter has its new one."""
+    grouped, models, methods, hparams, batches = step_setup(torch.float32)
+    single = SingleModelStep(models[0], methods[0], hparams[0], CPU, FP32)
+    context = StepContext(lr=float(hparams[0]["lr"]), precision=FP32.precision(),
+                          meta_batch=lambda: None, seed=0)
+    for step, runs in ((single, 1), (grouped, 3)):
+        holding_gradients = []
+        step.model.register_forward_pre_hook(lambda module, args: holding_gradients.append(
+            sum(p.grad is not None for p in module.parameters())))
+        for inputs, targets in batches[:2]:
+            batch = targets.shape[1]
+            step.train_step(inputs[:runs * batch], targets[:runs], 0, [context] * runs)
+            assert all(p.grad is not None for p in step.model.parameters())
+        assert holding_gradients == [0, 0]
 
 # --- the training loop ---------------------------------------------------------------------
 

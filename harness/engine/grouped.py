@@ -35,7 +35,8 @@ _SHARED_SUFFIX = "num_batches_tracked"
 
 class GroupedOptionAShortcut(nn.Module):
     """Option-A shortcut of N models at once: ``x[:, :, ::2, ::2]`` with ``planes // 4`` zero
-    channels added on each side of every model's block (arXiv:1512.03385 option A)."""
+    channels added on each side of every model's block (arXiv:1512.03385 option A), in the
+    input's memory format (contiguous or channels-last)."""
 
     def __init__(self, planes: int, models: int):
         super().__init__()
@@ -43,8 +44,13 @@ class GroupedOptionAShortcut(nn.Module):
         self.models = models
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sub = x[:, :, ::2, ::2]
-        blocks = sub.unflatten(1, (self.models, -1))  # [B, N, C, H, W]
+        if x.is_contiguous(memory_format=torch.channels_last):
+            # Padded in the [B, H, W, N, C] layout, so the output is channels-last too: the
+            # 5-d view below of a channels-last input would be padded into a contiguous one.
+            blocks = x.permute(0, 2, 3, 1)[:, ::2, ::2].unflatten(3, (self.models, -1))
+            padded = F.pad(blocks, (self.channel_pad, self.channel_pad))
+            return padded.flatten(3).permute(0, 3, 1, 2)
+        blocks = x[:, :, ::2, ::2].unflatten(1, (self.models, -1))  # [B, N, C, H, W]
         padded = F.pad(blocks, (0, 0, 0, 0, self.channel_pad, self.channel_pad))
         return padded.flatten(1, 2)
 
@@ -170,9 +176,14 @@ class PackSGD:
     Per parameter: ``g = grad + wd · p``; momentum buffer ``b = g`` on the first step, then
     ``b = momentum · b + g``; the direction is ``b`` or, with Nesterov, ``g + momentum · b``;
     ``p -= lr · direction`` (pytorch/pytorch : torch/optim/sgd.py, ``_single_tensor_sgd``).
-    The per-model values are device tensors (in the parameters' dtype) broadcast over each
-    parameter's model axis, so a learning-rate change is an in-place copy (no re-capture of a
-    CUDA graph); every update is a multi-tensor ``torch._foreach_*`` call over all parameters.
+
+    Every update is a multi-tensor ``torch._foreach_*`` call over all parameters, and every
+    tensor list it takes matches the first one index by index in shape, strides, dtype and
+    device (dense, non-overlapping): the condition for CUDA's fused multi-tensor kernels
+    (aten/src/ATen/native/ForeachUtils.h, ``check_fast_path_restrictions``); one broadcast
+    operand sends the whole call down the one-kernel-per-tensor path. So each per-model value
+    is a :class:`_PerModel` tensor laid out as the parameter, not an [N, 1, …] view, and a
+    learning-rate change refills it in place (no re-capture of a CUDA graph).
     """
 
     def __init__(self, model: GroupedResNet, lr: Sequence[float], momentum: Sequence[float],
@@ -180,30 +191,28 @@ class PackSGD:
         named = list(model.named_parameters())
         self.params = [param for _, param in named]
         self._names = [name for name, _ in named]
-        n = model.models
-        like = {"dtype": self.params[0].dtype, "device": self.params[0].device}
-        self.lr = torch.tensor(list(lr), **like)
-        self.momentum = torch.tensor(list(momentum), **like)
-        self.weight_decay = torch.tensor(list(weight_decay), **like)
+        self.models = model.models
         self.nesterov = nesterov
-        self._views = [member_view(name, p, n) for name, p in named]
-        shapes = [(n,) + (1,) * (view.dim() - 1) for view in self._views]
-        self._lr_b = [self.lr.view(shape) for shape in shapes]
-        self._momentum_b = [self.momentum.view(shape) for shape in shapes]
-        self._weight_decay_b = [self.weight_decay.view(shape) for shape in shapes]
+        self._views = [member_view(name, p, self.models) for name, p in named]
+        self._lr = _PerModel(self._views, lr)
+        self._momentum = _PerModel(self._views, momentum)
+        self._weight_decay = _PerModel(self._views, weight_decay)
         self._buffers: list[torch.Tensor] | None = None
 
     def set_learning_rates(self, lr: Sequence[float]) -> None:
-        self.lr.copy_(torch.tensor(list(lr), dtype=self.lr.dtype))
+        self._lr.fill(lr)
 
     def state_dict(self) -> dict[str, list[torch.Tensor]]:
         """The momentum buffers (none before the first step), for resume checkpoints."""
         return {"momentum_buffers": list(self._buffers or [])}
 
     def load_state_dict(self, state: dict[str, list[torch.Tensor]]) -> None:
+        # Laid out as the parameters whatever layout they were saved in (a CPU checkpoint
+        # resumed on CUDA is contiguous, the parameters channels-last): the fused kernels'
+        # condition.
         buffers = state["momentum_buffers"]
-        self._buffers = [b.to(v.device, v.dtype) for b, v in zip(buffers, self._views)] \
-            if buffers else None
+        self._buffers = [torch.empty_like(view).copy_(buffer)
+                         for buffer, view in zip(buffers, self._views)] if buffers else None
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -211,16 +220,41 @@ class PackSGD:
 
     @torch.no_grad()
     def step(self) -> None:
-        grads = [member_view(name, p.grad, len(self.lr))
+        grads = [member_view(name, p.grad, self.models)
                  for name, p in zip(self._names, self.params)]
-        directions = torch._foreach_addcmul(grads, self._views, self._weight_decay_b)
+        directions = torch._foreach_addcmul(grads, self._views, self._weight_decay.tensors)
         if self._buffers is None:
-            self._buffers = [d.clone() for d in directions]
+            self._buffers = directions  # new tensors, which torch.optim.SGD gets by a clone
         else:
-            torch._foreach_mul_(self._buffers, self._momentum_b)
+            torch._foreach_mul_(self._buffers, self._momentum.tensors)
             torch._foreach_add_(self._buffers, directions)
         if self.nesterov:
-            directions = torch._foreach_addcmul(directions, self._buffers, self._momentum_b)
+            directions = torch._foreach_addcmul(directions, self._buffers,
+                                                self._momentum.tensors)
         else:
             directions = self._buffers
-        torch._foreach_addcmul_(self._views, directions, self._lr_b, value=-1)
+        torch._foreach_addcmul_(self._views, directions, self._lr.tensors, value=-1)
+
+
+class _PerModel:
+    """One value per model, laid out as every parameter: ``tensors[i]`` has the shape and
+    strides of parameter view i ([N, …]) and holds ``values[n]`` throughout slice n.
+    Parameters of one layout share a tensor, so the memory is that of the distinct layouts
+    (for ResNet-32, 11 layouts holding 16 % as many numbers as the parameters)."""
+
+    def __init__(self, views: Sequence[torch.Tensor], values: Sequence[float]):
+        by_layout: dict[tuple[torch.Size, tuple[int, ...]], torch.Tensor] = {}
+        for view in views:
+            layout = (view.shape, view.stride())
+            if layout not in by_layout:
+                by_layout[layout] = torch.empty_like(view)  # same strides: view is dense
+        self.tensors = [by_layout[(view.shape, view.stride())] for view in views]
+        self._distinct = list(by_layout.values())
+        self.fill(values)
+
+    def fill(self, values: Sequence[float]) -> None:
+        """Set model n's value to ``values[n]``, in place."""
+        like = self._distinct[0]
+        per_model = torch.tensor(list(values), dtype=like.dtype).to(like.device)
+        for tensor in self._distinct:
+            tensor.copy_(per_model.view((-1,) + (1,) * (tensor.dim() - 1)))

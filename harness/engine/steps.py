@@ -201,10 +201,13 @@ class SingleModelStep:
                    contexts: Sequence[StepContext]
                    ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         self.model.train()
+        # Released before the forward, as in GroupedStep: a CUDA-graphed forward never runs
+        # while the previous step's gradient buffers are referenced. No number changes: no
+        # method's training_loss reads or writes the model's .grad (torch.autograd.grad).
+        self.optimizer.zero_grad(set_to_none=True)
         self.numerics.begin_step()
         loss, logits, scored = self.method.training_loss(self._forward, inputs, targets[0],
                                                          epoch, contexts[0])
-        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         loss_sum = loss.detach().double().reshape(1) * scored.shape[0]
