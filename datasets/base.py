@@ -88,8 +88,13 @@ class Dataset:
         it before anything runs. By default :meth:`class_counts` decides."""
         self.class_counts(imb_factor, profile, hparams)
 
-    def check(self, root: Path, hparams: Mapping[str, Any]) -> None:
-        """Raise :class:`~ltbench.errors.BadInput` if the data under ``root`` is unusable."""
+    def check(self, root: Path, hparams: Mapping[str, Any],
+              subset: tuple[float, str, int] | None = None) -> None:
+        """Raise :class:`~ltbench.errors.BadInput` if the data under ``root`` is unusable for
+        runs with these hyper-parameters; ``subset`` (imbalance factor, profile, split seed),
+        when given, is the subset they train on, for data that serves only some subsets (a
+        CIFAR-LT data pack). ``ltbench run`` checks every distinct configuration it will train
+        before anything is written."""
 
     def split_indices(self, root: Path, imb_factor: float, profile: str, split_seed: int,
                       hparams: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -99,10 +99,12 @@ class _CifarLT(Dataset):
         return protocol_counts(_TRAIN_SIZE // self.num_classes, self.num_classes, imb_factor,
                                profile, hparams, self.name)
 
-    def check(self, root: Path, hparams: Mapping[str, Any]) -> None:
+    def check(self, root: Path, hparams: Mapping[str, Any],
+              subset: tuple[float, str, int] | None = None) -> None:
         """Accept an intact official folder under ``root``; where there is none but ``root``
-        holds data packs, one of them holding this dataset with the run's data options (the
-        subset is checked when it is read); otherwise download the official folder.
+        holds data packs, one of them holding this dataset with the run's data options (and
+        ``subset``, when given; else it is checked when it is read); otherwise download the
+        official folder.
 
         The download goes to a fresh temporary directory and is moved into ``root`` only once
         torchvision has verified it, so a failed attempt writes nothing there. A folder that is
@@ -111,7 +113,7 @@ class _CifarLT(Dataset):
         packs = self._packs(root)
         if packs:
             cifar_pack.find_pack(packs, self.name,
-                                 cifar_pack.data_options(hparams, self.data_keys))
+                                 cifar_pack.data_options(hparams, self.data_keys), subset)
         else:
             self._check_official(root)
 

@@ -228,8 +228,10 @@ class FixedSplitDataset(Dataset):
                            f"at training time; ltbench ships no copy of them")
         return list(self.reference_counts)
 
-    def check(self, root: Path, hparams: Mapping[str, Any]) -> None:
-        """The lists, their labels and a complete cache of both splits must be present."""
+    def check(self, root: Path, hparams: Mapping[str, Any],
+              subset: tuple[float, str, int] | None = None) -> None:
+        """The lists, their labels and a complete cache of both splits must be present (the
+        split is the subset: there is no other to check)."""
         self.open_caches(root, hparams)
         if int(hparams["crop_size"]) > int(hparams["resize_size"]):
             raise BadInput(f"{self.name}: crop_size {hparams['crop_size']} exceeds "

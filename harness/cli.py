@@ -156,11 +156,7 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
         click.echo(f"{len(specs)} runs in the grid, {len(specs) - len(todo)} done, "
                    f"{len(todo)} to train")
         return
-    checked = set()
-    for spec in todo:
-        if spec.dataset not in checked:
-            registry.load("dataset", spec.dataset)().check(data_root, spec.hparams)
-            checked.add(spec.dataset)
+    _check_data(todo, data_root)
     where = launch.prepare(device)
     launch.check_free_space(store.root)
     store.ensure_writable()
@@ -171,6 +167,24 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
                + f" in packs of up to {pack_size}", err=True)
     launch.run(todo, store, data_root, planned_at, pack_size)
     _print_summary(store, {s.run_id for s in specs})
+
+
+def _check_data(todo, data_root: Path) -> None:
+    """Every distinct data configuration of ``todo`` (dataset, subset, data options) must be
+    servable from ``data_root`` (:meth:`Dataset.check <ltbench.datasets.base.Dataset.check>`),
+    before anything is written."""
+    from . import registry
+    from .spec import canonical_json
+
+    checked = set()
+    for spec in todo:
+        dataset = registry.load("dataset", spec.dataset)()
+        subset = (spec.imb_factor, spec.profile, spec.split_seed)
+        options = {key: spec.hparams.get(key) for key in dataset.data_keys}
+        key = (spec.dataset, subset, canonical_json(options))
+        if key not in checked:
+            dataset.check(data_root, spec.hparams, subset)
+            checked.add(key)
 
 
 def _pack_size(text: str) -> int | None:

@@ -177,12 +177,17 @@ def test_other_configurations_are_refused_naming_the_pack(pack_root, tmp_path, a
 
 
 @pytest.mark.cifar
-def test_run_with_other_data_options_is_refused_before_anything_is_written(pack_root,
-                                                                           tmp_path):
+@pytest.mark.parametrize("args, message", [
+    (["--imb", "100", "--set", "val_per_class=5"], "val_per_class=5"),
+    (["--imb", "100,50"], "imb 50 profile exp split seed 0 protocol=ldam"),
+    (["--imb", "100", "--split-seed", "2"], "imb 100 profile exp split seed 2"),
+], ids=["data option", "imbalance factor", "split seed"])
+def test_run_of_a_configuration_no_pack_holds_is_refused_before_anything_is_written(
+        pack_root, tmp_path, args, message):
     results = tmp_path / "results"
-    result = invoke("run", "--methods", "ce", "--imb", "100", "--epochs", "1", "--set",
-                    "val_per_class=5", "--data-root", pack_root, "--results", results)
-    assert_rejected(result, "val_per_class=5", HOLDS)
+    result = invoke("run", "--methods", "ce", *args, "--epochs", "1", "--data-root", pack_root,
+                    "--results", results)
+    assert_rejected(result, message, HOLDS)
     assert not results.exists()
 
 
