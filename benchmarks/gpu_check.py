@@ -298,7 +298,7 @@ def check_throughput(ctx: Context) -> tuple[bool, dict[str, Any]]:
                                        f"gpu_check throughput N={models}", sys.stderr)
             bench._measured(row, seconds, settings, data, ctx.device)
         except Exception as exc:  # e.g. out of memory at a large N: a finding, report it
-            row.status = f"failed: {_last_line(''.join(traceback.format_exception_only(exc)))}"
+            row.status = f"failed: {exception_line(exc)}"
         release_memory(ctx.device)
         rows.append({"models": models, "status": row.status, "ms_per_step": row.ms_per_step,
                      "images_per_s": row.images_per_s,
@@ -701,6 +701,12 @@ def _records(store: Path):
     return ResultStore(store).read()
 
 
+def exception_line(exc: BaseException) -> str:
+    """The traceback's last line, ``Type: message``, with the message's first line only."""
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0] if message else ''}"[:300]
+
+
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
@@ -834,8 +840,7 @@ def check_ltbench_run(ctx: Context) -> tuple[bool, dict[str, Any]]:
         try:
             ok, part_values = part(ctx, ctx.scratch / "stores" / name, precision)
         except Exception as exc:  # one broken part must not hide the others
-            ok, part_values = False, {"error": _last_line("".join(
-                traceback.format_exception_only(exc)))}
+            ok, part_values = False, {"error": exception_line(exc)}
         part_values["seconds"] = time.monotonic() - started
         part_values["status"] = PASS if ok else FAIL
         print(f"  {name}: {part_values['status']} ({part_values['seconds']:.0f} s)")
@@ -917,7 +922,7 @@ def check_compiled_bench(ctx: Context) -> tuple[bool, dict[str, Any]]:
             bench._measured(row, seconds, settings, data, ctx.device)
             row.compile_s = max(0.0, warmup_s - seconds)
         except Exception as exc:  # report this variant, still time the other
-            row.status = f"failed: {_last_line(''.join(traceback.format_exception_only(exc)))}"
+            row.status = f"failed: {exception_line(exc)}"
         release_memory(ctx.device)
         values[variant] = {"status": row.status, "ms_per_step": row.ms_per_step,
                            "images_per_s": row.images_per_s, "compile_s": row.compile_s,
@@ -1050,7 +1055,7 @@ def run_check(check: Check, entry: Entry, ctx: Context) -> None:
     except Exception as exc:  # a FAIL with the traceback's last line; the next check runs
         traceback.print_exc()
         entry.status = FAIL
-        entry.reason = _last_line("".join(traceback.format_exception_only(exc)))
+        entry.reason = exception_line(exc)
     finally:
         release_memory(ctx.device)
     entry.seconds = time.monotonic() - started
@@ -1120,7 +1125,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder for gpu_check.json and gpu_check.md")
     parser.add_argument("--budget-s", type=float, default=480.0,
                         help="wall-clock budget in seconds [default: 480]")
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--device", choices=("cuda", "cpu", "auto"), default="cuda")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes and synthetic data: the rehearsal")
     parser.add_argument("--only", help="comma-separated check names to run")
