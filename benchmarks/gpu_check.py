@@ -88,10 +88,10 @@ PASS, FAIL, SKIP, PENDING = "PASS", "FAIL", "SKIP", "PENDING"
 FP64_RTOL = 1e-10
 #: Pack-vs-alone agreement in IEEE fp32 (as tests/test_packs.py).
 FP32_RTOL = 1e-5
-#: Pack-vs-alone agreement in bf16. bf16 keeps 8 significant bits (unit roundoff 2^-9 ≈ 2e-3);
+#: Pack-vs-alone agreement in bf16. bf16 keeps 8 significant bits (unit roundoff 2^-8 ≈ 4e-3);
 #: the grouped and the plain convolutions round every activation independently, so two correct
 #: kernels differ by about one bf16 rounding per layer, compounded over ResNet-32's 31
-#: convolutions before the loss. 3e-2 allows ~15 roundings of difference: a sound pack stays far
+#: convolutions before the loss. 3e-2 allows ~8 roundings of difference: a sound pack stays
 #: inside it, while a member reading another's channels or statistics is off by O(1).
 BF16_RTOL = 3e-2
 #: Published top-1 error of ce on CIFAR-10-LT IF 100 (Cao et al. 2019; results/published).
@@ -508,12 +508,12 @@ def check_meta_gradient_bf16(ctx: Context) -> tuple[bool, dict[str, Any]]:
     import torch
     import torch.nn.functional as F
 
+    from ltbench import registry
     from ltbench.engine.augment import DeviceImages
     from ltbench.engine.models import build_backbone
     from ltbench.engine.samplers import EpochSampler
     from ltbench.engine.steps import Numerics
     from ltbench.engine.train import PackMember, build_step, learning_rate, train_epoch
-    from ltbench import registry
     from ltbench.methods.base import StepContext
     from ltbench.methods.l2rw import l2rw_weights
     from ltbench.methods.lookahead import meta_gradient
@@ -524,7 +524,6 @@ def check_meta_gradient_bf16(ctx: Context) -> tuple[bool, dict[str, Any]]:
     count = min(len(data.labels), sizes.meta_train_steps * batch)
     pick = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(0))[:count]
     numerics = Numerics.for_device(device)
-    bf16 = Numerics(device.type, bf16=True, channels_last=True)
     images = DeviceImages(data.images[pick], data.labels[pick], hparams["mean"], hparams["std"],
                           int(hparams["pad"]), hparams["pad_mode"], device,
                           channels_last=numerics.channels_last)
@@ -563,6 +562,8 @@ def check_meta_gradient_bf16(ctx: Context) -> tuple[bool, dict[str, Any]]:
             lambda meta_logits: F.cross_entropy(meta_logits.float(), meta_targets), (eps,))
         return gradient.detach()
 
+    fp32_forward = Numerics.for_device(device, "fp32").precision()
+    bf16_forward = Numerics.for_device(device, "bf16").precision()
     draws = torch.Generator(device=device).manual_seed(2)
     errors, agreements, weight_errors = [], [], []
     for _ in range(sizes.meta_batches):
@@ -570,9 +571,8 @@ def check_meta_gradient_bf16(ctx: Context) -> tuple[bool, dict[str, Any]]:
         inputs, targets = images.train_batch(index, draws)
         meta_inputs, meta_targets = meta_images.train_batch(
             torch.arange(len(meta_images), device=device), draws)
-        exact = eps_gradient(inputs, targets, meta_inputs, meta_targets,
-                             Numerics(device.type, bf16=False, channels_last=False).precision())
-        rounded = eps_gradient(inputs, targets, meta_inputs, meta_targets, bf16.precision())
+        exact = eps_gradient(inputs, targets, meta_inputs, meta_targets, fp32_forward)
+        rounded = eps_gradient(inputs, targets, meta_inputs, meta_targets, bf16_forward)
         errors.append(relative_error(rounded, exact))
         agreements.append(((rounded < 0) == (exact < 0)).double().mean().item())
         weight_errors.append(relative_error(l2rw_weights(rounded), l2rw_weights(exact)))
