@@ -668,23 +668,11 @@ def ltbench(args: list[str], timeout_s: float) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=max(30.0, timeout_s))
 
 
-def has_cifar10(data_root: Path) -> bool:
-    """Whether ltbench's CIFAR-10-LT loader finds its files under ``data_root``."""
-    from ltbench import registry
-    from ltbench.errors import BadInput
-    from ltbench.hparams import resolve_run
-
-    dataset_cls = registry.load("dataset", "cifar10-lt")
-    try:
-        dataset_cls().check(data_root, resolve_run(dataset_cls, None, {}))
-    except BadInput:
-        return False
-    return True
-
-
 def _data_args(ctx: Context) -> list[str]:
     """CIFAR-10-LT IF 100 when the data root has it (and not --quick), else tiny synthetic-lt."""
-    if not ctx.quick and has_cifar10(ctx.data_root):
+    from ltbench.bench import has_cifar10_lt
+
+    if not ctx.quick and has_cifar10_lt(ctx.data_root):
         return ["--datasets", "cifar10-lt", "--imb", "100", "--data-root", str(ctx.data_root)]
     sets = [arg for key, value in TINY_SYNTHETIC.items() for arg in ("--set", f"{key}={value}")]
     return ["--datasets", "synthetic-lt", "--imb", "4", *sets]
@@ -870,7 +858,9 @@ def cifar_run_estimate_s(ctx: Context) -> float:
 
 
 def check_cifar10_ce_200(ctx: Context) -> tuple[bool, dict[str, Any]]:
-    if not has_cifar10(ctx.data_root):
+    from ltbench.bench import has_cifar10_lt
+
+    if not has_cifar10_lt(ctx.data_root):
         raise Skipped(f"no CIFAR-10 under {ctx.data_root}")
     store = ctx.scratch / "stores" / "cifar10_ce_200"
     ms_per_step, source = _ms_per_step_of_three(ctx)

@@ -103,21 +103,39 @@ class BenchData:
     labels: Any
     class_counts: list[int]
     source: str
-    cifar_root: Path | None
+    cifar_root: Path | None  # the official folder's root, for B0's torchvision dataset
+
+
+def has_cifar10_lt(data_root: Path) -> bool:
+    """Whether ``data_root`` serves the CIFAR-10-LT IF 100 subset (split seed 0): the official
+    folder, or a data pack holding it (:mod:`ltbench.datasets.cifar_pack`). Never downloads."""
+    from .errors import BadInput
+
+    root = Path(data_root)
+    if not ((root / "cifar-10-batches-py").is_dir() or any(root.glob("*.ltpack"))):
+        return False
+    dataset = registry.load("dataset", "cifar10-lt")()
+    try:
+        dataset.check(root, resolve_run(dataset, None, {}), (IMB_FACTOR, "exp", 0))
+    except BadInput:
+        return False
+    return True
 
 
 def load_bench_data(data_root: Path) -> BenchData:
-    """The real CIFAR-10-LT IF 100 subset if ``data_root`` has CIFAR-10, else random images
-    with its class counts (see the module docstring)."""
+    """The real CIFAR-10-LT IF 100 subset if ``data_root`` has it (:func:`has_cifar10_lt`),
+    else random images with its class counts (see the module docstring)."""
     import torch
 
     dataset = registry.load("dataset", "cifar10-lt")()
     hparams = resolve_run(dataset, None, {})
     counts = dataset.class_counts(IMB_FACTOR, "exp", hparams)
-    if (Path(data_root) / "cifar-10-batches-py").is_dir():
+    if has_cifar10_lt(data_root):
         data = dataset.load(Path(data_root), IMB_FACTOR, "exp", 0, hparams)
+        official = (Path(data_root) / "cifar-10-batches-py").is_dir()
         return BenchData(data.train_images, data.train_labels, counts,
-                         f"CIFAR-10-LT IF 100 from {data_root}", Path(data_root))
+                         f"CIFAR-10-LT IF 100 from {data_root}",
+                         Path(data_root) if official else None)
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(1, 256, (sum(counts), 3, 32, 32), dtype=torch.uint8,
                            generator=generator)
