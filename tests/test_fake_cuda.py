@@ -101,6 +101,12 @@ def fake_devices() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def cudnn_benchmark_restored(monkeypatch):
+    """``Numerics.prepare`` on a cuda device turns cuDNN's autotuner on for the process."""
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
+
+
 @pytest.fixture
 def autocast_off_on_lazy(monkeypatch):
     """``torch.autocast`` taking ``device_type="lazy", enabled=False`` as a null context."""
