@@ -1,11 +1,13 @@
 # ltbench: `make demo` runs a quick real benchmark and writes an HTML report;
-# `make test` runs the test suite. Both create the virtual environment first.
+# `make test` runs the test suite, `make test-fast` all but its slow tests (about a minute);
+# `make test-gpu-build` runs the CUDA-path tests under the GPU machine's torch build.
+# Each creates its virtual environment first.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test clean
+.PHONY: venv venv-gpu-build demo test test-fast test-gpu-build clean
 
 venv: $(VENV)/.installed
 
@@ -29,7 +31,32 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest
 
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow"
+
+# The GPU machine's build (issue 12): torch 2.11.0 and torchvision 0.26.0, in a second venv
+# beside the main one (which takes the newest torch the index allows). PyPI has only the CUDA
+# wheels of torch for Linux, and `import torch` needs their nvidia libraries even on a CPU-only
+# machine, so the whole set is installed (about 2.6 GB to download, 5.2 GB on disk). Its own
+# .gitignore keeps it out of git status, as venvs of Python 3.13 do.
+GPU_BUILD_VENV ?= .venv-torch2.11
+GPU_BUILD_PINS := torch==2.11.0 torchvision==0.26.0
+GPU_BUILD_TESTS := tests/test_engine.py tests/test_packs.py tests/test_meta_methods.py \
+	tests/test_resume.py tests/test_two_stage.py tests/test_fake_cuda.py
+
+venv-gpu-build: $(GPU_BUILD_VENV)/.installed
+
+$(GPU_BUILD_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(GPU_BUILD_VENV)
+	echo '*' > $(GPU_BUILD_VENV)/.gitignore
+	$(GPU_BUILD_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(GPU_BUILD_VENV)/bin/python -m pip install --quiet $(GPU_BUILD_PINS) -e '.[test]'
+	touch $@
+
+test-gpu-build: venv-gpu-build
+	$(GPU_BUILD_VENV)/bin/python -m pytest $(GPU_BUILD_TESTS)
+
 clean:
-	rm -rf $(VENV) results/runs results/curves results/eps results/eps_summary \
-		results/resume results/claims results/launch results/slurm \
+	rm -rf $(VENV) $(GPU_BUILD_VENV) results/runs results/curves results/eps \
+		results/eps_summary results/resume results/claims results/launch results/slurm \
 		reports/*.html reports/*.md reports/*.tex reports/data

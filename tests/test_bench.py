@@ -31,6 +31,7 @@ def bench_run(tmp_path_factory):
     return work, proc
 
 
+@pytest.mark.slow
 def test_bench_prints_the_table(bench_run):
     _, proc = bench_run
     lines = proc.stdout.splitlines()
@@ -41,6 +42,7 @@ def test_bench_prints_the_table(bench_run):
     assert lines[8].rstrip().endswith("| n/a on CPU |")  # B3g needs CUDA
 
 
+@pytest.mark.slow
 def test_bench_writes_consistent_json_and_csv(bench_run):
     work, _ = bench_run
     (json_path,) = (work / "out").glob("bench-*.json")
@@ -72,6 +74,7 @@ def test_bench_writes_consistent_json_and_csv(bench_run):
     assert rows["B3g"]["status"] == "n/a on CPU" and rows["B3g"]["images_per_s"] is None
 
 
+@pytest.mark.slow
 def test_bench_rejects_bad_settings(tmp_path):
     for args, message in ((["--packs", "1,0"], "Error: --packs: pack sizes must be at least 1"),
                           (["--steps", "0"], "Error: --steps must be at least 1, got 0")):

@@ -404,6 +404,7 @@ def test_bad_published_file_is_exit_2(tmp_path):
     assert f"{bad}:2: selection 'best'" in result.stderr
 
 
+@pytest.mark.slow
 def test_check_and_report_modules_do_not_import_torch():
     code = ("import sys, ltbench.cli, ltbench.check, ltbench.published, ltbench.figures, "
             "ltbench.report; sys.exit(1 if 'torch' in sys.modules else 0)")

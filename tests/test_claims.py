@@ -108,6 +108,7 @@ def _ltbench_run(results: Path, *args: str) -> subprocess.Popen:
         env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+@pytest.mark.slow
 def test_two_concurrent_processes_train_each_run_exactly_once(tmp_path):
     results = tmp_path / "results"
     grid = ["--methods", "ce,focal,cb-ce", "--seeds", "0,1", "--epochs", "3"]

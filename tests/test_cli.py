@@ -141,6 +141,7 @@ def test_data_indices_missing_data_writes_nothing(tmp_path):
     assert tree_snapshot(tmp_path) == {}
 
 
+@pytest.mark.slow
 def test_data_indices_on_real_cifar(cifar_root, tmp_path):
     out = tmp_path / "c10_lt100.npy"
     result = invoke("data", "indices", "cifar10-lt", "--imb", "100", "--data-root", cifar_root,

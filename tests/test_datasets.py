@@ -242,6 +242,7 @@ print(json.dumps(messages))
 """
 
 
+@pytest.mark.slow
 def test_missing_cifar_folder_is_one_line_bad_input_and_writes_nothing(tmp_path):
     absent = tmp_path / "absent"
     empty = tmp_path / "empty"
@@ -295,6 +296,7 @@ def cifar_root(folder: str) -> Path:
 
 
 @pytest.mark.cifar
+@pytest.mark.slow
 def test_cifar10_lt_if100_loads_the_ldam_subset(tmp_path):
     from torchvision.datasets import CIFAR10
 
@@ -323,6 +325,7 @@ def test_cifar10_lt_if100_loads_the_ldam_subset(tmp_path):
 
 
 @pytest.mark.cifar
+@pytest.mark.slow
 def test_cifar100_lt_if100_loads_fine_labels():
     from torchvision.datasets import CIFAR100
 

@@ -34,6 +34,7 @@ def grid_store(tmp_path_factory):
     return work, proc
 
 
+@pytest.mark.slow
 def test_run_trains_the_grid_and_prints_a_table(grid_store):
     work, proc = grid_store
     records = ResultStore(work / "results").read()
@@ -55,6 +56,7 @@ def test_run_trains_the_grid_and_prints_a_table(grid_store):
     assert list(curves["epoch"]) == [0, 1]
 
 
+@pytest.mark.slow
 def test_rerun_resumes_without_training(grid_store):
     work, _ = grid_store
     before = tree_snapshot(work / "results")
@@ -67,6 +69,7 @@ def test_rerun_resumes_without_training(grid_store):
     assert mtimes == {p: p.stat().st_mtime_ns for p in (work / "results").rglob("*.parquet")}
 
 
+@pytest.mark.slow
 def test_status_counts_done_and_missing(grid_store):
     work, _ = grid_store
     proc = ltbench("status", "--methods", "ce,ldam-drw,focal", cwd=work)
@@ -76,6 +79,7 @@ def test_status_counts_done_and_missing(grid_store):
     assert lines[-1] == "total: 8 done, 0 failed, 0 diverged, 4 missing"
 
 
+@pytest.mark.slow
 def test_report_writes_html_and_markdown(grid_store):
     work, _ = grid_store
     proc = ltbench("report", cwd=work)
@@ -89,6 +93,7 @@ def test_report_writes_html_and_markdown(grid_store):
     assert "http://" not in html and "https://" not in html
 
 
+@pytest.mark.slow
 def test_same_seed_on_cpu_gives_identical_numbers(grid_store, tmp_path):
     work, _ = grid_store
     ltbench("run", "--methods", "ldam-drw", "--datasets", "synthetic-lt", "--imb", "10",
@@ -102,6 +107,7 @@ def test_same_seed_on_cpu_gives_identical_numbers(grid_store, tmp_path):
         ResultStore(work / "results").curves(again["run_id"])["train_loss"].tolist()
 
 
+@pytest.mark.slow
 def test_failed_and_diverged_runs_are_recorded_and_retried_on_request(tmp_path):
     common = ["--methods", "ce", "--datasets", "synthetic-lt", "--imb", "4", "--epochs", "1",
               "--device", "cpu", *TINY]
@@ -120,6 +126,7 @@ def test_failed_and_diverged_runs_are_recorded_and_retried_on_request(tmp_path):
 
 
 @pytest.mark.cifar
+@pytest.mark.slow
 def test_short_real_cifar10_lt_run(cifar_root, tmp_path):
     """One epoch of CE on real CIFAR-10-LT (IF 200, the smallest subset) on the CPU."""
     proc = ltbench("run", "--methods", "ce", "--datasets", "cifar10-lt", "--imb", "200",

@@ -58,6 +58,7 @@ def damaged_store(tmp_path):
     return results, ce, focal
 
 
+@pytest.mark.slow
 def test_damaged_files_are_reported_ignored_and_repaired(damaged_store, tmp_path):
     results, ce, focal = damaged_store
     status = invoke("status", "--results", results, "--methods", "ce,focal", "--datasets",
@@ -88,6 +89,7 @@ def test_damaged_files_are_reported_ignored_and_repaired(damaged_store, tmp_path
     assert set(ResultStore(results).read()["status"]) == {"ok"}
 
 
+@pytest.mark.slow
 def test_damaged_runs_are_re_run_without_repair(damaged_store):
     results, ce, focal = damaged_store
     rerun = _grid(results)
@@ -120,6 +122,7 @@ def oom_method(tmp_path, monkeypatch):
     registry.refresh()
 
 
+@pytest.mark.slow
 def test_out_of_memory_and_divergence_are_recorded_and_the_grid_goes_on(tmp_path, oom_method):
     results = tmp_path / "results"
     result = invoke("run", "--datasets", "synthetic-lt", "--methods", "oom,ce", "--imb", "4",

@@ -230,6 +230,7 @@ def test_missing_cache_or_wrong_imb_exit_2_and_write_nothing(tmp_path):
     assert not results.exists()
 
 
+@pytest.mark.slow
 def test_prepare_then_run_end_to_end_on_cpu_writes_rows(tmp_path):
     imagenet_lt_tree(tmp_path, TRAIN_COUNTS, TEST_PER_CLASS)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -45,6 +45,7 @@ def _numbers(results: Path) -> dict:
             for run_id, row in frame.iterrows()}
 
 
+@pytest.mark.slow
 def test_local_pool_trains_like_in_process(tmp_path):
     pooled, inline = tmp_path / "pooled", tmp_path / "inline"
     result = invoke(*_grid_args(pooled, "--jobs", "2"))
@@ -74,6 +75,7 @@ ENV_PROBE = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_local_pool_pins_one_gpu_per_worker(tmp_path, monkeypatch):
     """The pool reads the visible GPUs from CUDA_VISIBLE_DEVICES as given (indices or UUIDs)
     and hands each worker its own; the GPUs here are names only, the runs train on the CPU."""
@@ -115,6 +117,7 @@ def _owners(results: Path) -> list[int]:
     return [json.loads(p.read_text())["pid"] for p in claims.claims_dir(results).glob("*.lock")]
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_workers_by_pid_and_the_store_stays_consistent(tmp_path):
     results = tmp_path / "results"
     args = [str(a) for a in _grid_args(results, "--jobs", "2", "--checkpoint-every", "1")]
@@ -145,6 +148,7 @@ def test_ctrl_c_stops_workers_by_pid_and_the_store_stays_consistent(tmp_path):
     assert set(ResultStore(results).read()["status"]) == {"ok"}
 
 
+@pytest.mark.slow
 def test_a_worker_trains_a_pack(tmp_path):
     """With --pack-size 2 the two compatible runs go to one worker, which trains them as one
     grouped pack and publishes both records."""
@@ -207,6 +211,7 @@ def _assert_requeued_and_resumed(jobs) -> None:
     assert "resumed after epoch" in Path(jobs[0].paths.stderr).read_text()
 
 
+@pytest.mark.slow
 def test_submitit_array_requeue_resumes(tmp_path):
     """A submitit job array through submitit's local executor, one task preempted mid-run
     (real Slurm: the next test). The local executor runs the same ``SlurmTask`` callables in fresh processes and implements
@@ -250,6 +255,7 @@ def _squeue_state(job_id: str) -> str:
 
 @pytest.mark.skipif(not _slurm_is_up(), reason="no Slurm cluster answers here (CI starts a "
                                                 "single-node one with tests/slurm_localhost.sh)")
+@pytest.mark.slow
 def test_real_slurm_array_requeues_a_preempted_task_which_resumes(tmp_path):
     """One job array on a real Slurm; a task gets the preemption signal mid-run (``scancel
     --signal=USR2``, as ``PreemptParameters=send_user_signal`` sends it), submitit requeues it

@@ -483,6 +483,7 @@ def tiny_specs(methods: list[str], **overrides):
                        epochs=2)
 
 
+@pytest.mark.slow
 def test_stage_1_is_bit_identical_to_ce():
     specs = tiny_specs(["ce", "meta-ce", "cb-finetune", "meta-set-finetune"], protocol="jamal",
                        meta_start_epoch=5)
@@ -500,6 +501,7 @@ def test_stage_1_is_bit_identical_to_ce():
         assert set(artifacts) == {"curves"}
 
 
+@pytest.mark.slow
 def test_stage_2_runs_publish_eps_artifacts(tmp_path):
     methods = ["meta-ce", "meta-focal", "meta-ldam", "l2rw", "mwn", "cb-finetune",
                "meta-set-finetune"]

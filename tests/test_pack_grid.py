@@ -71,6 +71,7 @@ def test_runs_that_step_differently_do_not_share_a_pack():
     assert [len(pack) for pack in plan_packs(other_backbone, 8)] == [1, 1]
 
 
+@pytest.mark.slow
 def test_pack_size_must_be_auto_or_positive(tmp_path):
     proc = ltbench("run", "--methods", "ce", "--datasets", "synthetic-lt", "--device", "cpu",
                    "--pack-size", "0", *TINY, cwd=tmp_path, check=False)
@@ -100,6 +101,7 @@ def grids(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_packed_grid_trains_in_packs(grids):
     _, unpacked_log = grids[1]
     _, packed_log = grids[4]
@@ -111,6 +113,7 @@ def test_packed_grid_trains_in_packs(grids):
     assert "[5-6/6] pack of 2: synthetic-lt imb=10 ldam seed=0, ldam seed=1" in packed_log
 
 
+@pytest.mark.slow
 def test_packed_grid_gives_the_unpacked_records(grids):
     unpacked_store, packed_store = grids[1][0], grids[4][0]
     unpacked = unpacked_store.read().sort_values("run_id").reset_index(drop=True)

@@ -321,6 +321,7 @@ def step_setup(dtype: torch.dtype):
     return grouped, models, methods, hparams, batches
 
 
+@pytest.mark.slow
 def test_grouped_step_equals_plain_sgd_steps_in_float64():
     """Per-step losses, every gradient, every parameter after the update and every BN running
     statistic of the grouped step equal those of three plain models stepped by
@@ -355,6 +356,7 @@ def test_grouped_step_equals_plain_sgd_steps_in_float64():
                 assert_close(state[name], buffer, f"{name} of {where}", rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_grouped_step_equals_single_model_steps_in_float32():
     """The engine's two step objects on the first batch, fp32: losses and BN running
     statistics agree to 1e-5 and the correct counts exactly. The gradients of both are within
@@ -413,6 +415,7 @@ def test_both_steps_release_the_gradients_before_the_forward():
     (("ce", "focal", "ce-drw"), (0, 1, 2), ("0.002", "0.001", "0.003")),
     (("ldam", "ldam-drw"), (3, 4), ("0.002", "0.001")),
 ])
+@pytest.mark.slow
 def test_pack_trains_like_the_runs_alone(names, seeds, lrs):
     """train_pack against train() for each run, fp32, 3 epochs (DRW switches at epoch 2):
     the same batches, schedule and evaluation epochs; the first two steps' losses agree to

@@ -92,6 +92,7 @@ def fresh_registry():
     registry.refresh()
 
 
+@pytest.mark.slow
 def test_third_party_method_is_one_entry_point(tmp_path, monkeypatch, fresh_registry):
     site = tmp_path / "site"
     _install_fake_distribution(site, "[ltbench.methods]\nsq-hinge = thirdparty_lt:SquaredHinge\n")

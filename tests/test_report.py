@@ -298,6 +298,7 @@ def small_report(tmp_path_factory):
     return root / "report"
 
 
+@pytest.mark.slow
 def test_report_of_a_small_store(small_report):
     out, index = small_report, small_report / "index.html"
     assert sorted(p.name for p in out.iterdir()) == [
@@ -333,6 +334,7 @@ def test_report_of_a_small_store(small_report):
     assert "<dt>CUDA</dt><dd>12.1</dd>" in c100 and "NVIDIA H200 (4 runs)" in c100
 
 
+@pytest.mark.slow
 def test_plot_data_is_the_numbers_drawn(small_report):
     data = small_report / "data"
     counts = pd.read_csv(data / "cifar10-lt_training_counts.csv")

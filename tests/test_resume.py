@@ -94,6 +94,7 @@ def uninterrupted(tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_results(tmp_path, uninterrupted):
     results = tmp_path / "results"
     process = _subprocess(_args(results, "--checkpoint-every", "1"))
@@ -111,6 +112,7 @@ def test_killed_run_resumes_to_identical_results(tmp_path, uninterrupted):
     assert not any((results / "resume").iterdir())  # discarded once published
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_stops_with_exit_3_and_resumes(tmp_path, uninterrupted):
     results = tmp_path / "results"
     process = _subprocess(_args(results, "--checkpoint-every", "0"))
@@ -127,6 +129,7 @@ def test_sigterm_checkpoints_stops_with_exit_3_and_resumes(tmp_path, uninterrupt
     _assert_identical(results, uninterrupted)
 
 
+@pytest.mark.slow
 def test_damaged_checkpoint_is_ignored_and_the_run_starts_over(tmp_path, uninterrupted):
     results = tmp_path / "results"
     plan = CliRunner().invoke(cli, _args(results, "--dry-run"))
@@ -166,6 +169,7 @@ def _train_mwn(checkpoint: ResumeCheckpoint | None):
     return train_one(spec, data, torch.device("cpu"), checkpoint=checkpoint)
 
 
+@pytest.mark.slow
 def test_method_state_survives_a_stop_and_resume(tmp_path):
     expected_fields, expected, _ = _train_mwn(None)
     checkpoint = ResumeCheckpoint(tmp_path / "mwn.pt", "mwn-run", every=0)
@@ -194,6 +198,7 @@ def _train_pack(checkpoint: ResumeCheckpoint | None):
     return train_specs(specs, data, torch.device("cpu"), checkpoint=checkpoint)
 
 
+@pytest.mark.slow
 def test_a_pack_resumes_like_it_never_stopped(tmp_path):
     expected = _train_pack(None)
     checkpoint = ResumeCheckpoint(tmp_path / "pack.pt", "pack-run", every=0)

@@ -229,6 +229,7 @@ def test_target_prior_changes_only_prior_aware_predictions():
 
 # --- stage-1 sharing and test isolation (real runs on synthetic-lt) ------------------------
 
+@pytest.mark.slow
 def test_stage1_is_trained_once_per_dataset_imb_seed(tmp_path, monkeypatch):
     fresh_trainings = []
     real_train_pack = engine_train.train_pack
@@ -263,6 +264,7 @@ def test_stage1_is_trained_once_per_dataset_imb_seed(tmp_path, monkeypatch):
     assert fresh_trainings == []
 
 
+@pytest.mark.slow
 def test_tau_selection_never_reads_the_test_split(tmp_path):
     # A setting the stage-1 model learns well (≥ 95 % test accuracy on either thread count),
     # so that corrupting the test split demonstrably changes the test accuracy.
