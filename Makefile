@@ -37,8 +37,7 @@ test-fast: venv
 # The GPU machine's build (issue 12): torch 2.11.0 and torchvision 0.26.0, in a second venv
 # beside the main one (which takes the newest torch the index allows). PyPI has only the CUDA
 # wheels of torch for Linux, and `import torch` needs their nvidia libraries even on a CPU-only
-# machine, so the whole set is installed (about 2.6 GB to download, 5.2 GB on disk). Its own
-# .gitignore keeps it out of git status, as venvs of Python 3.13 do.
+# machine, so the whole set is installed (about 2.6 GB to download, 5.2 GB on disk).
 GPU_BUILD_VENV ?= .venv-torch2.11
 GPU_BUILD_PINS := torch==2.11.0 torchvision==0.26.0
 GPU_BUILD_TESTS := tests/test_engine.py tests/test_packs.py tests/test_meta_methods.py \
@@ -48,7 +47,6 @@ venv-gpu-build: $(GPU_BUILD_VENV)/.installed
 
 $(GPU_BUILD_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(GPU_BUILD_VENV)
-	echo '*' > $(GPU_BUILD_VENV)/.gitignore
 	$(GPU_BUILD_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(GPU_BUILD_VENV)/bin/python -m pip install --quiet $(GPU_BUILD_PINS) -e '.[test]'
 	touch $@
