@@ -92,3 +92,19 @@ def inat_json_tree(root: Path, year: int, category_ids: list[int], train_counts:
         (folder / f"{split}{year}.json").write_text(json.dumps(document))
         _images(folder, entries, seed=year + len(split))
     return folder
+
+
+def count_device_copies(monkeypatch) -> list[int]:
+    """Make every copy of a cached split to the training device append its image count to the
+    returned list (the copies themselves still happen)."""
+    from ltbench.engine import sources
+
+    copies: list[int] = []
+    real_copy = sources._copy_to
+
+    def counted(images, device):
+        copies.append(len(images))
+        return real_copy(images, device)
+
+    monkeypatch.setattr(sources, "_copy_to", counted)
+    return copies

@@ -19,7 +19,7 @@ import pytest
 import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
-from image_fixtures import write_jpeg
+from image_fixtures import count_device_copies, write_jpeg
 from PIL import Image
 from scipy.stats import ks_2samp
 
@@ -292,14 +292,7 @@ def test_announced_streamed_batches_are_gathered_ahead_on_a_thread(image_list, t
 
 
 def test_sources_of_one_split_share_its_resident_copy(image_list, tmp_path, monkeypatch):
-    copies = []
-    real_copy = sources._copy_to
-
-    def counted(images, device):
-        copies.append(len(images))
-        return real_copy(images, device)
-
-    monkeypatch.setattr(sources, "_copy_to", counted)
+    copies = count_device_copies(monkeypatch)
     split = cached(image_list, tmp_path)
     first, second = source(split), source(split, jitter=0.4)
     assert first.resident and second.resident and copies == [len(split.starts)]

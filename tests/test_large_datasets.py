@@ -17,7 +17,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 from helpers import tree_snapshot
-from image_fixtures import imagenet_lt_tree, inat_json_tree, places_lt_tree, write_split_list
+from image_fixtures import (count_device_copies, imagenet_lt_tree, inat_json_tree, places_lt_tree,
+                            write_split_list)
 
 from ltbench import grid, registry
 from ltbench.cli import cli
@@ -26,7 +27,6 @@ from ltbench.datasets.inat import INaturalist2017, INaturalist2018, read_coco_js
 from ltbench.datasets.places_lt import PlacesLT
 from ltbench.datasets.reference_counts import IMAGENET_LT_TRAIN, PLACES_LT_TRAIN
 from ltbench.datasets.split_lists import SplitFileMismatch, parse_split_list, read_split_list
-from ltbench.engine import sources
 from ltbench.engine.image_cache import CacheSplit
 from ltbench.errors import BadInput
 from ltbench.evaluate import shot_groups
@@ -268,14 +268,7 @@ def test_runs_of_one_subset_copy_its_cached_splits_to_the_device_once(tmp_path, 
     copy of the training split and one of the test split."""
     dataset, _, _ = fixture("imagenet-lt", tmp_path)
     prepared(dataset, tmp_path)
-    copies = []
-    real_copy = sources._copy_to
-
-    def counted(images, device):
-        copies.append(len(images))
-        return real_copy(images, device)
-
-    monkeypatch.setattr(sources, "_copy_to", counted)
+    copies = count_device_copies(monkeypatch)
     specs = grid.expand(["ce"], ["imagenet-lt"], None, [0, 1], epochs=1,
                         overrides={**SMALL, "backbone": "resnet10", "batch_size": "8"})
     store = ResultStore(tmp_path / "results")
