@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 
 from . import registry
+from .errors import BadInput
 from .spec import RunSpec
 from .store import ResultStore
 
@@ -47,9 +48,16 @@ def with_stage1(specs: list[RunSpec]) -> list[RunSpec]:
 @functools.cache
 def keeps_final_model(method: str) -> bool:
     """Whether some registered method starts from runs of ``method`` (their final models are
-    then kept in the store)."""
-    return any(registry.load("method", name).stage1 == method
-               for name in registry.plugins("method"))
+    then kept in the store). A plugin that fails to import starts from nothing here: it cannot
+    run in this process (``ltbench list`` shows its error)."""
+    return any(_stage1_of(plugin) == method for plugin in registry.plugins("method").values())
+
+
+def _stage1_of(plugin: registry.Plugin) -> str | None:
+    try:
+        return plugin.load().stage1
+    except BadInput:
+        return None
 
 
 def stage1_ready(store: ResultStore, stage1: RunSpec) -> bool:
