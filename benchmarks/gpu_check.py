@@ -707,6 +707,15 @@ def _finished(proc: subprocess.CompletedProcess, values: dict[str, Any]) -> bool
     return proc.returncode == 0
 
 
+def _run_family(ctx, store: Path, methods: str, *extra: str
+                ) -> tuple[subprocess.CompletedProcess, dict[str, Any], bool]:
+    """``ltbench run --methods METHODS EXTRA...`` in ``store``: the process, the part's values
+    (its command and exit code) and whether it exited 0."""
+    values: dict[str, Any] = {"command": " ".join(["--methods", methods, *extra])}
+    proc = ltbench(_run_args(ctx, store, methods, *extra), ctx.left_s())
+    return proc, values, _finished(proc, values)
+
+
 def _records_ok(records, expected: int, precision: str, values: dict[str, Any]) -> bool:
     values["records"] = {f"{r['method']} seed={r['seed']}": f"{r['status']} {r['precision']}"
                          for r in records.to_dict("records")}
@@ -715,10 +724,9 @@ def _records_ok(records, expected: int, precision: str, values: dict[str, Any]) 
 
 
 def part_loss_family(ctx, store, precision) -> tuple[bool, dict[str, Any]]:
-    values: dict[str, Any] = {"command": "--methods ce,focal,cb-ce,ldam-drw --pack-size 4"}
-    proc = ltbench(_run_args(ctx, store, "ce,focal,cb-ce,ldam-drw", "--pack-size", "4"),
-                   ctx.left_s())
-    if not _finished(proc, values):
+    proc, values, finished = _run_family(ctx, store, "ce,focal,cb-ce,ldam-drw",
+                                         "--pack-size", "4")
+    if not finished:
         return False, values
     # ce, focal and cb-ce share the linear head; ldam-drw's cosine head trains apart
     values["packed_three"] = "pack of 3" in proc.stderr
@@ -730,10 +738,8 @@ def part_meta_family(ctx, store, precision) -> tuple[bool, dict[str, Any]]:
 
     # meta-ce's meta stage starts in the last epoch; l2rw and mwn re-weight from epoch 0
     meta_start = f"meta_start_epoch={ctx.sizes.run_epochs - 1}"
-    values: dict[str, Any] = {"command": f"--methods meta-ce,l2rw,mwn --set {meta_start}"}
-    proc = ltbench(_run_args(ctx, store, "meta-ce,l2rw,mwn", "--set", meta_start),
-                   ctx.left_s())
-    if not _finished(proc, values):
+    _, values, finished = _run_family(ctx, store, "meta-ce,l2rw,mwn", "--set", meta_start)
+    if not finished:
         return False, values
     records = _records(store)
     # the meta stage records its per-class weights: proof that it ran
@@ -744,10 +750,9 @@ def part_meta_family(ctx, store, precision) -> tuple[bool, dict[str, Any]]:
 
 
 def part_two_stage(ctx, store, precision) -> tuple[bool, dict[str, Any]]:
-    values: dict[str, Any] = {"command": "--methods crt,tau-norm,ncm --set stage2_epochs=1"}
-    proc = ltbench(_run_args(ctx, store, "crt,tau-norm,ncm", "--set", "stage2_epochs=1"),
-                   ctx.left_s())
-    if not _finished(proc, values):
+    _, values, finished = _run_family(ctx, store, "crt,tau-norm,ncm", "--set",
+                                      "stage2_epochs=1")
+    if not finished:
         return False, values
     records = _records(store)
     stage1 = records[records["method"] == "ce"]
@@ -760,11 +765,9 @@ def part_two_stage(ctx, store, precision) -> tuple[bool, dict[str, Any]]:
 
 def part_two_workers(ctx, store, precision) -> tuple[bool, dict[str, Any]]:
     workers = ["--jobs-per-gpu", "2"] if ctx.on_cuda else ["--jobs", "2"]
-    values: dict[str, Any] = {"command": f"--methods ce --seeds 0,1 --pack-size 1 "
-                                         f"{' '.join(workers)}"}
-    proc = ltbench(_run_args(ctx, store, "ce", "--seeds", "0,1", "--pack-size", "1", *workers),
-                   ctx.left_s())
-    if not _finished(proc, values):
+    proc, values, finished = _run_family(ctx, store, "ce", "--seeds", "0,1", "--pack-size", "1",
+                                         *workers)
+    if not finished:
         return False, values
     values["two_workers"] = "in 2 worker processes" in proc.stderr
     return _records_ok(_records(store), 2, precision, values) and values["two_workers"], values
