@@ -406,20 +406,28 @@ def _tolerance(name: str, value: float) -> float:
 @click.option("--tolerance-k", "k", type=float, default=2.0, show_default=True,
               help="Allowed |mean - published| in standard errors over seeds, when larger "
                    "than the floor.")
+@click.option("--assumed-seed-std", type=float, default=1.0, show_default=True,
+              help="Seed std, in points, assumed for cells with fewer than 3 seeds (whose "
+                   "standard error cannot be measured): SE = this / sqrt(n).")
+@click.option("--allow-empty", is_flag=True,
+              help="Exit 0 even when no published number could be compared.")
 @click.option("--out", default=None, type=click.Path(path_type=Path, dir_okay=False),
               help="JSON file to write [default: <results>/check.json].")
-def check(results, published, methods, floor, k, out):
+def check(results, published, methods, floor, k, assumed_seed_std, allow_empty, out):
     """Compare the store's means over seeds with the published numbers.
 
     Prints a Markdown table (pass / regression / improvement / missing per published row) and
-    writes it as JSON. Exit code 0 when nothing regressed, 1 on a regression, 2 on bad input.
+    writes it as JSON. Exit code 0 when every comparison passed or improved; 1 on a
+    regression, on a missing comparison (a failed or absent run is never a pass) or when
+    nothing could be compared (unless --allow-empty); 2 on bad input.
     """
     import json
 
     from . import registry
     from .check import Tolerance, check as run_check, to_json, to_markdown
 
-    tolerance = Tolerance(_tolerance("--tolerance-floor", floor), _tolerance("--tolerance-k", k))
+    tolerance = Tolerance(_tolerance("--tolerance-floor", floor), _tolerance("--tolerance-k", k),
+                          _tolerance("--assumed-seed-std", assumed_seed_std))
     store = _read_store(results)
     path, rows = _load_published(published, required=True)
     records = store.read()
@@ -438,7 +446,7 @@ def check(results, published, methods, floor, k, out):
     result = run_check(records, rows, methods=chosen, tolerance=tolerance)
     click.echo(to_markdown(result), nl=False)
     document = {"ltbench_version": __version__, "results": str(results),
-                "published": str(path), **to_json(result)}
+                "published": str(path), **to_json(result, allow_empty)}
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         tmp.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n",
@@ -448,7 +456,10 @@ def check(results, published, methods, floor, k, out):
         tmp.unlink(missing_ok=True)
         raise BadInput(f"--out {out} is not writable: {exc.strerror or exc}") from exc
     click.echo(f"wrote {out}", err=True)
-    click.get_current_context().exit(1 if result.regressed else 0)
+    failures = result.failures(allow_empty)
+    if failures:
+        click.echo(f"check failed: {'; '.join(failures)}", err=True)
+    click.get_current_context().exit(1 if failures else 0)
 
 
 # -- data -------------------------------------------------------------------------------------

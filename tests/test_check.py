@@ -179,6 +179,12 @@ def test_outcome_and_tolerance(tmp_path, line, outcome, diff, tolerance):
     assert comparison.tolerance == pytest.approx(tolerance)
     assert comparison.n == 3 and comparison.config == "ce"
     assert result.regressed == (outcome == "regression")
+    # A best-test-epoch comparison shows the same runs' final-epoch mean beside it.
+    if line.endswith("best_test_epoch,rule,"):
+        final = 31.0 if "top1_err" in line else 69.0
+        assert comparison.final_epoch_mean == pytest.approx(final)
+    else:
+        assert math.isnan(comparison.final_epoch_mean)
 
 
 def test_k_times_standard_error_widens_the_floor(tmp_path):
@@ -194,12 +200,34 @@ def test_k_times_standard_error_widens_the_floor(tmp_path):
     assert (floor.outcome, floor.tolerance) == ("pass", 3.5)
 
 
-def test_one_seed_uses_the_floor(tmp_path):
-    records = store_of(tmp_path, [run("one", err=31.5)]).read()
+@pytest.mark.parametrize("errors, tolerance, basis", [
+    # One seed: no spread to measure; SE = assumed 1 / √1 → tolerance 2 × 1 = 2 points.
+    ([31.9], 2.0, "σ=1 assumed"),
+    # Two seeds 31.9 ± 0 (measured SE 0): still assumed, 1 / √2 → 2 × 0.707 = 1.414.
+    ([31.9, 31.9], 2 / math.sqrt(2), "σ=1 assumed"),
+    # Three identical seeds: measured SE 0 → the floor 1.
+    ([31.9, 31.9, 31.9], 1.0, "SE"),
+])
+def test_fewer_than_three_seeds_assume_the_seed_spread(tmp_path, errors, tolerance, basis):
+    records = store_of(tmp_path, [run(f"r{s}", seed=s, err=e)
+                                  for s, e in enumerate(errors)]).read()
     (comparison,) = check(records, published(tmp_path, [row("ce", 100, "top1_err", 30.0)])
                           ).comparisons
-    assert (comparison.outcome, comparison.n, comparison.tolerance) == ("regression", 1, 1.0)
-    assert math.isnan(comparison.se)
+    assert comparison.n == len(errors) and comparison.diff == pytest.approx(1.9)
+    assert (comparison.tolerance, comparison.tolerance_basis) == (pytest.approx(tolerance),
+                                                                  basis)
+    assert comparison.outcome == ("pass" if tolerance > 1.9 else "regression")
+    assert math.isnan(comparison.se) == (len(errors) == 1)
+
+
+def test_assumed_seed_std_is_a_setting(tmp_path):
+    records = store_of(tmp_path, [run("one", err=32.5)]).read()
+    rows = published(tmp_path, [row("ce", 100, "top1_err", 30.0)])
+    loose = check(records, rows, tolerance=Tolerance(assumed_seed_std=1.5)).comparisons[0]
+    assert (loose.outcome, loose.tolerance) == ("pass", 3.0)
+    none = check(records, rows, tolerance=Tolerance(assumed_seed_std=0.0)).comparisons[0]
+    assert (none.outcome, none.tolerance, none.tolerance_basis) == \
+        ("regression", 1.0, "σ=0 assumed")
 
 
 def test_missing_is_never_a_pass(tmp_path):
@@ -225,6 +253,7 @@ def test_missing_is_never_a_pass(tmp_path):
     ]
     assert result.counts() == {"regression": 0, "missing": 3, "improvement": 0, "pass": 1}
     assert not result.regressed
+    assert result.failures() == ["3 missing"]
     # By default the checked methods are those in the store: ldam-drw and ce-drw drop out.
     default = check(records, rows)
     assert {c.row.ltbench_method for c in default.comparisons} == {"ce", "focal", "ldam"}
@@ -330,18 +359,26 @@ def invoke(*args):
 def test_check_command_exit_codes_and_json(tmp_path):
     store_of(tmp_path, CE_RUNS)
     good = tmp_path / "good.csv"
-    good.write_text(HEADER + row("ce", 100, "top1_err", 30.5) + "\n"
-                    + row("focal", 100, "top1_err", 29.6) + "\n")
-    result = invoke("--results", tmp_path / "results", "--published", good,
-                    "--methods", "ce,focal")
+    good.write_text(HEADER + row("ce", 100, "top1_err", 30.5) + "\n")
+    result = invoke("--results", tmp_path / "results", "--published", good)
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("## ltbench check: 0 regression, 1 missing, "
+    assert result.stdout.startswith("## ltbench check: 0 regression, 0 missing, "
                                     "0 improvement, 1 pass\n")
     written = tmp_path / "results" / "check.json"
     assert result.stderr == f"wrote {written}\n"
     document = json.loads(written.read_text())
-    assert document["published"] == str(good) and document["regressed"] is False
-    assert [c["outcome"] for c in document["comparisons"]] == ["missing", "pass"]
+    assert document["published"] == str(good) and document["failures"] == []
+    assert [(c["outcome"], c["tolerance_basis"]) for c in document["comparisons"]] == \
+        [("pass", "SE")]
+
+    # A missing comparison fails the gate: focal was asked for and never ran.
+    with_missing = tmp_path / "missing.csv"
+    with_missing.write_text(good.read_text() + row("focal", 100, "top1_err", 29.6) + "\n")
+    result = invoke("--results", tmp_path / "results", "--published", with_missing,
+                    "--methods", "ce,focal")
+    assert result.exit_code == 1
+    assert result.stderr.endswith("check failed: 1 missing\n")
+    assert json.loads(written.read_text())["failures"] == ["1 missing"]
 
     bad = tmp_path / "bad.csv"
     bad.write_text(HEADER + row("ce", 100, "top1_err", 29.5) + "\n")
@@ -349,6 +386,7 @@ def test_check_command_exit_codes_and_json(tmp_path):
     result = invoke("--results", tmp_path / "results", "--published", bad, "--out", out)
     assert result.exit_code == 1
     assert "| REGRESSION |" in result.stdout
+    assert result.stderr.endswith("check failed: 1 regression\n")
     assert json.loads(out.read_text())["counts"]["regression"] == 1
     # A wider floor lets the same numbers pass.
     result = invoke("--results", tmp_path / "results", "--published", bad, "--out", out,
@@ -356,16 +394,30 @@ def test_check_command_exit_codes_and_json(tmp_path):
     assert result.exit_code == 0 and json.loads(out.read_text())["tolerance"]["floor"] == 1.5
 
 
+def test_a_check_that_compares_nothing_fails_unless_allowed(tmp_path):
+    # The only published row is for 100-epoch runs; the store has 200-epoch ones.
+    store_of(tmp_path, CE_RUNS)
+    other = tmp_path / "other.csv"
+    other.write_text(HEADER + row("ce", 100, "top1_err", 30.0, epochs="100") + "\n")
+    args = ("--results", tmp_path / "results", "--published", other)
+    result = invoke(*args)
+    assert result.exit_code == 1
+    assert "No published number matches" in result.stdout
+    assert result.stderr.endswith("check failed: nothing compared (1 published rows in "
+                                  "scope, none comparable)\n")
+    assert invoke(*args, "--allow-empty").exit_code == 0
+
+
 def test_check_command_default_published_numbers(tmp_path):
     small_store(tmp_path / "results")
     result = invoke("--results", tmp_path / "results", "--tolerance-floor", "3")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the one missing comparison fails the gate
     rows = [[cell.strip() for cell in line.strip("|").split("|")]
             for line in result.stdout.splitlines() if line.startswith("| ")]
     # Jamal's CE at IF 100 against ce's best-epoch mean (30.5); the 1-epoch smoke run of ce
     # is never compared.
     assert ["pass", "ce [epochs=200]", "cifar10-lt", "100", "all", "top1_err",
-            "best test epoch", "30.50 ± 0.58 (n=3)", "29.64", "+0.86", "3.00",
+            "best test epoch", "30.50 ± 0.58 (n=3)", "31.00", "29.64", "+0.86", "3.00", "SE",
             "Jamal2020 CVPR2020-slides CIFAR-10-LT (P1)", ""] in rows
     assert not any(r[1] == "ce [epochs=1]" for r in rows)
     assert result.stdout.startswith("## ltbench check: 0 regression, 1 missing, "
@@ -379,6 +431,7 @@ def test_check_command_default_published_numbers(tmp_path):
     (["--methods", ","], "--methods: no method named"),
     (["--tolerance-floor", "-1"], "--tolerance-floor must be a finite number >= 0"),
     (["--tolerance-k", "nan"], "--tolerance-k must be a finite number >= 0"),
+    (["--assumed-seed-std", "-0.5"], "--assumed-seed-std must be a finite number >= 0"),
     (["--out", "{tmp}/no/such/check.json"], "folder"),
     (["--tolerance", "x"], "'x' is not a valid float"),
 ])

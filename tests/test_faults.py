@@ -72,7 +72,9 @@ def test_damaged_files_are_reported_ignored_and_repaired(damaged_store, tmp_path
     report = invoke("report", "--results", results, "--out", tmp_path / "site")
     assert report.exit_code == 0, report.output
     assert "ignoring 2 damaged result file(s)" in report.stderr
-    check = invoke("check", "--results", results, "--out", tmp_path / "check.json")
+    # synthetic-lt has no published numbers: nothing to compare, which the gate allows here.
+    check = invoke("check", "--results", results, "--out", tmp_path / "check.json",
+                   "--allow-empty")
     assert check.exit_code == 0, check.output
 
     repaired = invoke("status", "--results", results, "--methods", "ce,focal", "--repair")
