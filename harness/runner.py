@@ -137,6 +137,7 @@ class Trained(NamedTuple):
     fields: dict[str, Any]  # its record's columns from training
     artifacts: dict[str, Any]  # published with its record: ``curves`` and its method's own
     model: Any  # its final model when ``ok`` (for :func:`store_optional_artifacts`), else None
+    resumed_wall_s: float = 0.0  # seconds spent on it before this process resumed it
 
 
 def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None = None,
@@ -185,7 +186,8 @@ def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None
             fields["top1_err_best_epoch"] = 100.0 - result.best_top1_acc
             fields["best_epoch"] = result.best_epoch
         trained.append(Trained(fields, artifacts,
-                               result.model if result.status == "ok" else None))
+                               result.model if result.status == "ok" else None,
+                               result.resumed_wall_s))
     return trained
 
 
@@ -342,7 +344,7 @@ def _train_chunk(chunk: list, label: str, store: ResultStore, cache: _DataCache,
     wall_s = time.monotonic() - t0
     records, notes = [], []
     for (spec, claim), run in zip(chunk, trained):
-        record = _base_record(spec, device, numerics, started, wall_s)
+        record = _base_record(spec, device, numerics, started, wall_s + run.resumed_wall_s)
         record.update(run.fields)
         if not claim.held():  # its new owner trains and publishes it
             notes.append("discarded: the claim was taken over while training")

@@ -171,14 +171,17 @@ def _train_mwn(checkpoint: ResumeCheckpoint | None):
 
 @pytest.mark.slow
 def test_method_state_survives_a_stop_and_resume(tmp_path):
-    expected_fields, expected, _ = _train_mwn(None)
+    expected_fields, expected, *_ = _train_mwn(None)
     checkpoint = ResumeCheckpoint(tmp_path / "mwn.pt", "mwn-run", every=0)
     with stop_on_signals():
         request_stop()  # as SIGTERM would: checkpoint after the current epoch and stop
         with pytest.raises(Preempted, match="stopped after epoch 0"):
             _train_mwn(checkpoint)
-    fields, artifacts, _ = _train_mwn(checkpoint)
+    fields, artifacts, _, resumed_wall_s = _train_mwn(checkpoint)
     assert fields == expected_fields
+    # The epoch trained before the stop is counted in the run's cost.
+    first = artifacts["curves"].iloc[0]
+    assert resumed_wall_s == first["train_s"] + first["eval_s"] > 0
     assert set(artifacts) == set(expected) == {"curves", "eps", "eps_summary"}
     for name, frame in artifacts.items():
         pd.testing.assert_frame_equal(frame.drop(columns=TIMING, errors="ignore"),
@@ -216,8 +219,8 @@ def test_a_pack_resumes_like_it_never_stopped(tmp_path):
     resumed = _train_pack(Watched(checkpoint.path, "pack-run", every=0))
     assert loaded[0]["epoch"] == 0  # it continued after epoch 0 rather than starting over
     assert len(resumed) == len(expected) == 2
-    for (fields, artifacts, _), (expected_fields, expected_artifacts, _) in zip(resumed,
-                                                                                 expected):
+    for (fields, artifacts, *_), (expected_fields, expected_artifacts, *_) in zip(resumed,
+                                                                                   expected):
         assert fields == expected_fields
         pd.testing.assert_frame_equal(artifacts["curves"].drop(columns=TIMING),
                                       expected_artifacts["curves"].drop(columns=TIMING),

@@ -289,7 +289,7 @@ def test_tau_selection_never_reads_the_test_split(tmp_path):
     # wrong, so the test accuracy falls to at most 100 − the original accuracy.
     relabelled = dataclasses.replace(data, test_labels=(data.test_labels + 1) % 4)
     for tampered in (noise, relabelled):
-        fields, artifacts, _ = train_one(spec, tampered, CPU, store=store)
+        fields, artifacts, *_ = train_one(spec, tampered, CPU, store=store)
         pd.testing.assert_frame_equal(artifacts["tau_curve"], curve)
     assert fields["top1_acc"] <= 100.0 - record["top1_acc"] <= 25.0  # the tampering bites
 

@@ -68,6 +68,9 @@ class TrainResult:
     ``curves`` has one row per epoch run, the diverged one included: ``epoch``, ``lr``,
     ``train_loss``, ``train_acc`` and ``test_acc`` (percent; NaN where not evaluated), and the
     wall seconds of the epoch's training (``train_s``) and evaluation (``eval_s``).
+    ``resumed_wall_s``: the training and evaluation seconds of the epochs restored from a
+    resume checkpoint (0 for a run trained in one go), so a run that spans several processes
+    can report its whole cost.
     """
 
     status: str
@@ -79,6 +82,7 @@ class TrainResult:
     curves: pd.DataFrame
     epochs_completed: int
     model: nn.Module | None = None  # the final model (saved for stage 2, scored on shifted sets)
+    resumed_wall_s: float = 0.0
 
 
 def learning_rate(epoch: int, hparams: Mapping[str, Any]) -> float:
@@ -345,12 +349,13 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
         resumable[f"data_order{k}"] = GeneratorState(generators[k])
         if isinstance(meta_batches[k], MetaBatches):
             resumable[f"meta_batches{k}"] = meta_batches[k]
-    first_epoch = 0
+    first_epoch, resumed_wall_s = 0, 0.0
     if checkpoint is not None and (saved := checkpoint.load(resumable)) is not None:
         first_epoch = saved["epoch"] + 1
         rows, statuses, errors = saved["curves"], saved["statuses"], saved["errors"]
         epochs_completed = saved["epochs_completed"]
         per_class_correct = saved["per_class_correct"].numpy()
+        resumed_wall_s = max(_seconds(member_rows) for member_rows in rows)
         if runs > 1:
             step.set_active([status == "ok" for status in statuses])
         if progress is not None:
@@ -405,12 +410,19 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
 
     trained = step.trained_models()
     return [_result(statuses[k], errors[k], per_class_correct[k], per_class_total, rows[k],
-                    epochs_completed[k], trained[k]) for k in range(runs)]
+                    epochs_completed[k], trained[k], resumed_wall_s) for k in range(runs)]
+
+
+def _seconds(rows: list[dict[str, Any]]) -> float:
+    """The training and evaluation seconds of curve ``rows`` (the pack's, so any member's
+    rows up to where it stopped)."""
+    return sum(row["train_s"] + (0.0 if math.isnan(row["eval_s"]) else row["eval_s"])
+               for row in rows)
 
 
 def _result(status: str, error: str | None, per_class_correct: np.ndarray,
             per_class_total: np.ndarray, rows: list[dict[str, Any]],
-            epochs_completed: int, model: nn.Module) -> TrainResult:
+            epochs_completed: int, model: nn.Module, resumed_wall_s: float) -> TrainResult:
     curves = pd.DataFrame(rows, columns=["epoch", "lr", "train_loss", "train_acc", "test_acc",
                                          "train_s", "eval_s"])
     evaluated = curves.dropna(subset=["test_acc"])
@@ -424,4 +436,5 @@ def _result(status: str, error: str | None, per_class_correct: np.ndarray,
                        per_class_correct=per_class_correct.astype(np.int64),
                        per_class_total=per_class_total.astype(np.int64),
                        best_epoch=best_epoch, best_top1_acc=best_top1_acc, curves=curves,
-                       epochs_completed=epochs_completed, model=model)
+                       epochs_completed=epochs_completed, model=model,
+                       resumed_wall_s=resumed_wall_s)

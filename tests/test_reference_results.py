@@ -1,0 +1,69 @@
+"""The committed reference results (``results/reference/``): every record is a finished
+full-protocol run with its provenance, every file is intact, each resume checkpoint belongs to
+a run still under way and is documented, and ``ltbench check`` passes on them as a gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ltbench.check import check
+from ltbench.integrity import find_damaged
+from ltbench.published import default_published_dir, load_published
+from ltbench.store import ResultStore
+
+REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
+#: Every full-protocol run so far is 200 epochs (the LDAM-DRW and Jamal CIFAR protocols).
+PROTOCOL_EPOCHS = 200
+PROVENANCE = ("device", "precision", "memory_format", "torch_version", "git_commit",
+              "started_utc", "finished_utc")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    store = ResultStore(REFERENCE)
+    return store, store.read()
+
+
+def test_every_reference_file_is_intact(reference):
+    store, records = reference
+    assert not records.empty
+    assert find_damaged(store) == []
+    assert sorted(p.stem for p in (REFERENCE / "runs").glob("*.parquet")) == \
+        sorted(records["run_id"])
+
+
+def test_every_reference_run_is_a_finished_full_protocol_run_with_provenance(reference):
+    store, records = reference
+    readme = (REFERENCE / "README.md").read_text(encoding="utf-8")
+    for record in records.to_dict("records"):
+        run_id = record["run_id"]
+        # artifact_error is null, or NaN in a record written before the column existed.
+        assert record["status"] == "ok" and pd.isna(record["artifact_error"]), run_id
+        assert record["epochs"] == json.loads(record["hparams"])["epochs"] == PROTOCOL_EPOCHS
+        assert not any(pd.isna(record[column]) for column in PROVENANCE), run_id
+        curves = store.curves(run_id)
+        assert list(curves["epoch"]) == list(range(PROTOCOL_EPOCHS)), run_id
+        # The recorded cost covers at least every epoch's training and evaluation.
+        assert record["wall_s"] >= (curves["train_s"] + curves["eval_s"].fillna(0)).sum()
+        assert run_id in readme, f"{run_id} is not described in results/reference/README.md"
+
+
+def test_resume_checkpoints_belong_to_documented_runs_under_way(reference):
+    _, records = reference
+    readme = (REFERENCE / "README.md").read_text(encoding="utf-8")
+    checkpoints = sorted((REFERENCE / "resume").glob("*")) if (REFERENCE / "resume").is_dir() \
+        else []
+    for path in checkpoints:
+        assert path.suffix == ".pt" and path.stem not in set(records["run_id"]), path
+        assert path.stat().st_size < 5 * 2**20, path
+        assert path.stem in readme, f"{path.name} is not described in the README"
+
+
+def test_the_reference_results_pass_the_check_gate(reference):
+    _, records = reference
+    result = check(records, load_published(default_published_dir()))
+    assert result.comparisons and result.failures() == []
