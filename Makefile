@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv venv-gpu-build demo test test-fast test-gpu-build clean
+.PHONY: venv venv-gpu-build demo reference-report test test-fast test-gpu-build clean
 
 venv: $(VENV)/.installed
 
@@ -27,6 +27,12 @@ demo: venv
 		--epochs 6 $(DEMO_SET)
 	$(BIN)/ltbench report
 	@echo "open reports/index.html"
+
+# The project's reference leaderboard (committed): the report of results/reference/, to be
+# regenerated whenever a reference run lands (tests/test_reference_results.py checks it is).
+reference-report: venv
+	rm -rf reports/reference
+	$(BIN)/ltbench report --results results/reference --out reports/reference
 
 test: venv
 	$(BIN)/python -m pytest

@@ -5,6 +5,7 @@ a run still under way and is documented, and ``ltbench check`` passes on them as
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -13,9 +14,12 @@ import pytest
 from ltbench.check import check
 from ltbench.integrity import find_damaged
 from ltbench.published import default_published_dir, load_published
+from ltbench.report import write_report
 from ltbench.store import ResultStore
 
-REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "results" / "reference"
+REPORT = ROOT / "reports" / "reference"
 #: Every full-protocol run so far is 200 epochs (the LDAM-DRW and Jamal CIFAR protocols).
 PROTOCOL_EPOCHS = 200
 PROVENANCE = ("device", "precision", "memory_format", "torch_version", "git_commit",
@@ -67,3 +71,21 @@ def test_the_reference_results_pass_the_check_gate(reference):
     _, records = reference
     result = check(records, load_published(default_published_dir()))
     assert result.comparisons and result.failures() == []
+
+
+def _numbers(site: Path) -> dict[str, str]:
+    """The report's tables and plot data (not its SVG, which depends on the matplotlib
+    version), with generation times masked."""
+    files = [site / "results.md", *sorted((site / "data").glob("*.csv"))]
+    return {str(path.relative_to(site)):
+            re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", "<time>", path.read_text("utf-8"))
+            for path in files}
+
+
+def test_the_committed_reference_report_is_current(reference, tmp_path):
+    """reports/reference/ is the report of the committed results (``make reference-report``)."""
+    store, _ = reference
+    write_report(store, tmp_path / "site", published=load_published(default_published_dir()))
+    assert _numbers(REPORT) == _numbers(tmp_path / "site")
+    assert sorted(p.name for p in REPORT.iterdir()) == \
+        sorted(p.name for p in (tmp_path / "site").iterdir())
