@@ -338,8 +338,9 @@ def test_markdown_and_json(tmp_path):
     table = [line for line in lines if line.startswith("|")]
     assert len(table) == 4 and len({len(line) for line in table}) == 1  # aligned columns
     cells = [cell.strip() for cell in table[2].strip("|").split("|")]
-    assert cells[:11] == ["REGRESSION", "ce", "cifar10-lt", "100", "all", "top1_err",
-                          "final epoch", "31.00 ± 0.58 (n=3)", "29.8", "+1.20", "1.15"]
+    assert cells[:13] == ["REGRESSION", "ce", "cifar10-lt", "100", "all", "top1_err",
+                          "final epoch", "31.00 ± 0.58 (n=3)", "—", "29.8", "+1.20", "1.15",
+                          "SE"]
     document = to_json(result)
     assert document["counts"] == {"regression": 1, "missing": 0, "improvement": 0, "pass": 1,
                                   "not_compared": 0}
@@ -347,6 +348,7 @@ def test_markdown_and_json(tmp_path):
     assert (first["outcome"], first["mean"], first["std"], first["n"], first["published"]) == \
         ("regression", 31.0, 1.0, 3, 29.8)
     assert first["se"] == pytest.approx(1 / math.sqrt(3))
+    assert document["failures"] == ["1 regression"]
     json.dumps(document, allow_nan=False)
 
 
