@@ -96,6 +96,10 @@ class Comparison:
     #: For a row selected on the best test epoch: the same runs' final-epoch mean, shown
     #: beside it (never compared) so the test-set selection's gain is visible.
     final_epoch_mean: float = math.nan
+    #: The device time of its ok runs: Σ wall_s / pack_size (a pack shares its device).
+    device_hours: float = math.nan
+    #: "CPU", "GPU", or both: where those hours were spent.
+    device_kind: str = ""
 
 
 @dataclass
@@ -154,10 +158,19 @@ def _compare(row: PublishedRow, label: str, group: pd.DataFrame,
     if row.selection == "best_test_epoch":
         final_values = group.loc[ok, row.metric].to_numpy(dtype=np.float64)
         final = float(np.nanmean(final_values)) if np.isfinite(final_values).any() else final
+    hours, kind = _device_time(group[ok])
     return Comparison(row, _outcome(row, diff, allowed), config=label, n=n, failed=failed,
                       mean=mean, std=std, se=se, tolerance=allowed,
                       tolerance_basis=tolerance.basis(n), diff=diff,
-                      final_epoch_mean=final)
+                      final_epoch_mean=final, device_hours=hours, device_kind=kind)
+
+
+def _device_time(runs: pd.DataFrame) -> tuple[float, str]:
+    """Device hours of ``runs`` (a record without ``pack_size`` counts as trained alone) and
+    the kind of device they ran on."""
+    shares = runs["wall_s"].astype(float) / runs["pack_size"].astype(float).fillna(1.0)
+    kinds = {"CPU" if str(device).startswith("cpu") else "GPU" for device in runs["device"]}
+    return float(shares.sum()) / 3600.0, "+".join(sorted(kinds))
 
 
 def _compare_row(row: PublishedRow, records: pd.DataFrame, tolerance: Tolerance
@@ -246,18 +259,20 @@ def to_markdown(result: CheckResult) -> str:
              f"Δ = ltbench − published (points); tolerance = max({tol.floor:g}, "
              f"{tol.k:g} × SE), SE measured over n ≥ {MEASURED_SE_SEEDS} seeds, else "
              f"{tol.assumed_seed_std:g} / √n (an assumed seed std: fewer seeds cannot "
-             f"measure it). Error: lower is better; accuracy: higher is better. Where the paper selected "
-             f"the best test epoch, so does the comparison; the final-epoch mean of the same "
-             f"runs is shown beside it and never compared.", ""]
+             f"measure it); cost = device hours of its runs (wall time / pack size). Error: "
+             f"lower is better; accuracy: higher is better. Where the paper selected the best "
+             f"test epoch, so does the comparison; the final-epoch mean of the same runs is "
+             f"shown beside it and never compared.", ""]
     header = ["outcome", "configuration", "dataset", "IF", "split", "metric", "selection",
-              "ltbench ± SE", "final epoch", "published", "Δ", "tol", "tol from", "source",
-              "note"]
+              "ltbench ± SE", "final epoch", "published", "Δ", "tol", "tol from", "cost",
+              "source", "note"]
     body = [[c.outcome.upper() if c.outcome == "regression" else c.outcome,
              c.config or c.row.ltbench_method, c.row.ltbench_dataset,
              format_imb(c.row.imb_factor), c.row.split, c.row.metric,
              SELECTION_TEXT[c.row.selection], _ours(c), _number(c.final_epoch_mean),
              f"{c.row.value:g}",
              _number(c.diff, signed=True), _number(c.tolerance), c.tolerance_basis or "—",
+             f"{c.device_hours:.2f} {c.device_kind}-h" if c.n else "—",
              f"{c.row.label()} ({c.row.provenance})", c.reason]
             for c in result.comparisons]
     if body:
@@ -308,6 +323,8 @@ def to_json(result: CheckResult, allow_empty: bool = False) -> dict[str, Any]:
                          "tolerance": _finite(c.tolerance),
                          "tolerance_basis": c.tolerance_basis, "diff": _finite(c.diff),
                          "final_epoch_mean": _finite(c.final_epoch_mean),
+                         "device_hours": _finite(c.device_hours),
+                         "device_kind": c.device_kind,
                          "reason": c.reason}
                         for c in result.comparisons],
         "not_compared": [{**_row_json(row), "reason": reason}

@@ -94,8 +94,8 @@ class _DataCache:
         return self.loaded[key]
 
 
-def _base_record(spec: RunSpec, device, numerics, started: datetime,
-                 wall_s: float) -> dict[str, Any]:
+def _base_record(spec: RunSpec, device, numerics, started: datetime, wall_s: float,
+                 pack_size: int) -> dict[str, Any]:
     import torch
 
     return {
@@ -128,6 +128,7 @@ def _base_record(spec: RunSpec, device, numerics, started: datetime,
         "started_utc": started,
         "finished_utc": datetime.now(timezone.utc),
         "artifact_error": None,
+        "pack_size": pack_size,
     }
 
 
@@ -344,7 +345,8 @@ def _train_chunk(chunk: list, label: str, store: ResultStore, cache: _DataCache,
     wall_s = time.monotonic() - t0
     records, notes = [], []
     for (spec, claim), run in zip(chunk, trained):
-        record = _base_record(spec, device, numerics, started, wall_s + run.resumed_wall_s)
+        record = _base_record(spec, device, numerics, started, wall_s + run.resumed_wall_s,
+                              len(pack))
         record.update(run.fields)
         if not claim.held():  # its new owner trains and publishes it
             notes.append("discarded: the claim was taken over while training")

@@ -105,6 +105,9 @@ RECORD_SCHEMA = pa.schema(
         # Why an optional artifact of a published run (its shifted-test evals, its final
         # model) is missing; null when every artifact was stored. Never fails the run.
         pa.field("artifact_error", pa.string()),
+        # How many runs trained together in its pack; ``wall_s`` is the pack's time, so the
+        # run's share of the device is wall_s / pack_size. Null in records written before.
+        pa.field("pack_size", pa.int64()),
     ],
     metadata={
         _VERSION_KEY: STORE_SCHEMA_VERSION.encode(),
@@ -115,7 +118,8 @@ RECORD_SCHEMA = pa.schema(
 
 #: Columns added after the first store version: their values in records written without them.
 ADDED_COLUMNS = {"selection_rule": "last", "stage1_run_id": None, "artifact_error": None,
-                 "precision": None, "memory_format": None, "deterministic": None}
+                 "precision": None, "memory_format": None, "deterministic": None,
+                 "pack_size": None}
 
 _SORT_KEYS = ["dataset", "method", "imb_factor", "seed", "run_id"]
 # Run ids become file names: no separators, no leading dot (hidden names are temp files).

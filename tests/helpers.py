@@ -42,7 +42,7 @@ def make_record(run_id: str = "0123456789abcdef", **overrides) -> dict:
         "finished_utc": datetime(2025, 3, 1, 12, 20, 34, 623456, tzinfo=timezone.utc),
         "selection_rule": "last", "stage1_run_id": "fedcba9876543210",
         "precision": "bf16", "memory_format": "channels_last", "deterministic": False,
-        "artifact_error": None,
+        "artifact_error": None, "pack_size": 1,
     }
     record.update(overrides)
     return record

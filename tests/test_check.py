@@ -220,6 +220,19 @@ def test_fewer_than_three_seeds_assume_the_seed_spread(tmp_path, errors, toleran
     assert math.isnan(comparison.se) == (len(errors) == 1)
 
 
+def test_cost_is_each_runs_share_of_its_device(tmp_path):
+    # 3600 s alone on a CPU + 7200 s in a pack of 2 on a GPU + 1800 s of an older record
+    # without pack_size (counted as alone) = 1 + 1 + 0.5 hours.
+    records = store_of(tmp_path, [
+        run("alone", seed=0, wall_s=3600.0, device="cpu (x86_64)", pack_size=1),
+        run("packed", seed=1, wall_s=7200.0, device="NVIDIA H200", pack_size=2),
+        run("older", seed=2, wall_s=1800.0, device="cpu (x86_64)", pack_size=None),
+    ]).read()
+    (comparison,) = check(records, published(tmp_path, [row("ce", 100, "top1_err", 30.0)])
+                          ).comparisons
+    assert (comparison.device_hours, comparison.device_kind) == (2.5, "CPU+GPU")
+
+
 def test_assumed_seed_std_is_a_setting(tmp_path):
     records = store_of(tmp_path, [run("one", err=32.5)]).read()
     rows = published(tmp_path, [row("ce", 100, "top1_err", 30.0)])
@@ -338,9 +351,10 @@ def test_markdown_and_json(tmp_path):
     table = [line for line in lines if line.startswith("|")]
     assert len(table) == 4 and len({len(line) for line in table}) == 1  # aligned columns
     cells = [cell.strip() for cell in table[2].strip("|").split("|")]
-    assert cells[:13] == ["REGRESSION", "ce", "cifar10-lt", "100", "all", "top1_err",
+    # cost: three runs of 1234.5 s each, trained alone on the CPU.
+    assert cells[:14] == ["REGRESSION", "ce", "cifar10-lt", "100", "all", "top1_err",
                           "final epoch", "31.00 ± 0.58 (n=3)", "—", "29.8", "+1.20", "1.15",
-                          "SE"]
+                          "SE", "1.03 CPU-h"]
     document = to_json(result)
     assert document["counts"] == {"regression": 1, "missing": 0, "improvement": 0, "pass": 1,
                                   "not_compared": 0}
@@ -420,6 +434,7 @@ def test_check_command_default_published_numbers(tmp_path):
     # is never compared.
     assert ["pass", "ce [epochs=200]", "cifar10-lt", "100", "all", "top1_err",
             "best test epoch", "30.50 ± 0.58 (n=3)", "31.00", "29.64", "+0.86", "3.00", "SE",
+            "1.03 CPU-h",
             "Jamal2020 CVPR2020-slides CIFAR-10-LT (P1)", ""] in rows
     assert not any(r[1] == "ce [epochs=1]" for r in rows)
     assert result.stdout.startswith("## ltbench check: 0 regression, 1 missing, "

@@ -120,6 +120,10 @@ def test_packed_grid_gives_the_unpacked_records(grids):
     packed = packed_store.read().sort_values("run_id").reset_index(drop=True)
     assert len(packed) == 6 and set(packed["status"]) == {"ok"}
     assert packed["run_id"].tolist() == unpacked["run_id"].tolist()  # packing is not identity
+    # Each record says how many runs shared its pack's device time (ce/focal 4, ldam 2).
+    assert packed.groupby("method")["pack_size"].unique().map(list).to_dict() == \
+        {"ce": [4], "focal": [4], "ldam": [2]}
+    assert set(unpacked["pack_size"]) == {1}
     for column in ("top1_acc", "many_acc", "medium_acc", "few_acc", "best_epoch"):
         pd.testing.assert_series_equal(packed[column], unpacked[column])
     for packed_acc, alone_acc in zip(packed["per_class_acc"], unpacked["per_class_acc"]):
