@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ltbench.check import check
+from ltbench.check import check, to_markdown
 from ltbench.integrity import find_damaged
 from ltbench.published import default_published_dir, load_published
 from ltbench.report import write_report
@@ -89,3 +89,16 @@ def test_the_committed_reference_report_is_current(reference, tmp_path):
     assert _numbers(REPORT) == _numbers(tmp_path / "site")
     assert sorted(p.name for p in REPORT.iterdir()) == \
         sorted(p.name for p in (tmp_path / "site").iterdir())
+
+
+def test_the_readme_shows_the_reference_check_table(reference):
+    """The README's reproduced-vs-published table is ``ltbench check --results
+    results/reference``'s, row for row (paste its table between the markers when a reference
+    run lands)."""
+    _, records = reference
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = readme.split("<!-- reference-check:begin -->")[1].split(
+        "<!-- reference-check:end -->")[0]
+    table = [line for line in to_markdown(check(records, load_published(
+        default_published_dir()))).splitlines() if line.startswith("|")]
+    assert [line for line in shown.splitlines() if line.startswith("|")] == table
