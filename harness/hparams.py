@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .errors import BadInput
+from .integers import parse_int
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def _parse_scalar(key: str, text: str, like: Any) -> Any:
                 return False
             raise ValueError
         if isinstance(like, (int, EpochOf)):
-            return int(text)
+            return parse_int(text, f"--set {key}")
         if isinstance(like, float):
             value = float(text)
             if not math.isfinite(value):

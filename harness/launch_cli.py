@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from .errors import BadInput
+from .integers import Integer
 
 DEFAULT_MIN_FREE_GB = 1.0
 
@@ -39,14 +40,6 @@ class LaunchOptions:
         """Range checks and optional dependencies, before anything is read or written."""
         from .launchers import check_available
 
-        minimums = {"--jobs": (self.jobs, 1), "--jobs-per-gpu": (self.jobs_per_gpu, 1),
-                    "--checkpoint-every": (self.checkpoint_every, 0),
-                    "--gpus-per-job": (self.gpus_per_job, 0),
-                    "--timeout-min": (self.timeout_min, 1),
-                    "--array-parallelism": (self.array_parallelism, 1)}
-        for name, (value, least) in minimums.items():
-            if value < least:
-                raise BadInput(f"{name} must be at least {least}, got {value}")
         if not (math.isfinite(self.min_free_gb) and self.min_free_gb >= 0):
             raise BadInput(f"--min-free-gb must be a finite number >= 0, got {self.min_free_gb}")
         check_available(self.launcher)
@@ -151,9 +144,9 @@ _OPTIONS = [
                  default="local", show_default=True,
                  help="local: this machine (GPU pool, or CPU); slurm: a submitit job array; "
                       "ray: Ray tasks; dry: print the worker commands."),
-    click.option("--jobs", type=int, default=1, show_default=True,
+    click.option("--jobs", type=Integer(1), default=1, show_default=True,
                  help="CPU only: runs trained at once, each in its own worker process when > 1."),
-    click.option("--jobs-per-gpu", type=int, default=1, show_default=True,
+    click.option("--jobs-per-gpu", type=Integer(1), default=1, show_default=True,
                  help="Worker processes per visible GPU (local launcher with CUDA)."),
     click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
                  show_default=True,
@@ -163,16 +156,16 @@ _OPTIONS = [
     click.option("--deterministic", is_flag=True,
                  help="CUDA: deterministic kernels instead of cuDNN autotuning (slower; for "
                       "bit-exact checks such as resume). CPU runs are always deterministic."),
-    click.option("--checkpoint-every", type=int, default=10, show_default=True,
+    click.option("--checkpoint-every", type=Integer(0), default=10, show_default=True,
                  help="Epochs between resume checkpoints (0: only on SIGTERM / SIGUSR1)."),
     click.option("--min-free-gb", type=float, default=DEFAULT_MIN_FREE_GB, show_default=True,
                  help="Refuse to start with less free space in the results folder."),
     click.option("--slurm-partition", default=None, help="Slurm partition (slurm launcher)."),
-    click.option("--gpus-per-job", type=int, default=1, show_default=True,
+    click.option("--gpus-per-job", type=Integer(0), default=1, show_default=True,
                  help="GPUs per Slurm array task or Ray task."),
-    click.option("--timeout-min", type=int, default=24 * 60, show_default=True,
+    click.option("--timeout-min", type=Integer(1), default=24 * 60, show_default=True,
                  help="Slurm time limit per task; a timed-out task is requeued and resumes."),
-    click.option("--array-parallelism", type=int, default=64, show_default=True,
+    click.option("--array-parallelism", type=Integer(1), default=64, show_default=True,
                  help="Slurm array tasks running at once."),
 ]
 

@@ -45,7 +45,7 @@ def test_malformed_set_items(item, message):
 @pytest.mark.parametrize("key, value, message", [
     ("lr", "fast", "expected a finite number"),
     ("lr", "nan", "expected a finite number"),
-    ("batch_size", "12.5", "expected an integer"),
+    ("batch_size", "12.5", "'12.5' is not an integer"),
     ("nesterov", "maybe", "expected true or false"),
     ("batch_size", "0", "batch_size must be at least 1"),
     ("eval_every", "0", "eval_every must be at least 1"),
@@ -131,7 +131,7 @@ def test_bad_imbalance_factors(text, message):
 
 def test_seeds_parse():
     assert grid.parse_seeds("0, 1,2,1") == [0, 1, 2]
-    with pytest.raises(BadInput, match="not a non-negative integer"):
+    with pytest.raises(BadInput, match="seed must be at least 0, got -1"):
         grid.parse_seeds("-1")
 
 
