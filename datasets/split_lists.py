@@ -230,16 +230,17 @@ class FixedSplitDataset(Dataset):
 
     def check(self, root: Path, hparams: Mapping[str, Any],
               subset: tuple[float, str, int] | None = None) -> None:
-        """The lists, their labels and a complete cache of both splits must be present (the
-        split is the subset: there is no other to check)."""
-        self.open_caches(root, hparams)
-        if int(hparams["crop_size"]) > int(hparams["resize_size"]):
-            raise BadInput(f"{self.name}: crop_size {hparams['crop_size']} exceeds "
-                           f"resize_size {hparams['resize_size']}")
+        """The pretrained weights must be usable (first: they need no data), the lists, their
+        labels and a complete cache of both splits present (the split is the subset: there is
+        no other to check)."""
         if hparams["pretrained"] != "none":
             from ltbench.engine.imagenet_models import pretrained_state
 
             pretrained_state(hparams["backbone"], hparams["pretrained"])
+        self.open_caches(root, hparams)
+        if int(hparams["crop_size"]) > int(hparams["resize_size"]):
+            raise BadInput(f"{self.name}: crop_size {hparams['crop_size']} exceeds "
+                           f"resize_size {hparams['resize_size']}")
 
     def split_indices(self, root: Path, imb_factor: float, profile: str, split_seed: int,
                       hparams: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
