@@ -134,7 +134,7 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
     from . import grid, registry
     from .hparams import parse_overrides
     from .integrity import usable_statuses
-    from .runner import describe_plan, pending
+    from .runner import check_store_writable, describe_plan, pending
     from .stages import with_stage1
     from .store import ResultStore
 
@@ -163,6 +163,7 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
     _check_data(todo, data_root)
     where = launch.prepare(device)
     launch.check_free_space(store.root)
+    check_store_writable(store)
     store.ensure_writable()
     pack_size = launch.pack_size(requested_pack_size,
                                  max((s.hparams["batch_size"] for s in todo), default=1))
@@ -244,13 +245,13 @@ def bench(device, data_root, packs, steps, warmup, repeats, workers, cpu_compile
         write_results
     from .integers import parse_int_list
     from .runner import resolve_device
+    from .writable import check_writable
 
     torch_device = resolve_device(device)
     defaults = CUDA_DEFAULTS if torch_device.type == "cuda" else CPU_DEFAULTS
     pack_sizes = tuple(parse_int_list(packs, "--packs", least=1)) if packs \
         else defaults["packs"]
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out {out} is not a folder")
+    check_writable(out, "--out")  # before the benchmark's minutes, not after
     settings = Settings(
         device=torch_device, packs=pack_sizes, steps=steps or defaults["steps"],
         warmup=warmup or defaults["warmup"], repeats=repeats or defaults["repeats"],

@@ -61,6 +61,27 @@ def pending(specs: list[RunSpec], statuses: dict[str, str], *, force: bool = Fal
     return todo
 
 
+def check_store_writable(store: ResultStore) -> None:
+    """:class:`~ltbench.errors.BadInput` unless every folder a grid writes in ``store`` can be
+    written (:func:`ltbench.writable.check_writable`), so that a read-only or blocked store
+    fails before anything trains: the records and curves, the claims, resume checkpoints,
+    launch spec files, stage-1 models and shifted-test evals, and the artifact folders already
+    there (one a method creates anew needs only a writable root, checked first)."""
+    from .engine.checkpoint import resume_path
+    from .integrity import NOT_ARTIFACTS
+    from .launchers import spec_folder
+    from .writable import check_writable
+
+    written = [store.root, store.runs_dir, store.curves_dir, store.root / "evals",
+               claims.claims_dir(store.root), resume_path(store.root, "any").parent,
+               spec_folder(store.root), store.model_path("any").parent]
+    if store.root.is_dir():
+        written += sorted(p for p in store.root.iterdir()
+                          if p.is_dir() and p.name not in NOT_ARTIFACTS and p not in written)
+    for folder in written:
+        check_writable(folder, "results folder")
+
+
 def resolve_device(name: str):
     """``auto`` → CUDA when available, else CPU; asking for CUDA without one is bad input."""
     import torch
