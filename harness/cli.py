@@ -423,6 +423,9 @@ def check(results, published, methods, floor, k, assumed_seed_std, allow_empty, 
                           _tolerance("--assumed-seed-std", assumed_seed_std))
     store = _read_store(results)
     path, rows = _load_published(published, required=True)
+    if not rows:
+        raise BadInput(f"no published numbers in {path} (nothing but a header): nothing to "
+                       f"compare")
     records = store.read()
     chosen = None
     if methods is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from .errors import BadInput
 from .integers import Integer
@@ -33,6 +34,7 @@ class LaunchOptions:
     array_parallelism: int
     precision: str
     deterministic: bool
+    given: frozenset = frozenset()  # the launch options given on the command line
     device: object = None  # the resolved torch.device of a local launch (prepare)
     slots: list | None = None
 
@@ -42,6 +44,10 @@ class LaunchOptions:
 
         if not (math.isfinite(self.min_free_gb) and self.min_free_gb >= 0):
             raise BadInput(f"--min-free-gb must be a finite number >= 0, got {self.min_free_gb}")
+        for option, launchers in LAUNCHER_ONLY.items():
+            if option in self.given and self.launcher not in launchers:
+                raise BadInput(f"--{option.replace('_', '-')} applies to --launcher "
+                               f"{' or '.join(launchers)} only, not {self.launcher}")
         check_available(self.launcher)
 
     def _settings(self, results: Path, data_root: Path, device: str):
@@ -139,6 +145,10 @@ class LaunchOptions:
                        f"(re-run the same command to retry them)", err=True)
 
 
+#: Options that only some launchers use: given with another, they would be ignored silently.
+LAUNCHER_ONLY = {"slurm_partition": ("slurm",), "timeout_min": ("slurm",),
+                 "array_parallelism": ("slurm",), "gpus_per_job": ("slurm", "ray")}
+
 _OPTIONS = [
     click.option("--launcher", type=click.Choice(["local", "slurm", "ray", "dry"]),
                  default="local", show_default=True,
@@ -176,9 +186,12 @@ def launch_options(f):
     def command(*args, launcher, jobs, jobs_per_gpu, precision, deterministic,
                 checkpoint_every, min_free_gb, slurm_partition, gpus_per_job, timeout_min,
                 array_parallelism, **kwargs):
+        context = click.get_current_context()
+        given = frozenset(name for name in LAUNCHER_ONLY
+                          if context.get_parameter_source(name) is not ParameterSource.DEFAULT)
         launch = LaunchOptions(launcher, jobs, jobs_per_gpu, checkpoint_every, min_free_gb,
                                slurm_partition, gpus_per_job, timeout_min, array_parallelism,
-                               precision, deterministic)
+                               precision, deterministic, given)
         return f(*args, launch=launch, **kwargs)
 
     for option in reversed(_OPTIONS):
