@@ -412,3 +412,19 @@ def test_a_record_that_does_not_fit_stops_the_grid(tmp_path):
     assert_store_failed(proc, results, "synthetic-lt imb=4 focal seed=0")
     assert "seed=1" not in proc.stderr  # the grid stopped
     assert tree_snapshot(results / "runs") == {}
+
+
+@pytest.mark.slow
+def test_a_worker_pool_stops_when_the_store_refuses_a_write(tmp_path):
+    """Two workers fail to write their records; the third pack is never started."""
+    results = tmp_path / "results"
+    proc = run_with_file_size_limit(2000, results, "--methods", "focal", "--seeds", "0,1,2",
+                                    "--checkpoint-every", "0", "--jobs", "2")
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 3 and "Traceback" not in proc.stderr
+    assert errors[-1] == proc.stderr.strip().splitlines()[-1] == (
+        f"Error: results folder {results} refused a write by a worker (its Error line above): "
+        f"the grid stopped, 1 pack(s) not started; fix the folder and rerun the same command")
+    assert all("refused a write (File too large)" in line for line in errors[:2])
+    assert tree_snapshot(results / "runs") == {}
