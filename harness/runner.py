@@ -275,13 +275,12 @@ def store_optional_artifacts(spec: RunSpec, record: dict[str, Any], model, data,
                              numerics, store: ResultStore, stream: TextIO) -> None:
     """After the ok run ``spec``'s ``record`` is published: store its shifted-test ``evals``
     (:func:`~ltbench.shifted.evaluate_shifted` of its final ``model``, in the run's
-    ``numerics``) and, when some method
-    starts from runs of its method, the model itself (:mod:`ltbench.stages`). What failed
-    (each failure's traceback goes to ``stream``) is set as the record's ``artifact_error``
-    and the record published again; a model that could not be saved leaves no file behind,
-    not even one of an earlier training of the run. A failure because the store takes no more
-    data (:data:`NO_MORE_DATA`) then raises :class:`StoreFailed`: the next run could not be
-    recorded either."""
+    ``numerics``) and, when some method starts from runs of its method, the model itself
+    (:mod:`ltbench.stages`). What failed (tracebacks to ``stream``, :func:`_reported`) is set
+    as the record's ``artifact_error`` and the record published again; a model that could not
+    be saved leaves no file behind, not even one of an earlier training of the run. A failure
+    because the store takes no more data (:data:`NO_MORE_DATA`) then raises
+    :class:`StoreFailed`: the next run could not be recorded either."""
     errors, full = [], None
     try:
         uses_target_prior = registry.load("method", spec.method).uses_target_prior
@@ -439,6 +438,7 @@ def _train_chunk(chunk: list, label: str, store: ResultStore, cache: _DataCache,
             _write(store, spec, store.write, record, run.artifacts)
             records.append((spec, record, run.model))
     except StoreFailed:
+        progress.end("not recorded: the results folder refused a write")
         if records:  # some are published: the pack is never planned again as it was
             checkpoint.discard()
         raise
