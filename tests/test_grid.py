@@ -56,6 +56,37 @@ def test_wrongly_typed_set_values(key, value, message):
         resolve(LDAM_CIFAR, {}, {key: value})
 
 
+@pytest.mark.parametrize("defaults, overrides, choices, message", [
+    (LDAM_CIFAR, {"backbone": "resnet33"}, None,
+     "--set backbone=resnet33: expected one of resnet32, resnet10, resnet50, resnext50_32x4d, "
+     "resnet152"),
+    (LDAM_CIFAR, {"pad_mode": "edge"}, None, "--set pad_mode=edge: expected one of zero, "
+                                             "reflect"),
+    ({**LDAM_CIFAR, "lr_schedule": "step"}, {"lr_schedule": "linear"}, None,
+     "--set lr_schedule=linear: expected one of step, cosine"),
+    (LDAM_CIFAR, {"mean": "0.5,0.5"}, None, "--set mean=0.5,0.5: expected 3 comma-separated "
+                                            "values (one per colour channel), got 2"),
+    (LDAM_CIFAR, {"std": "0.2,-0.1,0.2"}, None, "--set std=0.2,-0.1,0.2: every value must be "
+                                                "> 0"),
+    # A method's own choices, and a bad default is caught as a bad --set value would be.
+    ({**LDAM_CIFAR, "eps_form": "additive"}, {"eps_form": "sum"}, {"eps_form": ("additive",)},
+     "--set eps_form=sum: expected one of additive"),
+    ({**LDAM_CIFAR, "backbone": "nosuch"}, {}, None, "--set backbone=nosuch: expected one of"),
+])
+def test_values_the_engine_refuses_are_bad_input(defaults, overrides, choices, message):
+    with pytest.raises(BadInput) as info:
+        resolve(defaults, {}, overrides, choices=choices)
+    assert str(info.value).startswith(message)
+
+
+def test_values_the_engine_takes_resolve():
+    hp = resolve({**LDAM_CIFAR, "lr_schedule": "step"}, {},
+                 {"backbone": "resnet50", "pad_mode": "reflect", "lr_schedule": "cosine",
+                  "mean": "0.5,0.4,0.3", "std": "0.1,0.1,0.1"})
+    assert (hp["backbone"], hp["pad_mode"], hp["lr_schedule"], hp["mean"], hp["std"]) == \
+        ("resnet50", "reflect", "cosine", [0.5, 0.4, 0.3], [0.1, 0.1, 0.1])
+
+
 def test_set_values_take_the_default_type():
     hp = resolve(LDAM_CIFAR, {}, {"lr": "0.05", "batch_size": "64", "nesterov": "true"})
     assert hp["lr"] == 0.05 and hp["batch_size"] == 64 and hp["nesterov"] is True
