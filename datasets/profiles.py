@@ -37,13 +37,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from ltbench.errors import BadInput
-from ltbench.spec import derive_seed
+from ltbench.spec import MAX_SPLIT_SEED, derive_seed
 
 PROFILES = ("exp", "step")
-
-#: The largest split seed: the legacy ``RandomState`` that draws the subset
-#: (:func:`select_subset`) takes seeds below 2^32.
-MAX_SPLIT_SEED = 2 ** 32 - 1
 
 #: The protocol whose meta set is removed before the subset is drawn.
 META_FIRST_PROTOCOL = "jamal"

@@ -81,7 +81,7 @@ def _set_option(f):
 def _subset_options(f):
     f = click.option("--profile", default="exp", show_default=True,
                      help="Count profile: exp or step.")(f)
-    from .datasets.profiles import MAX_SPLIT_SEED
+    from .spec import MAX_SPLIT_SEED
 
     return click.option("--split-seed", default=0, show_default=True,
                         type=Integer(0, MAX_SPLIT_SEED),

@@ -11,10 +11,10 @@ import math
 
 from . import hparams as hp
 from . import registry
-from .datasets.profiles import MAX_SPLIT_SEED, PROFILES
+from .datasets.profiles import PROFILES
 from .errors import BadInput
 from .integers import parse_int_list
-from .spec import RunSpec
+from .spec import MAX_SPLIT_SEED, RunSpec
 
 
 def parse_imb_factors(text: str) -> list[float]:

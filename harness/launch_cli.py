@@ -39,7 +39,9 @@ class LaunchOptions:
     slots: list | None = None
 
     def validate(self) -> None:
-        """Range checks and optional dependencies, before anything is read or written."""
+        """``--min-free-gb``, options another launcher would ignore and optional
+        dependencies, before anything is read or written (the integer options' ranges are
+        their types')."""
         from .launchers import check_available
 
         if not (math.isfinite(self.min_free_gb) and self.min_free_gb >= 0):
