@@ -47,6 +47,7 @@ import torch
 from ltbench.engine.image_cache import (CacheSplit, ImageList, missing_images, open_split,
                                         prepare_split)
 from ltbench.errors import BadInput
+from ltbench.integers import parse_int
 
 from .base import Dataset, LTData
 
@@ -85,11 +86,15 @@ def parse_split_list(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
             if not line:
                 continue
             relative, _, label = line.rpartition(" ")
-            if not relative or not label.lstrip("-").isdigit() or int(label) < 0:
+            try:
+                value = parse_int(label, "label", least=0)
+            except BadInput:
+                value = None
+            if not relative or value is None:
                 raise BadInput(f"{path}, line {number}: expected '<relative path> <label>' "
                                f"with a label >= 0, got {line[:120]!r}")
             paths.append(relative)
-            labels.append(int(label))
+            labels.append(value)
     return tuple(paths), np.asarray(labels, dtype=np.int64)
 
 
