@@ -105,8 +105,9 @@ SAMPLER_KEYS = ("sampler", "stage2_sampler")
 
 #: Counts that make no sense below one.
 AT_LEAST_ONE = ("epochs", "batch_size", "eval_every", "meta_batch_size")
-#: Optimiser settings that torch.optim.SGD rejects when negative: bad input, not a failed run.
-NON_NEGATIVE = ("lr", "momentum", "weight_decay")
+#: Settings the engine rejects when negative (torch.optim.SGD's, and the crop padding, which
+#: would crop instead): bad input, not a failed run.
+NON_NEGATIVE = ("lr", "momentum", "weight_decay", "pad")
 
 
 def _parse_scalar(key: str, text: str, like: Any) -> Any:

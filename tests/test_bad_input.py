@@ -95,6 +95,7 @@ MORE_BAD_RUNS = [
     (["--set", "backbone=nosuch"], "--set backbone=nosuch: expected one of resnet32, resnet10, "
                                    "resnet50, resnext50_32x4d, resnet152"),
     (["--set", "pad_mode=zzz"], "--set pad_mode=zzz: expected one of zero, reflect"),
+    (["--set", "pad=-4"], "--set pad must be >= 0, got -4"),
     (["--set", "mean=0.5"], "--set mean=0.5: expected 3 comma-separated values (one per "
                             "colour channel), got 1"),
     (["--set", "std=0.2,0.2,0.2,0.2"], "--set std=0.2,0.2,0.2,0.2: expected 3"),
