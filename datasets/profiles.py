@@ -37,7 +37,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ltbench.errors import BadInput
-from ltbench.spec import derive_seed
+from ltbench.spec import MAX_SPLIT_SEED, derive_seed
 
 PROFILES = ("exp", "step")
 
@@ -82,8 +82,8 @@ def select_subset(labels: np.ndarray, counts: list[int], split_seed: int) -> np.
     Because every class has the same size, each shuffle consumes the same randomness whatever
     the counts, so subsets for larger IFs are nested in those for smaller IFs.
     """
-    if not 0 <= int(split_seed) < 2 ** 32:
-        raise BadInput(f"split seed must be in 0 ... 2**32 - 1, got {split_seed}")
+    if not 0 <= int(split_seed) <= MAX_SPLIT_SEED:
+        raise BadInput(f"split seed must be in 0 ... {MAX_SPLIT_SEED}, got {split_seed}")
     rng = np.random.RandomState(int(split_seed))
     kept = []
     for cls, count in enumerate(counts):

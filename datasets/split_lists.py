@@ -47,6 +47,7 @@ import torch
 from ltbench.engine.image_cache import (CacheSplit, ImageList, missing_images, open_split,
                                         prepare_split)
 from ltbench.errors import BadInput
+from ltbench.integers import parse_int
 
 from .base import Dataset, LTData
 
@@ -85,11 +86,15 @@ def parse_split_list(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
             if not line:
                 continue
             relative, _, label = line.rpartition(" ")
-            if not relative or not label.lstrip("-").isdigit() or int(label) < 0:
+            try:
+                value = parse_int(label, "label", least=0)
+            except BadInput:
+                value = None
+            if not relative or value is None:
                 raise BadInput(f"{path}, line {number}: expected '<relative path> <label>' "
                                f"with a label >= 0, got {line[:120]!r}")
             paths.append(relative)
-            labels.append(int(label))
+            labels.append(value)
     return tuple(paths), np.asarray(labels, dtype=np.int64)
 
 
@@ -230,16 +235,17 @@ class FixedSplitDataset(Dataset):
 
     def check(self, root: Path, hparams: Mapping[str, Any],
               subset: tuple[float, str, int] | None = None) -> None:
-        """The lists, their labels and a complete cache of both splits must be present (the
-        split is the subset: there is no other to check)."""
-        self.open_caches(root, hparams)
-        if int(hparams["crop_size"]) > int(hparams["resize_size"]):
-            raise BadInput(f"{self.name}: crop_size {hparams['crop_size']} exceeds "
-                           f"resize_size {hparams['resize_size']}")
+        """The pretrained weights must be usable (first: they need no data), the lists, their
+        labels and a complete cache of both splits present (the split is the subset: there is
+        no other to check)."""
         if hparams["pretrained"] != "none":
             from ltbench.engine.imagenet_models import pretrained_state
 
             pretrained_state(hparams["backbone"], hparams["pretrained"])
+        self.open_caches(root, hparams)
+        if int(hparams["crop_size"]) > int(hparams["resize_size"]):
+            raise BadInput(f"{self.name}: crop_size {hparams['crop_size']} exceeds "
+                           f"resize_size {hparams['resize_size']}")
 
     def split_indices(self, root: Path, imb_factor: float, profile: str, split_seed: int,
                       hparams: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:

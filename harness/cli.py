@@ -18,6 +18,7 @@ import click
 
 from . import __version__
 from .errors import BadInput
+from .integers import Integer
 
 DEFAULT_RESULTS = "results"
 DEFAULT_REPORTS = "reports"
@@ -80,7 +81,10 @@ def _set_option(f):
 def _subset_options(f):
     f = click.option("--profile", default="exp", show_default=True,
                      help="Count profile: exp or step.")(f)
-    return click.option("--split-seed", default=0, show_default=True, type=int,
+    from .spec import MAX_SPLIT_SEED
+
+    return click.option("--split-seed", default=0, show_default=True,
+                        type=Integer(0, MAX_SPLIT_SEED),
                         help="Seed of the long-tailed subset (separate from training seeds).")(f)
 
 
@@ -103,7 +107,7 @@ def _launch_options(f):
                                                    "datasets with fixed splits",
               help="Comma-separated imbalance factors n_max/n_min (>= 1), e.g. 200,100,50.")
 @click.option("--seeds", default="0", show_default=True, help="Comma-separated training seeds.")
-@click.option("--epochs", type=int, default=None,
+@click.option("--epochs", type=Integer(1), default=None,
               help="Epochs per run; epoch-valued defaults (warm-up, decays, DRW) scale with it.")
 @_subset_options
 @_data_root_option
@@ -130,7 +134,7 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
     from . import grid, registry
     from .hparams import parse_overrides
     from .integrity import usable_statuses
-    from .runner import describe_plan, pending
+    from .runner import check_store_writable, describe_plan, pending
     from .stages import with_stage1
     from .store import ResultStore
 
@@ -159,6 +163,7 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
     _check_data(todo, data_root)
     where = launch.prepare(device)
     launch.check_free_space(store.root)
+    check_store_writable(store)
     store.ensure_writable()
     pack_size = launch.pack_size(requested_pack_size,
                                  max((s.hparams["batch_size"] for s in todo), default=1))
@@ -189,11 +194,11 @@ def _check_data(todo, data_root: Path) -> None:
 
 def _pack_size(text: str) -> int | None:
     """``--pack-size``: a positive integer, or None for 'auto'."""
+    from .integers import parse_int
+
     if text.strip().lower() == "auto":
         return None
-    if not text.strip().isdigit() or int(text) < 1:
-        raise BadInput(f"--pack-size must be 'auto' or an integer >= 1, got '{text}'")
-    return int(text)
+    return parse_int(text, "--pack-size", least=1)
 
 
 def _print_summary(store, run_ids: set[str]) -> None:
@@ -205,12 +210,6 @@ def _print_summary(store, run_ids: set[str]) -> None:
 
 # -- bench ------------------------------------------------------------------------------------
 
-def _positive(name: str, value: int | None) -> int | None:
-    if value is not None and value < 1:
-        raise BadInput(f"{name} must be at least 1, got {value}")
-    return value
-
-
 @cli.command()
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
@@ -218,17 +217,17 @@ def _positive(name: str, value: int | None) -> int | None:
 @click.option("--packs", default=None,
               help="Pack sizes N for B4, comma-separated [default: 1,2,4 on CPU; "
                    "1,2,4,...,64 on CUDA].")
-@click.option("--steps", type=int, default=None,
+@click.option("--steps", type=Integer(1), default=None,
               help="Training steps per timed pass [default: 3 on CPU; one epoch, 98, on CUDA].")
-@click.option("--warmup", type=int, default=None,
+@click.option("--warmup", type=Integer(1), default=None,
               help="Steps of the untimed warm-up pass [default: 1 on CPU; 98 on CUDA].")
-@click.option("--repeats", type=int, default=None,
+@click.option("--repeats", type=Integer(1), default=None,
               help="Timed passes per variant, the median counts [default: 1 on CPU; 3 on CUDA].")
-@click.option("--workers", type=int, default=4, show_default=True,
+@click.option("--workers", type=Integer(0), default=4, show_default=True,
               help="DataLoader worker processes for B0: the reference's default; 0 loads in "
                    "the main process.")
 @click.option("--cpu-compile", is_flag=True, help="Also time torch.compile on CPU (B3, B4).")
-@click.option("--batch-size", type=int, default=128, show_default=True,
+@click.option("--batch-size", type=Integer(1), default=128, show_default=True,
               help="Batch per model: the protocol's 128; smaller only for smoke tests.")
 @click.option("--out", default=Path(DEFAULT_RESULTS) / "bench", show_default=True,
               type=click.Path(path_type=Path, file_okay=False),
@@ -244,25 +243,19 @@ def bench(device, data_root, packs, steps, warmup, repeats, workers, cpu_compile
     """
     from .bench import CPU_DEFAULTS, CUDA_DEFAULTS, Settings, format_table, run_bench, \
         write_results
-    from .grid import parse_seeds
+    from .integers import parse_int_list
     from .runner import resolve_device
+    from .writable import check_writable
 
     torch_device = resolve_device(device)
     defaults = CUDA_DEFAULTS if torch_device.type == "cuda" else CPU_DEFAULTS
-    pack_sizes = tuple(parse_seeds(packs, "pack size")) if packs else defaults["packs"]
-    if 0 in pack_sizes:
-        raise BadInput("--packs: pack sizes must be at least 1")
-    if workers < 0:
-        raise BadInput(f"--workers must be at least 0, got {workers}")
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out {out} is not a folder")
+    pack_sizes = tuple(parse_int_list(packs, "--packs", least=1)) if packs \
+        else defaults["packs"]
+    check_writable(out, "--out")  # before the benchmark's minutes, not after
     settings = Settings(
-        device=torch_device, packs=pack_sizes,
-        steps=_positive("--steps", steps) or defaults["steps"],
-        warmup=_positive("--warmup", warmup) or defaults["warmup"],
-        repeats=_positive("--repeats", repeats) or defaults["repeats"],
-        workers=workers,
-        cpu_compile=cpu_compile, batch_size=_positive("--batch-size", batch_size))
+        device=torch_device, packs=pack_sizes, steps=steps or defaults["steps"],
+        warmup=warmup or defaults["warmup"], repeats=repeats or defaults["repeats"],
+        workers=workers, cpu_compile=cpu_compile, batch_size=batch_size)
     rows, meta = run_bench(settings, data_root, sys.stderr)
     click.echo(f"{meta['device']} · torch {meta['torch_version']} · {meta['data']} · "
                f"load average {meta['load_average_1min']:.2f} on {meta['cpu_count']} CPUs")
@@ -430,6 +423,9 @@ def check(results, published, methods, floor, k, assumed_seed_std, allow_empty, 
                           _tolerance("--assumed-seed-std", assumed_seed_std))
     store = _read_store(results)
     path, rows = _load_published(published, required=True)
+    if not rows:
+        raise BadInput(f"no published numbers in {path} (nothing but a header): nothing to "
+                       f"compare")
     records = store.read()
     chosen = None
     if methods is not None:
@@ -570,7 +566,7 @@ def indices(dataset, imb, profile, split_seed, data_root, overrides, out, meta, 
 @_subset_options
 @_data_root_option
 @_set_option
-@click.option("--effort", type=click.IntRange(0, 6), default=2, show_default=True,
+@click.option("--effort", type=Integer(0, 6), default=2, show_default=True,
               help="Lossless WebP effort (libwebp method): higher is smaller and slower.")
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Pack file to write; name it NAME.ltpack.")
@@ -609,7 +605,8 @@ def pack_data(dataset, imb, profile, split_seed, data_root, overrides, effort, o
 @click.option("--cache", envvar="LTBENCH_CACHE", default=None, type=click.Path(path_type=Path),
               help="Cache folder (training reads $LTBENCH_CACHE) [default: $LTBENCH_CACHE, "
                    "else inside the dataset's folder].")
-@click.option("--jobs", type=int, default=os.cpu_count() or 1, show_default="all CPU cores",
+@click.option("--jobs", type=Integer(1), default=os.cpu_count() or 1,
+              show_default="all CPU cores",
               help="Decoding processes.")
 @_set_option
 def prepare(dataset, data_root, cache, jobs, overrides):
@@ -618,8 +615,6 @@ def prepare(dataset, data_root, cache, jobs, overrides):
     if not hasattr(plugin, "prepare"):
         raise BadInput(f"dataset '{dataset}' is not read from a decoded-image cache; there is "
                        f"nothing to prepare")
-    if jobs < 1:
-        raise BadInput(f"--jobs must be at least 1, got {jobs}")
     plugin.prepare(data_root, hp, jobs=jobs, cache=cache)
 
 

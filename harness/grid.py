@@ -13,7 +13,8 @@ from . import hparams as hp
 from . import registry
 from .datasets.profiles import PROFILES
 from .errors import BadInput
-from .spec import RunSpec
+from .integers import parse_int_list
+from .spec import MAX_SPLIT_SEED, RunSpec
 
 
 def parse_imb_factors(text: str) -> list[float]:
@@ -35,18 +36,11 @@ def parse_imb_factors(text: str) -> list[float]:
     return list(dict.fromkeys(factors))
 
 
-def parse_seeds(text: str, what: str = "seed") -> list[int]:
-    """``'0,1,2'`` → ``[0, 1, 2]``; non-negative integers."""
-    seeds = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        if not part.isdigit():
-            raise BadInput(f"{what} '{part}' is not a non-negative integer")
-        seeds.append(int(part))
-    if not seeds:
-        raise BadInput(f"no {what} in '{text}'")
-    return list(dict.fromkeys(seeds))
+def parse_seeds(text: str) -> list[int]:
+    """``'0,1,2'`` → ``[0, 1, 2]``: training seeds, integers in 0 … 2^63 - 1 (the store's
+    int64 ``seed`` column; every generator is seeded through
+    :func:`~ltbench.spec.derive_seed`, which takes any integer)."""
+    return parse_int_list(text, "seed")
 
 
 #: The imbalance factor of a run without ``--imb`` on a dataset built for any factor.
@@ -70,8 +64,8 @@ def expand(methods: list[str], datasets: list[str], imb_factors: list[float] | N
     overrides = overrides or {}
     if profile not in PROFILES:
         raise BadInput(f"unknown profile '{profile}'; choose one of {', '.join(PROFILES)}")
-    if split_seed < 0:
-        raise BadInput(f"split seed must be a non-negative integer, got {split_seed}")
+    if not 0 <= split_seed <= MAX_SPLIT_SEED:
+        raise BadInput(f"split seed must be in 0 ... {MAX_SPLIT_SEED}, got {split_seed}")
     specs: list[RunSpec] = []
     known_keys: set[str] = set()
     for dataset in datasets:

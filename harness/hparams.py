@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .errors import BadInput
+from .integers import parse_int
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,9 @@ SAMPLER_KEYS = ("sampler", "stage2_sampler")
 
 #: Counts that make no sense below one.
 AT_LEAST_ONE = ("epochs", "batch_size", "eval_every", "meta_batch_size")
-#: Optimiser settings that torch.optim.SGD rejects when negative: bad input, not a failed run.
-NON_NEGATIVE = ("lr", "momentum", "weight_decay")
+#: Settings the engine rejects when negative (torch.optim.SGD's, and the crop padding, which
+#: would crop instead): bad input, not a failed run.
+NON_NEGATIVE = ("lr", "momentum", "weight_decay", "pad")
 
 
 def _parse_scalar(key: str, text: str, like: Any) -> Any:
@@ -118,7 +120,7 @@ def _parse_scalar(key: str, text: str, like: Any) -> Any:
                 return False
             raise ValueError
         if isinstance(like, (int, EpochOf)):
-            return int(text)
+            return parse_int(text, f"--set {key}")
         if isinstance(like, float):
             value = float(text)
             if not math.isfinite(value):
@@ -163,8 +165,10 @@ def _materialise(value: Any, epochs: int, reference_epochs: int) -> Any:
 
 
 def resolve(dataset_defaults: Mapping[str, Any], method_defaults: Mapping[str, Any],
-            overrides: Mapping[str, str], epochs: int | None = None) -> dict[str, Any]:
+            overrides: Mapping[str, str], epochs: int | None = None,
+            choices: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """The resolved hyper-parameters of one (dataset, method) pair; see the module docstring.
+    Every value is checked (:func:`check_values`, with the method's ``choices``).
 
     Keys of ``overrides`` that neither default set knows are ignored here: the grid rejects a
     key only when no (dataset, method) pair of the grid knows it.
@@ -187,14 +191,48 @@ def resolve(dataset_defaults: Mapping[str, Any], method_defaults: Mapping[str, A
     for key in AT_LEAST_ONE:
         if key in resolved and resolved[key] < 1:
             raise BadInput(f"--set {key} must be at least 1, got {resolved[key]}")
-    for key in SAMPLER_KEYS:
-        if key in resolved and resolved[key] not in SAMPLERS:
-            raise BadInput(f"--set {key}={resolved[key]}: unknown sampler; known: "
-                           f"{', '.join(SAMPLERS)}")
     for key in NON_NEGATIVE:
         if key in resolved and resolved[key] < 0:
             raise BadInput(f"--set {key} must be >= 0, got {resolved[key]}")
+    check_values(resolved, choices)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(resolved.items())}
+
+
+def _text(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
+def check_values(hparams: Mapping[str, Any],
+                 choices: Mapping[str, Sequence[str]] | None = None) -> None:
+    """:class:`BadInput` naming the key, the value and what is allowed, for a value the engine
+    would refuse once training started (a failed run instead of bad input).
+
+    The allowed values come from the code that consumes them: ``backbone`` from
+    :func:`~ltbench.engine.models.backbone_names`, ``pad_mode`` from
+    :data:`~ltbench.engine.augment.PAD_MODES`, ``lr_schedule`` from
+    :data:`~ltbench.engine.train.LR_SCHEDULES`, the sampler keys from :data:`SAMPLERS`, and
+    ``choices``, the method's own (:attr:`Method.choices <ltbench.methods.base.Method.choices>`);
+    ``mean`` and ``std`` hold one value per colour channel
+    (:data:`~ltbench.engine.augment.CHANNELS`), ``std`` positive (it divides).
+    """
+    from .engine.augment import CHANNELS, PAD_MODES
+    from .engine.models import backbone_names
+    from .engine.train import LR_SCHEDULES
+
+    allowed = {"backbone": backbone_names(), "pad_mode": PAD_MODES,
+               "lr_schedule": LR_SCHEDULES, **{key: SAMPLERS for key in SAMPLER_KEYS},
+               **(choices or {})}
+    for key, values in allowed.items():
+        if key in hparams and hparams[key] not in values:
+            raise BadInput(f"--set {key}={_text(hparams[key])}: expected one of "
+                           f"{', '.join(values)}")
+    for key in ("mean", "std"):
+        if key in hparams and len(hparams[key]) != CHANNELS:
+            raise BadInput(f"--set {key}={_text(hparams[key])}: expected {CHANNELS} "
+                           f"comma-separated values (one per colour channel), got "
+                           f"{len(hparams[key])}")
+    if "std" in hparams and min(hparams["std"]) <= 0:
+        raise BadInput(f"--set std={_text(hparams['std'])}: every value must be > 0")
 
 
 def protocol_defaults(protocols: Mapping[str, Mapping[str, Any]], default_protocol: str,
@@ -218,4 +256,6 @@ def resolve_run(dataset: Any, method: Any | None, overrides: Mapping[str, str],
     instance); see the module docstring for the order."""
     defaults = protocol_defaults(dataset.protocols, dataset.default_protocol,
                                  method.protocol if method is not None else None, overrides)
-    return resolve(defaults, method.defaults if method is not None else {}, overrides, epochs)
+    if method is None:
+        return resolve(defaults, {}, overrides, epochs)
+    return resolve(defaults, method.defaults, overrides, epochs, method.choices)

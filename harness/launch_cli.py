@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from .errors import BadInput
+from .integers import Integer
 
 DEFAULT_MIN_FREE_GB = 1.0
 
@@ -32,23 +34,22 @@ class LaunchOptions:
     array_parallelism: int
     precision: str
     deterministic: bool
+    given: frozenset = frozenset()  # the launch options given on the command line
     device: object = None  # the resolved torch.device of a local launch (prepare)
     slots: list | None = None
 
     def validate(self) -> None:
-        """Range checks and optional dependencies, before anything is read or written."""
+        """``--min-free-gb``, options another launcher would ignore and optional
+        dependencies, before anything is read or written (the integer options' ranges are
+        their types')."""
         from .launchers import check_available
 
-        minimums = {"--jobs": (self.jobs, 1), "--jobs-per-gpu": (self.jobs_per_gpu, 1),
-                    "--checkpoint-every": (self.checkpoint_every, 0),
-                    "--gpus-per-job": (self.gpus_per_job, 0),
-                    "--timeout-min": (self.timeout_min, 1),
-                    "--array-parallelism": (self.array_parallelism, 1)}
-        for name, (value, least) in minimums.items():
-            if value < least:
-                raise BadInput(f"{name} must be at least {least}, got {value}")
         if not (math.isfinite(self.min_free_gb) and self.min_free_gb >= 0):
             raise BadInput(f"--min-free-gb must be a finite number >= 0, got {self.min_free_gb}")
+        for option, launchers in LAUNCHER_ONLY.items():
+            if option in self.given and self.launcher not in launchers:
+                raise BadInput(f"--{option.replace('_', '-')} applies to --launcher "
+                               f"{' or '.join(launchers)} only, not {self.launcher}")
         check_available(self.launcher)
 
     def _settings(self, results: Path, data_root: Path, device: str):
@@ -146,14 +147,18 @@ class LaunchOptions:
                        f"(re-run the same command to retry them)", err=True)
 
 
+#: Options that only some launchers use: given with another, they would be ignored silently.
+LAUNCHER_ONLY = {"slurm_partition": ("slurm",), "timeout_min": ("slurm",),
+                 "array_parallelism": ("slurm",), "gpus_per_job": ("slurm", "ray")}
+
 _OPTIONS = [
     click.option("--launcher", type=click.Choice(["local", "slurm", "ray", "dry"]),
                  default="local", show_default=True,
                  help="local: this machine (GPU pool, or CPU); slurm: a submitit job array; "
                       "ray: Ray tasks; dry: print the worker commands."),
-    click.option("--jobs", type=int, default=1, show_default=True,
+    click.option("--jobs", type=Integer(1), default=1, show_default=True,
                  help="CPU only: runs trained at once, each in its own worker process when > 1."),
-    click.option("--jobs-per-gpu", type=int, default=1, show_default=True,
+    click.option("--jobs-per-gpu", type=Integer(1), default=1, show_default=True,
                  help="Worker processes per visible GPU (local launcher with CUDA)."),
     click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
                  show_default=True,
@@ -163,16 +168,16 @@ _OPTIONS = [
     click.option("--deterministic", is_flag=True,
                  help="CUDA: deterministic kernels instead of cuDNN autotuning (slower; for "
                       "bit-exact checks such as resume). CPU runs are always deterministic."),
-    click.option("--checkpoint-every", type=int, default=10, show_default=True,
+    click.option("--checkpoint-every", type=Integer(0), default=10, show_default=True,
                  help="Epochs between resume checkpoints (0: only on SIGTERM / SIGUSR1)."),
     click.option("--min-free-gb", type=float, default=DEFAULT_MIN_FREE_GB, show_default=True,
                  help="Refuse to start with less free space in the results folder."),
     click.option("--slurm-partition", default=None, help="Slurm partition (slurm launcher)."),
-    click.option("--gpus-per-job", type=int, default=1, show_default=True,
+    click.option("--gpus-per-job", type=Integer(0), default=1, show_default=True,
                  help="GPUs per Slurm array task or Ray task."),
-    click.option("--timeout-min", type=int, default=24 * 60, show_default=True,
+    click.option("--timeout-min", type=Integer(1), default=24 * 60, show_default=True,
                  help="Slurm time limit per task; a timed-out task is requeued and resumes."),
-    click.option("--array-parallelism", type=int, default=64, show_default=True,
+    click.option("--array-parallelism", type=Integer(1), default=64, show_default=True,
                  help="Slurm array tasks running at once."),
 ]
 
@@ -183,9 +188,12 @@ def launch_options(f):
     def command(*args, launcher, jobs, jobs_per_gpu, precision, deterministic,
                 checkpoint_every, min_free_gb, slurm_partition, gpus_per_job, timeout_min,
                 array_parallelism, **kwargs):
+        context = click.get_current_context()
+        given = frozenset(name for name in LAUNCHER_ONLY
+                          if context.get_parameter_source(name) is not ParameterSource.DEFAULT)
         launch = LaunchOptions(launcher, jobs, jobs_per_gpu, checkpoint_every, min_free_gb,
                                slurm_partition, gpus_per_job, timeout_min, array_parallelism,
-                               precision, deterministic)
+                               precision, deterministic, given)
         return f(*args, launch=launch, **kwargs)
 
     for option in reversed(_OPTIONS):

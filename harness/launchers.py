@@ -44,7 +44,7 @@ from typing import TextIO
 from .envinfo import usable_cores
 from .errors import BadInput
 from .spec import RunSpec
-from .worker import EXIT_PREEMPTED, run_worker, spec_path, write_spec
+from .worker import EXIT_PREEMPTED, EXIT_STORE_FAILED, run_worker, spec_path, write_spec
 
 LAUNCHERS = ("local", "slurm", "ray", "dry")
 #: Seconds a stopped worker gets to write its checkpoint before it is killed.
@@ -137,7 +137,9 @@ def launch_local(packs: list[list[RunSpec]], settings: WorkerSettings,
                  grace_s: float = STOP_GRACE_S) -> int:
     """Run every pack (a list of runs; often one) in a fresh worker process on the pool
     ``slots``; returns the number of workers that exited abnormally (their runs stay pending,
-    named on ``stream``). ``planned_at``: when the store was read to pick the runs
+    named on ``stream``). A worker whose results store refused a write (its own ``Error:``
+    line) stops the pool: no further worker starts, the running ones finish, then
+    :class:`BadInput` says so. ``planned_at``: when the store was read to pick the runs
     (:func:`ltbench.runner.run_grid`)."""
     stream = stream if stream is not None else sys.stderr
     folder = spec_folder(settings.results)
@@ -146,7 +148,8 @@ def launch_local(packs: list[list[RunSpec]], settings: WorkerSettings,
     cpu_threads = str(worker_threads(len(slots)))
     running: dict[int, tuple[subprocess.Popen, str | None, Path]] = {}
     exited: queue.Queue[int] = queue.Queue()
-    abnormal = 0
+    abnormal = unstarted = 0
+    store_failed = False
     try:
         while pending or running:
             while pending and free:
@@ -162,6 +165,10 @@ def launch_local(packs: list[list[RunSpec]], settings: WorkerSettings,
                 threading.Thread(target=_report_exit, args=(process, exited), daemon=True).start()
             process, slot, path = running.pop(exited.get())  # a signal interrupts the wait
             free.append(slot)
+            if process.returncode == EXIT_STORE_FAILED:
+                store_failed = True
+                unstarted += len(pending)
+                pending.clear()  # every later worker would fail the same way
             if process.returncode not in (0, EXIT_PREEMPTED):
                 abnormal += 1
                 stream.write(f"worker for {path.stem} exited with code "
@@ -169,6 +176,10 @@ def launch_local(packs: list[list[RunSpec]], settings: WorkerSettings,
     except BaseException:  # Ctrl-C, or the launcher being stopped: stop the workers by pid
         _stop([process for process, _, _ in running.values()], grace_s)
         raise
+    if store_failed:
+        raise BadInput(f"results folder {settings.results} refused a write by a worker (its "
+                       f"Error line above): the grid stopped, {unstarted} pack(s) not "
+                       f"started; fix the folder and rerun the same command")
     return abnormal
 
 

@@ -38,6 +38,7 @@ from typing import Sequence
 import pandas as pd
 
 from .errors import BadInput
+from .integers import parse_int
 from .tables import FAMILY_ORDER, Configuration
 
 ORIGINAL_COLUMNS = ("paper", "table", "method", "dataset", "imbalance_factor", "split",
@@ -123,8 +124,6 @@ def _parse(row: dict[str, str], where: str, known_methods: Sequence[str]) -> Pub
     if imb < 1:
         raise BadInput(f"{where}: imbalance_factor must be >= 1 (n_max / n_min), got {imb}")
     epochs = row["protocol_epochs"].strip()
-    if epochs and not epochs.isdigit():
-        raise BadInput(f"{where}: protocol_epochs '{epochs}' is not a whole number of epochs")
     method = row["ltbench_method"]
     if method:
         _choice(method, known_methods, "ltbench_method", where)
@@ -140,7 +139,8 @@ def _parse(row: dict[str, str], where: str, known_methods: Sequence[str]) -> Pub
                                 where),
         ltbench_protocol=_choice(row["ltbench_protocol"], PROTOCOLS + ("",), "ltbench_protocol",
                                  where),
-        protocol_epochs=int(epochs) if epochs else None,
+        protocol_epochs=parse_int(epochs, f"{where}: protocol_epochs", least=1) if epochs
+        else None,
         selection=_choice(row["selection"], SELECTIONS, "selection", where),
         selection_source=row["selection_source"], mapping_note=row["mapping_note"],
         where=where)

@@ -7,6 +7,11 @@ interrupt (Ctrl-C) stops the grid, leaving every finished record in place. A pac
 runs that runs out of device memory is trained again in halves (down to lone runs), and the
 grid's later packs train in chunks no larger than the half that was tried last.
 
+The store failing a write is not the run's failure: a results folder out of space (or over
+quota, remounted read-only, or with a folder replaced by a file) stops the grid with
+:class:`StoreFailed` (one ``Error:`` line, exit 2), and the run that could not be written is
+left unpublished (its last resume checkpoint kept), so a rerun of the same command trains it.
+
 A two-stage run (:mod:`ltbench.stages`) first makes sure its stage-1 run is published with its
 final model, training it (as a run of its own) when it is not. Every ok run is also scored on
 the 11 shifted test sets (:mod:`ltbench.shifted`), stored as its ``evals`` artifact.
@@ -27,6 +32,7 @@ and a restarted run continues from its checkpoint.
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 import time
 import traceback
@@ -37,6 +43,7 @@ from typing import Any, NamedTuple, TextIO
 
 from . import claims, registry
 from .envinfo import device_name, git_commit
+from .errors import BadInput
 from .evaluate import summarize
 from .packing import pack_id, plan_packs
 from .progress import RunProgress
@@ -46,6 +53,43 @@ from .stages import keeps_final_model, load_stage1_model, stage1_ready, stage1_s
 from .store import ResultStore
 
 RETRYABLE = ("failed", "diverged")
+
+#: ``errno`` values of a file system that takes no more data: out of space, over quota, a file
+#: over the size limit, remounted read-only.
+NO_MORE_DATA = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+class StoreFailed(BadInput):
+    """The results store refused a write while a grid ran: the grid stops (one ``Error:``
+    line, exit 2) and the runs not yet published stay pending."""
+
+    def __init__(self, store: ResultStore, exc: OSError, unrecorded: str):
+        super().__init__(f"results folder {store.root} refused a write "
+                         f"({exc.strerror or exc}): the grid stopped; {unrecorded}; fix the "
+                         f"folder and rerun the same command")
+
+
+def _no_more_data(exc: BaseException) -> OSError | None:
+    """The :data:`NO_MORE_DATA` OSError behind ``exc``: itself, or one it was raised from or
+    while handling (``torch.save`` reports a failed write as a RuntimeError raised then)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in NO_MORE_DATA:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _not_recorded(spec: RunSpec) -> str:
+    return f"{spec.describe()} and the runs after it are not recorded"
+
+
+def _write(store: ResultStore, spec: RunSpec, write, *args):
+    """``write(*args)``, a write into ``store`` for ``spec``, and what it returns; any OSError
+    is :class:`StoreFailed`."""
+    try:
+        return write(*args)
+    except OSError as exc:
+        raise StoreFailed(store, exc, _not_recorded(spec)) from exc
 
 
 def pending(specs: list[RunSpec], statuses: dict[str, str], *, force: bool = False,
@@ -59,6 +103,27 @@ def pending(specs: list[RunSpec], statuses: dict[str, str], *, force: bool = Fal
         if status is None or (rerun_failed and status in RETRYABLE):
             todo.append(spec)
     return todo
+
+
+def check_store_writable(store: ResultStore) -> None:
+    """:class:`~ltbench.errors.BadInput` unless every folder a grid writes in ``store`` can be
+    written (:func:`ltbench.writable.check_writable`), so that a read-only or blocked store
+    fails before anything trains: the records and curves, the claims, resume checkpoints,
+    launch spec files, stage-1 models and shifted-test evals, and the artifact folders already
+    there (one a method creates anew needs only a writable root, checked first)."""
+    from .engine.checkpoint import resume_path
+    from .integrity import NOT_ARTIFACTS
+    from .launchers import spec_folder
+    from .writable import check_writable
+
+    written = [store.root, store.runs_dir, store.curves_dir, store.root / "evals",
+               claims.claims_dir(store.root), resume_path(store.root, "any").parent,
+               spec_folder(store.root), store.model_path("any").parent]
+    if store.root.is_dir():
+        written += sorted(p for p in store.root.iterdir()
+                          if p.is_dir() and p.name not in NOT_ARTIFACTS and p not in written)
+    for folder in written:
+        check_writable(folder, "results folder")
 
 
 def resolve_device(name: str):
@@ -198,15 +263,26 @@ def train_one(spec: RunSpec, data, device, progress: RunProgress | None = None,
     return train_specs([spec], data, device, progress, store, checkpoint, numerics)[0]
 
 
-def store_optional_artifacts(spec: RunSpec, model, data, device, numerics,
-                             store: ResultStore, stream: TextIO) -> str | None:
-    """After the ok run ``spec``'s record is published: store its shifted-test ``evals``
+def _reported(exc: Exception, stream: TextIO) -> OSError | None:
+    """:func:`_no_more_data` of an optional artifact's failure ``exc``; the traceback of any
+    other failure goes to ``stream`` (a full store is said once, by :class:`StoreFailed`)."""
+    full = _no_more_data(exc)
+    if full is None:
+        traceback.print_exc(file=stream)
+    return full
+
+
+def store_optional_artifacts(spec: RunSpec, record: dict[str, Any], model, data, device,
+                             numerics, store: ResultStore, stream: TextIO) -> None:
+    """After the ok run ``spec``'s ``record`` is published: store its shifted-test ``evals``
     (:func:`~ltbench.shifted.evaluate_shifted` of its final ``model``, in the run's
-    ``numerics``) and, when some method
-    starts from runs of its method, the model itself (:mod:`ltbench.stages`). Returns None, or
-    what failed (each failure's traceback goes to ``stream``); a model that could not be
-    saved leaves no file behind, not even one of an earlier training of the run."""
-    errors = []
+    ``numerics``) and, when some method starts from runs of its method, the model itself
+    (:mod:`ltbench.stages`). What failed (tracebacks to ``stream``, :func:`_reported`) is set
+    as the record's ``artifact_error`` and the record published again; a model that could not
+    be saved leaves no file behind, not even one of an earlier training of the run. A failure
+    because the store takes no more data (:data:`NO_MORE_DATA`) then raises
+    :class:`StoreFailed`: the next run could not be recorded either."""
+    errors, full = [], None
     try:
         uses_target_prior = registry.load("method", spec.method).uses_target_prior
         store.write_artifact("evals", spec.run_id,
@@ -214,18 +290,23 @@ def store_optional_artifacts(spec: RunSpec, model, data, device, numerics,
                                               uses_target_prior, device,
                                               numerics.precision()))
     except Exception as exc:
-        traceback.print_exc(file=stream)
+        full = full or _reported(exc, stream)
         errors.append(f"evals: {type(exc).__name__}: {exc}")
     if keeps_final_model(spec.method):
         try:
             store.save_model(spec.run_id, model)
         except Exception as exc:
-            traceback.print_exc(file=stream)
+            full = full or _reported(exc, stream)
             store.model_path(spec.run_id).unlink(missing_ok=True)
             errors.append(f"model: {type(exc).__name__}: {exc}")
     if errors:
         _release_device_memory(device)  # an out-of-memory evaluation must not starve the next
-    return "; ".join(errors) or None
+        record["artifact_error"] = "; ".join(errors)
+        _write(store, spec, store.write, record)
+    if full is not None:
+        raise StoreFailed(store, full, f"{spec.describe()} is published without some of its "
+                                       f"optional artifacts (its artifact_error says which); "
+                                       f"the runs after it are not recorded")
 
 
 def _outcome(record: dict[str, Any]) -> str:
@@ -279,7 +360,7 @@ def _train_and_publish(pack: list[RunSpec], label: str, store: ResultStore, cach
     with contextlib.ExitStack() as held:
         mine = []
         for spec in pack:
-            claim = claims.acquire(store.root, spec.run_id)
+            claim = _write(store, spec, claims.acquire, store.root, spec.run_id)
             if claim is None:
                 stream.write(f"{label}: {spec.describe()} skipped: claimed by "
                              f"{claims.describe_owner(store.root, spec.run_id)}\n")
@@ -330,6 +411,10 @@ def _train_chunk(chunk: list, label: str, store: ResultStore, cache: _DataCache,
         data = cache.get(pack[0])
         trained = train_specs(pack, data, device, progress, store, checkpoint, numerics)
     except Exception as exc:  # one broken pack (an OOM included) must not stop the grid
+        full = _no_more_data(exc)
+        if full is not None:  # a checkpoint that did not fit: the store's failure, not theirs
+            progress.end("not recorded: the results folder refused a write")
+            raise StoreFailed(store, full, _not_recorded(pack[0])) from exc
         split = len(pack) > 1 and _is_out_of_memory(exc)
         if not split:
             traceback.print_exc(file=stream)
@@ -343,30 +428,35 @@ def _train_chunk(chunk: list, label: str, store: ResultStore, cache: _DataCache,
         progress.end("out of device memory; training it again in halves")
         return None
     wall_s = time.monotonic() - t0
-    records, notes = [], []
-    for (spec, claim), run in zip(chunk, trained):
-        record = _base_record(spec, device, numerics, started, wall_s + run.resumed_wall_s,
-                              len(pack))
-        record.update(run.fields)
-        if not claim.held():  # its new owner trains and publishes it
-            notes.append("discarded: the claim was taken over while training")
-            continue
-        store.write(record, run.artifacts)
-        if run.model is not None:
-            record["artifact_error"] = store_optional_artifacts(spec, run.model, data, device,
-                                                                numerics, store, stream)
-            if record["artifact_error"] is not None:
-                store.write(record)
-        records.append(record)
-        notes.append(_outcome(record))
-    if len(records) == len(chunk):
+    records, notes = [], {}
+    try:
+        for (spec, claim), run in zip(chunk, trained):
+            record = _base_record(spec, device, numerics, started,
+                                  wall_s + run.resumed_wall_s, len(pack))
+            record.update(run.fields)
+            if not claim.held():  # its new owner trains and publishes it
+                notes[spec.run_id] = "discarded: the claim was taken over while training"
+                continue
+            _write(store, spec, store.write, record, run.artifacts)
+            records.append((spec, record, run.model))
+    except StoreFailed:
+        progress.end("not recorded: the results folder refused a write")
+        if records:  # some are published: the pack is never planned again as it was
+            checkpoint.discard()
+        raise
+    if len(records) == len(chunk):  # before the optional artifacts, which need the space
         checkpoint.discard()
+    for spec, record, model in records:
+        if model is not None:  # sets its artifact_error when one is missing
+            store_optional_artifacts(spec, record, model, data, device, numerics, store,
+                                     stream)
+        notes[spec.run_id] = _outcome(record)
     if len(pack) == 1:
-        progress.end(notes[0])
+        progress.end(notes[pack[0].run_id])
     else:
-        progress.end("; ".join(f"{spec.method} seed={spec.seed} {note}"
-                               for spec, note in zip(pack, notes)))
-    return records
+        progress.end("; ".join(f"{spec.method} seed={spec.seed} {notes[spec.run_id]}"
+                               for spec in pack))
+    return [record for _, record, _ in records]
 
 
 def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,

@@ -17,6 +17,11 @@ from typing import Any
 from . import HARNESS_VERSION
 
 
+#: The largest split seed: the legacy ``RandomState`` that draws CIFAR-LT subsets
+#: (:func:`ltbench.datasets.profiles.select_subset`) takes seeds below 2^32.
+MAX_SPLIT_SEED = 2 ** 32 - 1
+
+
 def canonical_json(obj: Any) -> str:
     """Sorted keys, no whitespace, floats by ``repr`` (shortest round-trip form)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)

@@ -9,7 +9,9 @@ codes only, never data (architecture.md §5.2).
 
 Exit codes: 0 the runs were trained and recorded (whatever their status) or were skipped
 because another process holds or published them; 2 bad input (``Error:`` line); 3 stopped on SIGTERM /
-SIGUSR1 after writing its resume checkpoint; 130 interrupted.
+SIGUSR1 after writing its resume checkpoint; 4 the results store refused a write
+(:class:`~ltbench.runner.StoreFailed`, ``Error:`` line; its runs are not recorded); 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .packing import pack_id
 from .spec import RunSpec
 
 EXIT_PREEMPTED = 3
+EXIT_STORE_FAILED = 4
 
 
 def spec_path(pack: list[RunSpec], folder: Path) -> Path:
@@ -78,6 +81,7 @@ def run_worker(spec_path: str | Path, results: str | Path, data_root: str | Path
 
 def main(argv: list[str] | None = None) -> int:
     from .engine.checkpoint import Preempted, stop_on_signals
+    from .runner import StoreFailed
 
     parser = argparse.ArgumentParser(prog="python -m ltbench.worker",
                                      description="Train the run (or pack of runs) of a spec file.")
@@ -93,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         with stop_on_signals():
             run_worker(args.spec, args.results, args.data_root, args.device,
                        args.checkpoint_every, args.precision, args.deterministic)
+    except StoreFailed as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_STORE_FAILED
     except BadInput as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2

@@ -65,6 +65,8 @@ class Method:
     * ``defaults``: the method's own hyper-parameters with their reference values;
       epoch-valued ones as :class:`~ltbench.hparams.EpochOf` so ``--epochs`` rescales them;
       they override the protocol's values;
+    * ``choices``: the allowed values of those of its own hyper-parameters that name one of a
+      fixed set, checked when the grid is planned (:func:`ltbench.hparams.check_values`);
     * ``protocol``: the dataset protocol the method's reference used (e.g. ``"jamal"``), or None
       for the dataset's default; ``--set protocol=X`` overrides both;
     * ``uses_meta_set``: True if :meth:`training_loss` draws meta batches (the grid then
@@ -83,6 +85,7 @@ class Method:
     paper: ClassVar[str] = ""
     head: ClassVar[str] = "linear"
     defaults: ClassVar[Mapping[str, Any]] = {}
+    choices: ClassVar[Mapping[str, Sequence[str]]] = {}
     protocol: ClassVar[str | None] = None
     uses_meta_set: ClassVar[bool] = False
     stage1: ClassVar[str | None] = None

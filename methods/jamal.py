@@ -56,7 +56,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import BadInput
 from ..hparams import EpochOf
 from .base import Method, StepContext, class_balanced_weights, focal_loss, step_decay
 from .focal import Focal
@@ -98,6 +97,7 @@ class ConditionalReweighting(RecordsWeights, Method):
 
     protocol = "jamal"
     uses_meta_set = True
+    choices = {"eps_form": EPS_FORMS}
     defaults = {
         **STAGE2_DEFAULTS,
         "beta": 0.9999,
@@ -111,9 +111,6 @@ class ConditionalReweighting(RecordsWeights, Method):
 
     def __init__(self, class_counts: torch.Tensor, hparams: Mapping[str, Any]):
         super().__init__(class_counts, hparams)
-        if hparams["eps_form"] not in EPS_FORMS:
-            raise BadInput(f"eps_form must be one of {', '.join(EPS_FORMS)}, "
-                           f"got {hparams['eps_form']!r}")
         self.meta_start_epoch = int(hparams["meta_start_epoch"])
         self.class_weights = class_balanced_weights(class_counts, hparams["beta"])
         self.histograms = WeightHistograms(class_counts.numel())

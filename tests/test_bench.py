@@ -76,7 +76,7 @@ def test_bench_writes_consistent_json_and_csv(bench_run):
 
 @pytest.mark.slow
 def test_bench_rejects_bad_settings(tmp_path):
-    for args, message in ((["--packs", "1,0"], "Error: --packs: pack sizes must be at least 1"),
+    for args, message in ((["--packs", "1,0"], "Error: --packs must be at least 1, got 0"),
                           (["--steps", "0"], "Error: --steps must be at least 1, got 0")):
         proc = ltbench("bench", "--device", "cpu", *args, "--out", tmp_path / "out",
                        cwd=tmp_path)

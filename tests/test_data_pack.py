@@ -257,7 +257,7 @@ def test_cifar100_jamal_pack_with_a_validation_split(cifar_root, tmp_path):
     (["synthetic-lt", "--imb", "10"], "dataset 'synthetic-lt' cannot be packed"),
     (["cifar10-lt", "--imb", "100", "--set", "lr=1"], "unknown option 'lr'"),
     (["cifar10-lt", "--imb", "100,50"], "--imb takes one imbalance factor here"),
-    (["cifar10-lt", "--imb", "100", "--effort", "7"], "7 is not in the range 0<=x<=6"),
+    (["cifar10-lt", "--imb", "100", "--effort", "7"], "--effort must be at most 6, got 7"),
     (["cifar10-lt", "--imb", "100", "--set", "meta_per_class=5"],
      "protocol 'ldam' draws the meta set from the images its subset leaves out"),
     (["cifar10-lt", "--imb", "100", "--set", "protocol=nosuch"], "unknown protocol 'nosuch'"),

@@ -45,7 +45,7 @@ def test_malformed_set_items(item, message):
 @pytest.mark.parametrize("key, value, message", [
     ("lr", "fast", "expected a finite number"),
     ("lr", "nan", "expected a finite number"),
-    ("batch_size", "12.5", "expected an integer"),
+    ("batch_size", "12.5", "'12.5' is not an integer"),
     ("nesterov", "maybe", "expected true or false"),
     ("batch_size", "0", "batch_size must be at least 1"),
     ("eval_every", "0", "eval_every must be at least 1"),
@@ -54,6 +54,37 @@ def test_malformed_set_items(item, message):
 def test_wrongly_typed_set_values(key, value, message):
     with pytest.raises(BadInput, match=message):
         resolve(LDAM_CIFAR, {}, {key: value})
+
+
+@pytest.mark.parametrize("defaults, overrides, choices, message", [
+    (LDAM_CIFAR, {"backbone": "resnet33"}, None,
+     "--set backbone=resnet33: expected one of resnet32, resnet10, resnet50, resnext50_32x4d, "
+     "resnet152"),
+    (LDAM_CIFAR, {"pad_mode": "edge"}, None, "--set pad_mode=edge: expected one of zero, "
+                                             "reflect"),
+    ({**LDAM_CIFAR, "lr_schedule": "step"}, {"lr_schedule": "linear"}, None,
+     "--set lr_schedule=linear: expected one of step, cosine"),
+    (LDAM_CIFAR, {"mean": "0.5,0.5"}, None, "--set mean=0.5,0.5: expected 3 comma-separated "
+                                            "values (one per colour channel), got 2"),
+    (LDAM_CIFAR, {"std": "0.2,-0.1,0.2"}, None, "--set std=0.2,-0.1,0.2: every value must be "
+                                                "> 0"),
+    # A method's own choices, and a bad default is caught as a bad --set value would be.
+    ({**LDAM_CIFAR, "eps_form": "additive"}, {"eps_form": "sum"}, {"eps_form": ("additive",)},
+     "--set eps_form=sum: expected one of additive"),
+    ({**LDAM_CIFAR, "backbone": "nosuch"}, {}, None, "--set backbone=nosuch: expected one of"),
+])
+def test_values_the_engine_refuses_are_bad_input(defaults, overrides, choices, message):
+    with pytest.raises(BadInput) as info:
+        resolve(defaults, {}, overrides, choices=choices)
+    assert str(info.value).startswith(message)
+
+
+def test_values_the_engine_takes_resolve():
+    hp = resolve({**LDAM_CIFAR, "lr_schedule": "step"}, {},
+                 {"backbone": "resnet50", "pad_mode": "reflect", "lr_schedule": "cosine",
+                  "mean": "0.5,0.4,0.3", "std": "0.1,0.1,0.1"})
+    assert (hp["backbone"], hp["pad_mode"], hp["lr_schedule"], hp["mean"], hp["std"]) == \
+        ("resnet50", "reflect", "cosine", [0.5, 0.4, 0.3], [0.1, 0.1, 0.1])
 
 
 def test_set_values_take_the_default_type():
@@ -131,7 +162,7 @@ def test_bad_imbalance_factors(text, message):
 
 def test_seeds_parse():
     assert grid.parse_seeds("0, 1,2,1") == [0, 1, 2]
-    with pytest.raises(BadInput, match="not a non-negative integer"):
+    with pytest.raises(BadInput, match="seed must be at least 0, got -1"):
         grid.parse_seeds("-1")
 
 

@@ -80,10 +80,16 @@ def test_unusable_pretrained_weights_are_bad_input(tmp_path):
         pretrained_state("resnet152", str(tmp_path / "missing.pth"))
     with pytest.raises(BadInput, match="no pretrained weights for backbone 'resnet10'"):
         pretrained_state("resnet10", "imagenet")
+    # ResNet-50 has 318 trunk tensors: 317 missing, and conv1.weight of the wrong shape.
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "wrong.pth")
-    with pytest.raises(BadInput, match="the weights do not fit resnet50"):
-        build_backbone("resnet50", 3, "linear", torch.Generator().manual_seed(0),
-                       pretrained=str(tmp_path / "wrong.pth"))
+    with pytest.raises(BadInput, match=r"the weights do not fit resnet50 \(318 problems, e.g. "
+                                       r"missing bn1.bias; missing bn1.num_batches_tracked"):
+        pretrained_state("resnet50", str(tmp_path / "wrong.pth"))
+    (tmp_path / "notes.txt").write_text("not weights")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    for path in (tmp_path / "notes.txt", tmp_path / "tensor.pt", tmp_path):
+        with pytest.raises(BadInput, match=f"pretrained={path}: cannot read a state_dict"):
+            pretrained_state("resnet50", str(path))
 
 
 def test_cosine_schedule_per_epoch():

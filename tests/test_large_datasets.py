@@ -136,9 +136,11 @@ def test_split_list_parsing_splits_on_the_last_space(tmp_path):
     path.write_text("train/a b/c.jpg 3\n\nval/x.jpg 0\n")
     paths, labels = parse_split_list(path)
     assert paths == ("train/a b/c.jpg", "val/x.jpg") and labels.tolist() == [3, 0]
-    path.write_text("train/a.jpg three\n")
-    with pytest.raises(BadInput, match="line 1: expected '<relative path> <label>'"):
-        parse_split_list(path)
+    for bad in ("train/a.jpg three", "train/a.jpg ²", "train/a.jpg -1", "train/a.jpg",
+                "train/a.jpg 99999999999999999999"):
+        path.write_text(f"val/x.jpg 0\n{bad}\n")
+        with pytest.raises(BadInput, match="line 2: expected '<relative path> <label>'"):
+            parse_split_list(path)
 
 
 @pytest.mark.parametrize("name,folder,files", [

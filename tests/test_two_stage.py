@@ -368,5 +368,6 @@ def test_unknown_sampler_is_bad_input_before_anything_runs(tmp_path):
     result = _cli("run", "--methods", "ce", "--datasets", "synthetic-lt", "--imb", "4",
                   "--results", tmp_path / "r", "--set", "sampler=balanced")
     assert result.exit_code == 2
-    assert result.output.startswith("Error: --set sampler=balanced: unknown sampler")
+    assert result.output.startswith("Error: --set sampler=balanced: expected one of "
+                                    "instance-balanced, class-balanced")
     assert not (tmp_path / "r").exists()

@@ -23,6 +23,9 @@ import torch
 import torch.nn.functional as F
 
 PAD_MODES = ("zero", "reflect")
+#: Colour channels of every image the engine trains on (RGB): ``mean`` and ``std`` hold one
+#: value per channel.
+CHANNELS = 3
 
 
 def _reflect_index(size: int, pad: int, device: torch.device) -> torch.Tensor:
@@ -51,8 +54,8 @@ class DeviceImages:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float],
                  std: Sequence[float], pad: int, pad_mode: str, device: torch.device,
                  channels_last: bool):
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected uint8 images [N, 3, H, W], got {images.dtype} "
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != CHANNELS:
+            raise ValueError(f"expected uint8 images [N, {CHANNELS}, H, W], got {images.dtype} "
                              f"{tuple(images.shape)}")
         self.height, self.width = images.shape[2:]
         self.pad = pad

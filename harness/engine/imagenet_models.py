@@ -99,7 +99,7 @@ def _initialise(model: TorchvisionResNet, generator: torch.Generator) -> None:
 @functools.cache
 def pretrained_state(name: str, pretrained: str) -> dict[str, torch.Tensor]:
     """The trunk weights ``pretrained`` names for backbone ``name`` (module docstring), read
-    once per process; :class:`BadInput` when they cannot be had."""
+    once per process, checked to fit the trunk; :class:`BadInput` when they cannot be had."""
     if name not in BACKBONES or BACKBONES[name][0] is None:
         raise BadInput(f"--set pretrained: no pretrained weights for backbone '{name}' "
                        f"(available for: resnet50, resnext50_32x4d, resnet152)")
@@ -116,11 +116,33 @@ def pretrained_state(name: str, pretrained: str) -> dict[str, torch.Tensor]:
     path = Path(pretrained).expanduser()
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:
+        if not (isinstance(state, dict)
+                and all(isinstance(value, torch.Tensor) for value in state.values())):
+            raise TypeError(f"it holds a {type(state).__name__}, not a dict of tensors")
+    except Exception as exc:  # not a file, not a torch file, a damaged one: all the same here
         raise BadInput(f"--set pretrained={pretrained}: cannot read a state_dict from {path} "
                        f"({type(exc).__name__}); expected 'imagenet' or the path of a saved "
                        f"torchvision {name} state_dict") from None
-    return {key: value for key, value in state.items() if not key.startswith("fc.")}
+    trunk_state = {key: value for key, value in state.items() if not key.startswith("fc.")}
+    _check_fits(name, pretrained, trunk_state)
+    return trunk_state
+
+
+def _check_fits(name: str, pretrained: str, state: dict[str, torch.Tensor]) -> None:
+    """:class:`BadInput` unless ``state`` has exactly the tensor names and shapes of backbone
+    ``name``'s trunk (compared on the meta device: nothing is allocated)."""
+    with torch.device("meta"):
+        trunk = _trunk(name)
+    expected = {key: tuple(value.shape) for key, value in trunk.state_dict().items()
+                if not key.startswith("fc.")}
+    problems = [f"missing {key}" for key in sorted(expected.keys() - state.keys())]
+    problems += [f"unexpected {key}" for key in sorted(state.keys() - expected.keys())]
+    problems += [f"{key} has shape {list(state[key].shape)}, not {list(expected[key])}"
+                 for key in sorted(expected.keys() & state.keys())
+                 if tuple(state[key].shape) != expected[key]]
+    if problems:
+        raise BadInput(f"--set pretrained={pretrained}: the weights do not fit {name} "
+                       f"({len(problems)} problems, e.g. {'; '.join(problems[:2])})")
 
 
 def build_torchvision_backbone(name: str, num_classes: int, head: str,
@@ -132,10 +154,5 @@ def build_torchvision_backbone(name: str, num_classes: int, head: str,
     model = model.to_empty(device="cpu")
     _initialise(model, generator)
     if pretrained != "none":
-        try:
-            model.trunk.load_state_dict(pretrained_state(name, pretrained))
-        except RuntimeError as exc:  # missing, unexpected or mis-shaped tensors
-            first = " ".join(str(exc).split())[:200]
-            raise BadInput(f"--set pretrained={pretrained}: the weights do not fit {name} "
-                           f"({first})") from None
+        model.trunk.load_state_dict(pretrained_state(name, pretrained))
     return model

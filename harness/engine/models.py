@@ -130,6 +130,14 @@ def initialise(model: nn.Module, generator: torch.Generator) -> None:
                 module.reset_parameters()
 
 
+def backbone_names() -> tuple[str, ...]:
+    """Every backbone :func:`build_backbone` builds: ``"resnet32"`` and the ImageNet-scale
+    ones of :mod:`ltbench.engine.imagenet_models`."""
+    from .imagenet_models import BACKBONES
+
+    return ("resnet32", *BACKBONES)
+
+
 def build_backbone(name: str, num_classes: int, head: str,
                    generator: torch.Generator, pretrained: str = "none") -> nn.Module:
     """A freshly initialised backbone on the CPU (move it to a device afterwards).
@@ -140,9 +148,9 @@ def build_backbone(name: str, num_classes: int, head: str,
     """
     from .imagenet_models import BACKBONES, build_torchvision_backbone
 
-    if name != "resnet32" and name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; known: 'resnet32', "
-                         f"{', '.join(map(repr, BACKBONES))}")
+    if name not in backbone_names():
+        raise ValueError(f"unknown backbone {name!r}; known: "
+                         f"{', '.join(map(repr, backbone_names()))}")
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; known: {', '.join(map(repr, HEADS))}")
     if name in BACKBONES:

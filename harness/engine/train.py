@@ -58,6 +58,9 @@ from .samplers import EpochSampler
 from .sources import CachedImages, image_source
 from .steps import EVAL_BATCH_SIZE, GroupedStep, Numerics, Precision, SingleModelStep
 
+#: The values of ``lr_schedule`` (:func:`learning_rate`); absent means ``"step"``.
+LR_SCHEDULES = ("step", "cosine")
+
 
 @dataclass
 class TrainResult:
