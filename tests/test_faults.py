@@ -7,25 +7,30 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import struct
 import textwrap
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import TINY_SYNTHETIC, install_plugin, tree_snapshot
+from helpers import TINY_SYNTHETIC, curves_frame, install_plugin, make_record, tree_snapshot
 
 import ltbench.engine.train as engine_train
 from ltbench import grid, registry, runner
 from ltbench.cli import cli
 from ltbench.engine.checkpoint import resume_path
 from ltbench.hparams import parse_overrides
+from ltbench.integrity import find_damaged
 from ltbench.packing import pack_id, plan_packs
 from ltbench.runner import run_grid
 from ltbench.shifted import SHIFTED_SETS
 from ltbench.stages import stage1_ready, stage1_spec
-from ltbench.store import ResultStore
+from ltbench.store import RECORD_SCHEMA, ResultStore
 
 CPU = torch.device("cpu")
 
@@ -280,3 +285,129 @@ def test_an_out_of_memory_pack_is_trained_again_in_halves(tmp_path, monkeypatch)
         pd.testing.assert_series_equal(got[column], expected[column])
     for got_acc, alone_acc in zip(got["per_class_acc"], expected["per_class_acc"]):
         np.testing.assert_array_equal(got_acc, alone_acc)
+
+
+# --- damage planted in real files: flipped bits, misnamed copies, foreign schemas -----------
+
+def _flip_value_bit(path, column: str, value: float) -> None:
+    """Flip the lowest exponent bit (x2 or /2) of the double ``value`` in the dictionary page
+    of ``column`` (snappy leaves a value without repeated bytes as it is)."""
+    metadata = pq.ParquetFile(path).metadata
+    chunk = metadata.row_group(0).column(metadata.schema.names.index(column))
+    data = bytearray(path.read_bytes())
+    at = data.index(struct.pack("<d", value), chunk.dictionary_page_offset,
+                    chunk.data_page_offset)
+    data[at + 6] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def _write_foreign_record(path, **columns) -> None:
+    """A record of the store's version, its columns replaced by ``columns`` (None: dropped)."""
+    table = pa.Table.from_pylist([make_record(path.stem)], schema=RECORD_SCHEMA)
+    for name, values in columns.items():
+        index = table.schema.get_field_index(name)
+        table = table.remove_column(index) if values is None else \
+            table.set_column(index, name, values)
+    pq.write_table(table.replace_schema_metadata(RECORD_SCHEMA.metadata), path)
+
+
+SEEDS = range(5)
+
+
+def _run_id(seed: int) -> str:
+    return f"{seed}" * 16
+
+
+@pytest.fixture
+def planted_store(tmp_path):
+    """Five ok ce runs (seeds 0-4, records and curves written by the store) and seven damaged
+    files: seed 0's top1_err and seed 1's curves with a flipped bit, seed 2's record copied
+    under another name, seed 3's curves of other columns, and three foreign records."""
+    results = tmp_path / "results"
+    store = ResultStore(results)
+    for seed in SEEDS:
+        store.write(make_record(_run_id(seed), seed=seed), {"curves": curves_frame(3, 29.64)})
+    runs, curves = results / "runs", results / "curves"
+    _flip_value_bit(runs / f"{_run_id(0)}.parquet", "top1_err", 29.64)
+    _flip_value_bit(curves / f"{_run_id(1)}.parquet", "test_acc",
+                    curves_frame(3, 29.64)["test_acc"][0])
+    shutil.copy(runs / f"{_run_id(2)}.parquet", runs / "cccccccccccccccc.parquet")
+    pd.DataFrame({"epoch": [0], "loss": [2.3]}).to_parquet(curves / f"{_run_id(3)}.parquet")
+    pd.DataFrame({"a": [1]}).to_parquet(runs / "aaaaaaaaaaaaaaaa.parquet")  # no ltbench file
+    _write_foreign_record(runs / "bbbbbbbbbbbbbbbb.parquet", top1_err=pa.array(["29.64"]),
+                          seed=None)
+    footer = runs / "dddddddddddddddd.parquet"
+    shutil.copy(runs / f"{_run_id(4)}.parquet", footer)
+    data = bytearray(footer.read_bytes())
+    data[-8:-4] = struct.pack("<i", len(data))  # a footer length past the file's start
+    footer.write_bytes(bytes(data))
+    return results
+
+
+PLANTED = {
+    f"runs/{_run_id(0)}.parquet": "OSError: could not verify page integrity, CRC checksum "
+                                  "verification failed for page_ordinal 0",
+    f"curves/{_run_id(1)}.parquet": "OSError: could not verify page integrity, CRC checksum "
+                                    "verification failed for page_ordinal 0",
+    "runs/cccccccccccccccc.parquet": f"its run_id is '{_run_id(2)}', not its file name",
+    f"curves/{_run_id(3)}.parquet": "curves without column(s) lr, train_loss, train_acc, "
+                                    "test_acc, train_s, eval_s",
+    "runs/aaaaaaaaaaaaaaaa.parquet": "not an ltbench record (no store schema version in its "
+                                     "metadata)",
+    "runs/bbbbbbbbbbbbbbbb.parquet": "column seed is missing",
+    "runs/dddddddddddddddd.parquet": "ArrowInvalid: Parquet file size is ",
+}
+
+
+def test_every_planted_damage_is_listed_ignored_and_repaired(planted_store, tmp_path):
+    results = planted_store
+    status = invoke("status", "--results", results, "--methods", "ce", "--seeds", "0,1,2,3,4")
+    assert status.exit_code == 0, status.output
+    assert "7 damaged file(s), ignored" in status.stdout
+    listed = dict(line.strip().split(": ", 1) for line in status.stdout.splitlines()
+                  if line.startswith(f"  {results}/"))
+    assert set(listed) == {f"{results}/{name}" for name in PLANTED}
+    for name, reason in PLANTED.items():
+        assert listed[f"{results}/{name}"].startswith(reason), name
+    # Seeds 2 and 4 are intact (the copy of 2 is not counted); 0, 1 and 3 are to be re-run.
+    assert "total: 2 done, 0 failed, 0 diverged, 3 missing" in status.stdout
+    store = ResultStore(results)  # intact records are read, damaged artifacts are not
+    assert sorted(store.read()["run_id"]) == [_run_id(seed) for seed in (1, 2, 3, 4)]
+    assert [store.curves(_run_id(seed)) is None for seed in (1, 2, 3, 4)] == \
+        [True, False, True, False]
+    assert invoke("run", "--datasets", "cifar10-lt", "--methods", "ce", "--imb", "100",
+                  "--results", results, "--dry-run").exit_code == 0
+
+    report = invoke("report", "--results", results, "--out", tmp_path / "site")
+    assert report.exit_code == 0, report.output
+    assert "ignoring 7 damaged result file(s)" in report.stderr
+    check = invoke("check", "--results", results, "--out", tmp_path / "check.json",
+                   "--allow-empty")  # these records match no published protocol
+    assert check.exit_code == 0, check.output
+    assert "ignoring 7 damaged result file(s)" in check.stderr
+
+    repaired = invoke("status", "--results", results, "--methods", "ce", "--repair")
+    assert repaired.exit_code == 0, repaired.output
+    moved = {line.split()[1]: line.split()[3] for line in repaired.stdout.splitlines()
+             if line.startswith("moved ")}
+    expected = [f"{folder}/{_run_id(seed)}.parquet" for seed in (0, 1, 3)
+                for folder in ("runs", "curves")] + \
+        [f"runs/{letter * 16}.parquet" for letter in "abcd"]  # every file of a damaged run
+    assert moved == {f"{results}/{name}": f"{results}/corrupt/{name}" for name in expected}
+    after = invoke("status", "--results", results, "--methods", "ce", "--seeds", "0,1,2,3,4")
+    assert "damaged" not in after.stdout
+    assert "total: 2 done, 0 failed, 0 diverged, 3 missing" in after.stdout
+    assert sorted(p.name for p in (results / "runs").iterdir()) == \
+        [f"{_run_id(2)}.parquet", f"{_run_id(4)}.parquet"]
+
+
+def test_a_flipped_bit_reads_unnoticed_without_page_checksums(tmp_path):
+    """Why records carry page checksums; and records written before them still read."""
+    store = ResultStore(tmp_path)
+    store.write(make_record(_run_id(7)))
+    path = tmp_path / "runs" / f"{_run_id(7)}.parquet"
+    pq.write_table(pq.read_table(path), path)  # as ltbench wrote it before: no checksums
+    assert store.read()["top1_err"].tolist() == [29.64]
+    _flip_value_bit(path, "top1_err", 29.64)
+    assert store.read()["top1_err"].tolist() == [14.82]
+    assert find_damaged(store) == []

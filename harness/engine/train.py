@@ -51,6 +51,7 @@ from ..methods.base import Method, StepContext, step_decay
 from ..packing import PACK_SHARED_HPARAMS
 from ..progress import RunProgress
 from ..spec import derive_seed
+from ..store import CURVE_COLUMNS
 from .augment import DeviceImages
 from .checkpoint import GeneratorState, ResumeCheckpoint
 from .models import build_backbone
@@ -423,8 +424,7 @@ def _seconds(rows: list[dict[str, Any]]) -> float:
 def _result(status: str, error: str | None, per_class_correct: np.ndarray,
             per_class_total: np.ndarray, rows: list[dict[str, Any]],
             epochs_completed: int, model: nn.Module, resumed_wall_s: float) -> TrainResult:
-    curves = pd.DataFrame(rows, columns=["epoch", "lr", "train_loss", "train_acc", "test_acc",
-                                         "train_s", "eval_s"])
+    curves = pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
     evaluated = curves.dropna(subset=["test_acc"])
     if len(evaluated):
         best = evaluated["test_acc"].idxmax()  # first maximum: the reference's strict '>'
