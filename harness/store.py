@@ -6,7 +6,8 @@ Layout under the store root::
     curves/<run_id>.parquet    per-epoch curves of that run (:data:`CURVE_COLUMNS`, and any others)
     <name>/<run_id>.parquet    other per-run artifacts a method produces (free-form columns)
     evals/<run_id>.parquet     its accuracies on the shifted test sets (:mod:`ltbench.shifted`)
-    models/<run_id>.pt         the final model of a stage-1 run (a torch ``state_dict``)
+    models/<run_id>.pt         the final model of a stage-1 run (a torch ``state_dict``,
+                               verified before use: :mod:`ltbench.torchfiles`)
 
 A run exists only once its record file exists (architecture.md §8 pitfall 1: DomainBed's
 ``load_records`` counted partial runs). Every file is written to a hidden temporary name in the
@@ -47,6 +48,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import torchfiles
 from .errors import BadInput
 from .evaluate import FEW_THRESHOLD, MANY_THRESHOLD
 
@@ -435,15 +437,17 @@ class ResultStore:
         return final
 
     def has_model(self, run_id: str) -> bool:
-        """Whether run ``run_id`` is published with its final model."""
-        return ((self.runs_dir / f"{run_id}.parquet").exists()
-                and self.model_path(run_id).exists())
+        """Whether run ``run_id`` is published with its final model, intact (a damaged model
+        file is as good as none: :mod:`ltbench.torchfiles`)."""
+        try:
+            return ((self.runs_dir / f"{run_id}.parquet").exists()
+                    and torchfiles.damage(self.model_path(run_id)) is None)
+        except FileNotFoundError:
+            return False
 
     def load_model(self, run_id: str, model):
         """Load run ``run_id``'s saved ``state_dict`` into ``model`` (same architecture) and
-        return it; the tensors are read onto the CPU."""
-        import torch
-
-        state = torch.load(self.model_path(run_id), map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        return it; the tensors are read onto the CPU. Raises
+        :class:`~ltbench.torchfiles.DamagedTorchFile` for a damaged file."""
+        model.load_state_dict(torchfiles.load(self.model_path(run_id)))
         return model

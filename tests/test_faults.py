@@ -5,11 +5,14 @@ a nearly full disk stops the grid before any training."""
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import shutil
 import struct
 import textwrap
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,9 +24,9 @@ from click.testing import CliRunner
 from helpers import TINY_SYNTHETIC, curves_frame, install_plugin, make_record, tree_snapshot
 
 import ltbench.engine.train as engine_train
-from ltbench import grid, registry, runner
+from ltbench import grid, registry, runner, torchfiles
 from ltbench.cli import cli
-from ltbench.engine.checkpoint import resume_path
+from ltbench.engine.checkpoint import ResumeCheckpoint, resume_path
 from ltbench.hparams import parse_overrides
 from ltbench.integrity import find_damaged
 from ltbench.packing import pack_id, plan_packs
@@ -411,3 +414,113 @@ def test_a_flipped_bit_reads_unnoticed_without_page_checksums(tmp_path):
     _flip_value_bit(path, "top1_err", 29.64)
     assert store.read()["top1_err"].tolist() == [14.82]
     assert find_damaged(store) == []
+
+
+# --- damaged and unusable torch files: resume checkpoints, stage-1 models -------------------
+
+def _flip_storage_byte(path, member: str = "data/0", at: int = 5) -> None:
+    """Flip one bit of byte ``at`` of the tensor storage ``member`` in the zip archive that
+    torch.save wrote (the member is stored uncompressed)."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        (info,) = [i for i in archive.infolist() if i.filename.endswith(f"/{member}")]
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26:
+                                                          info.header_offset + 30])
+    data[info.header_offset + 30 + name_length + extra_length + at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_torch_load_does_not_check_crcs_so_torch_files_are_verified_first(tmp_path):
+    path = tmp_path / "state.pt"
+    torch.save({"w": torch.arange(8, dtype=torch.float32)}, path)
+    assert torchfiles.damage(path) is None
+    assert torch.equal(torchfiles.load(path)["w"], torch.arange(8, dtype=torch.float32))
+    _flip_storage_byte(path, at=6)  # w[1] = 1.0 is stored 00 00 80 3f: 0x80 -> 0x81
+    assert torch.load(path, weights_only=True)["w"][1].item() == 1.0 + 2 ** -7
+    reason = "member state/data/0 fails its CRC-32"  # torch names the folder after the file
+    assert torchfiles.damage(path) == reason
+    with pytest.raises(torchfiles.DamagedTorchFile, match=f"{path}: {reason}"):
+        torchfiles.load(path)
+    path.write_bytes(b"not a zip archive")
+    assert torchfiles.damage(path).startswith("not a readable zip archive (BadZipFile: ")
+
+
+def _two_layers(out: int = 3) -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, out))
+
+
+@pytest.mark.parametrize("damage", ["flipped bit", "older format", "other shapes"])
+def test_an_unusable_resume_checkpoint_is_ignored_and_leaves_the_parts_as_they_were(
+        tmp_path, capsys, damage):
+    path = tmp_path / "run-a.pt"
+    saved = {"model": _two_layers()}
+    ResumeCheckpoint(path, "run-a").save(3, saved, curves=[], statuses=["ok"])
+    if damage == "flipped bit":
+        _flip_storage_byte(path)
+    model = _two_layers(2 if damage == "other shapes" else 3)
+    before = copy.deepcopy(model.state_dict())
+    extra = ("curves", "statuses", "epochs_completed") if damage == "older format" else \
+        ("curves", "statuses")
+    assert ResumeCheckpoint(path, "run-a").load({"model": model}, extra) is None
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"ignoring resume checkpoint {path}: ")
+    # The first layer fits and was copied before the second one raised: put back.
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    if damage != "other shapes":
+        assert not torch.equal(model[0].weight, saved["model"][0].weight)
+
+
+@pytest.fixture(scope="module")
+def ce_trained_with_checkpoints(tmp_path_factory):
+    """A 2-epoch ce run trained with a checkpoint every epoch: its result and the checkpoint
+    of epoch 0 that it leaves (train_one does not publish, so nothing discards it)."""
+    (spec,) = _specs(["ce"], [0], "epochs=2")
+    path = tmp_path_factory.mktemp("resume") / f"{spec.run_id}.pt"
+    data = runner._DataCache(Path("unused")).get(spec)
+    result = runner.train_one(spec, data, CPU, checkpoint=ResumeCheckpoint(path, spec.run_id, 1))
+    return spec, data, result, path
+
+
+@pytest.mark.parametrize("damage", ["other shapes", "older format"])
+def test_a_run_with_an_unusable_checkpoint_starts_over_instead_of_failing(
+        tmp_path, capsys, ce_trained_with_checkpoints, damage):
+    spec, data, reference, checkpoint = ce_trained_with_checkpoints
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["epoch"] == 0
+    if damage == "other shapes":
+        fc = next(name for name in state["parts"]["model"] if name.endswith("weight"))
+        state["parts"]["model"][fc] = torch.zeros(1, 1)
+    else:  # before the checkpoint kept the epochs each run completed
+        del state["extra"]["epochs_completed"]
+    path = tmp_path / checkpoint.name
+    torch.save(state, path)
+    capsys.readouterr()
+    again = runner.train_one(spec, data, CPU, checkpoint=ResumeCheckpoint(path, spec.run_id, 0))
+    assert capsys.readouterr().err.startswith(f"ignoring resume checkpoint {path}: ")
+    assert again.fields["status"] == "ok"
+    timing = ["train_s", "eval_s"]
+    pd.testing.assert_frame_equal(again.artifacts["curves"].drop(columns=timing),
+                                  reference.artifacts["curves"].drop(columns=timing))
+    assert again.fields["per_class_acc"] == reference.fields["per_class_acc"]
+
+
+def test_a_damaged_stage1_model_counts_as_absent_and_is_trained_again(tmp_path):
+    (crt,) = _specs(["crt"], [0], "stage2_epochs=1")
+    ce = stage1_spec(crt)
+    store = _fresh_store(tmp_path)
+    first = run_grid([ce, crt], store, tmp_path, CPU, stream=io.StringIO())
+    assert [r["status"] for r in first] == ["ok", "ok"]
+    model = store.model_path(ce.run_id)
+    intact = torch.load(model, weights_only=True)
+    _flip_storage_byte(model)
+    assert store.status(ce.run_id) == "ok" and not stage1_ready(store, ce)
+    with pytest.raises(torchfiles.DamagedTorchFile, match="fails its CRC-32"):
+        store.load_model(ce.run_id, torch.nn.Module())
+    again = run_grid([crt], store, tmp_path, CPU, stream=io.StringIO())
+    assert [r["status"] for r in again] == ["ok"]
+    assert torchfiles.damage(model) is None and stage1_ready(store, ce)
+    retrained = torch.load(model, weights_only=True)  # CPU: the same model, bit for bit
+    assert retrained.keys() == intact.keys()
+    assert all(torch.equal(retrained[name], intact[name]) for name in intact)
+    assert again[0]["top1_acc"] == first[1]["top1_acc"]

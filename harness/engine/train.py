@@ -290,6 +290,10 @@ def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
                       models=None if model is None else [model], checkpoint=checkpoint)[0]
 
 
+#: What a pack's resume checkpoint keeps besides its parts (see :meth:`ResumeCheckpoint.save`).
+_RESUMED = ("curves", "statuses", "errors", "epochs_completed", "per_class_correct")
+
+
 def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device,
                progress: RunProgress | None = None, numerics: Numerics | None = None,
                models: Sequence[nn.Module] | None = None,
@@ -351,7 +355,7 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
         if isinstance(meta_batches[k], MetaBatches):
             resumable[f"meta_batches{k}"] = meta_batches[k]
     first_epoch, resumed_wall_s = 0, 0.0
-    if checkpoint is not None and (saved := checkpoint.load(resumable)) is not None:
+    if checkpoint is not None and (saved := checkpoint.load(resumable, _RESUMED)) is not None:
         first_epoch = saved["epoch"] + 1
         rows, statuses, errors = saved["curves"], saved["statuses"], saved["errors"]
         epochs_completed = saved["epochs_completed"]
