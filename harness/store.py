@@ -225,7 +225,7 @@ def _read_verified(path: Path, columns: list[str] | None = None,
             return file.read(columns=columns)
     except FileNotFoundError:
         raise
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:  # a damaged name: UnicodeError
         lines = str(exc).splitlines()
         raise DamagedFile(f"{type(exc).__name__}: {lines[0] if lines else ''}") from exc
 

@@ -314,6 +314,14 @@ def _write_foreign_record(path, **columns) -> None:
     pq.write_table(table.replace_schema_metadata(RECORD_SCHEMA.metadata), path)
 
 
+def _rename_in_footer(path, old: bytes, new: bytes) -> None:
+    """Overwrite the first bytes of the first ``old`` in the footer (a column's name in the
+    parquet schema) with ``new``, as a few flipped bits would."""
+    data = path.read_bytes()
+    at = data.index(old, len(data) - 8 - struct.unpack("<i", data[-8:-4])[0])
+    path.write_bytes(data[:at] + new + data[at + len(new):])
+
+
 SEEDS = range(5)
 
 
@@ -323,9 +331,11 @@ def _run_id(seed: int) -> str:
 
 @pytest.fixture
 def planted_store(tmp_path):
-    """Five ok ce runs (seeds 0-4, records and curves written by the store) and seven damaged
+    """Five ok ce runs (seeds 0-4, records and curves written by the store) and nine damaged
     files: seed 0's top1_err and seed 1's curves with a flipped bit, seed 2's record copied
-    under another name, seed 3's curves of other columns, and three foreign records."""
+    under another name, seed 3's curves of other columns, two foreign records and three
+    records with a damaged footer (its length; a column name that is no UTF-8; a column
+    name changed into another)."""
     results = tmp_path / "results"
     store = ResultStore(results)
     for seed in SEEDS:
@@ -339,11 +349,14 @@ def planted_store(tmp_path):
     pd.DataFrame({"a": [1]}).to_parquet(runs / "aaaaaaaaaaaaaaaa.parquet")  # no ltbench file
     _write_foreign_record(runs / "bbbbbbbbbbbbbbbb.parquet", top1_err=pa.array(["29.64"]),
                           seed=None)
+    for letter in "def":
+        store.write(make_record(letter * 16))
     footer = runs / "dddddddddddddddd.parquet"
-    shutil.copy(runs / f"{_run_id(4)}.parquet", footer)
     data = bytearray(footer.read_bytes())
     data[-8:-4] = struct.pack("<i", len(data))  # a footer length past the file's start
     footer.write_bytes(bytes(data))
+    _rename_in_footer(runs / "eeeeeeeeeeeeeeee.parquet", b"top1_acc", b"\xf2")
+    _rename_in_footer(runs / "ffffffffffffffff.parquet", b"stage1_run_id", b"stage1_run_ix")
     return results
 
 
@@ -359,6 +372,8 @@ PLANTED = {
                                      "metadata)",
     "runs/bbbbbbbbbbbbbbbb.parquet": "column seed is missing",
     "runs/dddddddddddddddd.parquet": "ArrowInvalid: Parquet file size is ",
+    "runs/eeeeeeeeeeeeeeee.parquet": "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xf2",
+    "runs/ffffffffffffffff.parquet": "column(s) stage1_run_ix instead of stage1_run_id",
 }
 
 
@@ -366,7 +381,7 @@ def test_every_planted_damage_is_listed_ignored_and_repaired(planted_store, tmp_
     results = planted_store
     status = invoke("status", "--results", results, "--methods", "ce", "--seeds", "0,1,2,3,4")
     assert status.exit_code == 0, status.output
-    assert "7 damaged file(s), ignored" in status.stdout
+    assert "9 damaged file(s), ignored" in status.stdout
     listed = dict(line.strip().split(": ", 1) for line in status.stdout.splitlines()
                   if line.startswith(f"  {results}/"))
     assert set(listed) == {f"{results}/{name}" for name in PLANTED}
@@ -383,11 +398,11 @@ def test_every_planted_damage_is_listed_ignored_and_repaired(planted_store, tmp_
 
     report = invoke("report", "--results", results, "--out", tmp_path / "site")
     assert report.exit_code == 0, report.output
-    assert "ignoring 7 damaged result file(s)" in report.stderr
+    assert "ignoring 9 damaged result file(s)" in report.stderr
     check = invoke("check", "--results", results, "--out", tmp_path / "check.json",
                    "--allow-empty")  # these records match no published protocol
     assert check.exit_code == 0, check.output
-    assert "ignoring 7 damaged result file(s)" in check.stderr
+    assert "ignoring 9 damaged result file(s)" in check.stderr
 
     repaired = invoke("status", "--results", results, "--methods", "ce", "--repair")
     assert repaired.exit_code == 0, repaired.output
@@ -395,7 +410,7 @@ def test_every_planted_damage_is_listed_ignored_and_repaired(planted_store, tmp_
              if line.startswith("moved ")}
     expected = [f"{folder}/{_run_id(seed)}.parquet" for seed in (0, 1, 3)
                 for folder in ("runs", "curves")] + \
-        [f"runs/{letter * 16}.parquet" for letter in "abcd"]  # every file of a damaged run
+        [f"runs/{letter * 16}.parquet" for letter in "abcdef"]  # every file of a damaged run
     assert moved == {f"{results}/{name}": f"{results}/corrupt/{name}" for name in expected}
     after = invoke("status", "--results", results, "--methods", "ce", "--seeds", "0,1,2,3,4")
     assert "damaged" not in after.stdout
