@@ -404,9 +404,12 @@ class ResultStore:
         if not (self.runs_dir / f"{run_id}.parquet").exists() or not path.exists():
             return None
         try:
-            return self.read_artifact_file(name, path).to_pandas()
+            table = self.read_artifact_file(name, path)
         except (FileNotFoundError, DamagedFile):  # damaged: reported by ltbench status
             return None
+        # Artifacts are plain columns: the pandas metadata (JSON in the footer, which parquet
+        # does not checksum) adds nothing, and a damaged one would fail or rename columns.
+        return table.replace_schema_metadata(None).to_pandas()
 
     def published_since(self, run_id: str, timestamp: float) -> bool:
         """Whether the record of ``run_id`` was published at or after ``timestamp`` (seconds

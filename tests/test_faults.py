@@ -539,3 +539,17 @@ def test_a_damaged_stage1_model_counts_as_absent_and_is_trained_again(tmp_path):
     assert retrained.keys() == intact.keys()
     assert all(torch.equal(retrained[name], intact[name]) for name in intact)
     assert again[0]["top1_acc"] == first[1]["top1_acc"]
+
+
+def test_an_artifact_reads_the_same_with_its_pandas_metadata_damaged(tmp_path):
+    """The footer's pandas JSON is not checksummed and artifacts do not need it: a flipped
+    bit there (which made to_pandas raise JSONDecodeError) changes nothing."""
+    store = ResultStore(tmp_path)
+    curves = curves_frame(3, 29.64)
+    store.write(make_record(_run_id(7)), {"curves": curves})
+    path = tmp_path / "curves" / f"{_run_id(7)}.parquet"
+    data = bytearray(path.read_bytes())
+    data[data.index(b'{"index_columns"') + 1] ^= 0x02  # '"' -> ' '
+    path.write_bytes(bytes(data))
+    pd.testing.assert_frame_equal(store.curves(_run_id(7)), curves)
+    assert find_damaged(store) == []
