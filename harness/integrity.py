@@ -1,12 +1,14 @@
 """Damaged result files: found, reported, excluded from resume decisions, moved aside.
 
 A killed writer never leaves a partial *final* file (the store writes a temporary name and
-renames it), but a full disk, a failing device or a bad copy can still leave a final
-``<folder>/<run_id>.parquet`` that parquet cannot read. Readers of the store skip such files
+renames it), but a full disk, a failing device, a bad copy or a stray file can still leave a
+final ``<folder>/<run_id>.parquet`` that cannot be trusted: unreadable, failing its page
+checksums, a foreign or misnamed record, curves without their columns (the store's
+:class:`~ltbench.store.DamagedFile`). Readers of the store skip such files
 (:mod:`ltbench.store`); this module names them:
 
-* :func:`find_damaged` checks every record (read in full) and every artifact (its parquet
-  footer: a truncated file has none) and returns one :class:`Damage` per unreadable file;
+* :func:`find_damaged` reads every record and every artifact in full (so every page checksum
+  is verified) and returns one :class:`Damage` per damaged file;
 * :func:`usable_statuses` is the store's ``run_id → status`` without the runs that have a
   damaged file, so ``ltbench run`` trains them again (a run whose curves are damaged is not a
   complete result);
@@ -25,11 +27,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from .errors import BadInput
-from .store import ResultStore
+from .store import DamagedFile, ResultStore
 
 #: Folders of a store that hold no per-run parquet files of their own.
 NOT_ARTIFACTS = {"runs", "corrupt", "claims", "resume", "launch", "slurm", "published",
@@ -55,26 +54,27 @@ def _artifact_dirs(store: ResultStore) -> list[Path]:
     return sorted(p for p in store.root.iterdir() if p.is_dir() and p.name not in NOT_ARTIFACTS)
 
 
-def _unreadable(path: Path, full: bool) -> str | None:
+def _damage(store: ResultStore, path: Path) -> str | None:
+    """Why the final file ``path`` of ``store`` is damaged, or None (intact, or gone)."""
     try:
-        if full:
-            pq.read_table(path)
+        if path.parent == store.runs_dir:
+            store.read_record_file(path)
         else:
-            pq.read_metadata(path)
+            store.read_artifact_file(path.parent.name, path)
     except FileNotFoundError:
         return None
-    except (pa.ArrowException, OSError) as exc:
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    except DamagedFile as exc:
+        return str(exc)
     return None
 
 
 def find_damaged(store: ResultStore) -> list[Damage]:
-    """Every unreadable final file of the store, records first, in path order."""
+    """Every damaged final file of the store, records first, in path order."""
     found = []
     folders = ([store.runs_dir] if store.runs_dir.is_dir() else []) + _artifact_dirs(store)
     for folder in folders:
         for path in _final_files(folder):
-            reason = _unreadable(path, full=folder == store.runs_dir)
+            reason = _damage(store, path)
             if reason is not None:
                 found.append(Damage(path.name[:-len(".parquet")], path, reason))
     return found

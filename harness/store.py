@@ -3,10 +3,11 @@
 Layout under the store root::
 
     runs/<run_id>.parquet      one row, schema :data:`RECORD_SCHEMA` (the result record)
-    curves/<run_id>.parquet    per-epoch curves of that run (free-form columns)
+    curves/<run_id>.parquet    per-epoch curves of that run (:data:`CURVE_COLUMNS`, and any others)
     <name>/<run_id>.parquet    other per-run artifacts a method produces (free-form columns)
     evals/<run_id>.parquet     its accuracies on the shifted test sets (:mod:`ltbench.shifted`)
-    models/<run_id>.pt         the final model of a stage-1 run (a torch ``state_dict``)
+    models/<run_id>.pt         the final model of a stage-1 run (a torch ``state_dict``,
+                               verified before use: :mod:`ltbench.torchfiles`)
 
 A run exists only once its record file exists (architecture.md §8 pitfall 1: DomainBed's
 ``load_records`` counted partial runs). Every file is written to a hidden temporary name in the
@@ -18,8 +19,13 @@ record is missing are treated as absent. A run's optional artifacts (its ``evals
 are published after its record, so a failure producing them never loses the trained run; the
 record's ``artifact_error`` then says what is missing (:mod:`ltbench.runner`).
 
-A file that cannot be read all the same (truncated or damaged by a crash, a full disk, a bad
-copy) is skipped by every reader, as if the run were missing, so it is re-run; it is found,
+Every parquet file is written with page checksums (CRC-32 of each page) and read verifying
+them, so a flipped bit in a value is an error rather than another number; files written before
+carry none and read unverified. A file that cannot be trusted all the same is *damaged*
+(:class:`DamagedFile`): unreadable (truncated or damaged by a crash, a full disk, a bad copy),
+failing its checksums, a record that is not one row of :data:`RECORD_SCHEMA` named after its
+``run_id`` (a foreign file, a copy under another name), curves without :data:`CURVE_COLUMNS`.
+Every reader skips a damaged file, as if the run were missing, so it is re-run; it is found,
 reported and moved aside by :mod:`ltbench.integrity` (``ltbench status [--repair]``).
 
 The store schema version and the shot-group thresholds live in the parquet schema metadata, as
@@ -42,6 +48,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import torchfiles
 from .errors import BadInput
 from .evaluate import FEW_THRESHOLD, MANY_THRESHOLD
 
@@ -121,10 +128,17 @@ ADDED_COLUMNS = {"selection_rule": "last", "stage1_run_id": None, "artifact_erro
                  "precision": None, "memory_format": None, "deterministic": None,
                  "pack_size": None}
 
+#: The per-epoch curve columns the engine writes (:mod:`ltbench.engine.train`) and readers use.
+CURVE_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "train_s", "eval_s")
+
 _SORT_KEYS = ["dataset", "method", "imb_factor", "seed", "run_id"]
 # Run ids become file names: no separators, no leading dot (hidden names are temp files).
 _SAFE_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _ARTIFACT_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+class DamagedFile(Exception):
+    """A store file that cannot be trusted (see the module doc); the message says why."""
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
@@ -193,7 +207,66 @@ def _with_added_columns(table: pa.Table) -> pa.Table:
 
 def _publish(table: pa.Table, final: Path) -> None:
     """Write ``table`` to ``final`` so that readers see either nothing or the whole file."""
-    _publish_with(lambda handle: pq.write_table(table, handle), final)
+    _publish_with(lambda handle: pq.write_table(table, handle, write_page_checksum=True), final)
+
+
+def _read_verified(path: Path, columns: list[str] | None = None,
+                   check_schema: Callable[[Path, pa.Schema, int], str | None] | None = None
+                   ) -> pa.Table:
+    """``columns`` (None: all) of parquet file ``path``, its page checksums verified, once
+    ``check_schema(path, schema, rows)`` found nothing wrong with the file's schema and row
+    count.
+
+    :class:`DamagedFile` when the file is unreadable, fails a checksum or its check;
+    ``FileNotFoundError`` when it is gone (e.g. removed by a concurrent clean or repair).
+    """
+    try:
+        with pq.ParquetFile(path, page_checksum_verification=True) as file:
+            problem = None if check_schema is None else \
+                check_schema(path, file.schema_arrow, file.metadata.num_rows)
+            if problem is not None:
+                raise DamagedFile(problem)
+            return file.read(columns=columns)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as exc:  # a damaged name: UnicodeError
+        lines = str(exc).splitlines()
+        raise DamagedFile(f"{type(exc).__name__}: {lines[0] if lines else ''}") from exc
+
+
+def _record_schema_problem(path: Path, schema: pa.Schema, rows: int) -> str | None:
+    """What makes file ``path`` with ``schema`` and ``rows`` rows no record of this store, or
+    None.
+
+    Columns of :data:`ADDED_COLUMNS` may be missing and any other column may follow (a later
+    version's); :class:`BadInput` for a record of another store schema version, which is not
+    damaged but must not be mixed in.
+    """
+    metadata = schema.metadata or {}
+    if _VERSION_KEY not in metadata:
+        return "not an ltbench record (no store schema version in its metadata)"
+    version = metadata[_VERSION_KEY].decode(errors="replace")
+    if version != STORE_SCHEMA_VERSION:
+        raise BadInput(f"{path} has store schema version {version}; this ltbench reads "
+                       f"version {STORE_SCHEMA_VERSION} (re-run or move the old results)")
+    for field in RECORD_SCHEMA:
+        if field.name not in schema.names:
+            if field.name not in ADDED_COLUMNS:
+                return f"column {field.name} is missing"
+        elif schema.field(field.name).type != field.type:
+            return f"column {field.name} is {schema.field(field.name).type}, not {field.type}"
+    # An older record lacks columns added since, a later one has columns added since, never
+    # both: that is a column name damaged in the footer (parquet does not checksum it).
+    unknown = [name for name in schema.names if name not in RECORD_SCHEMA.names]
+    absent = [name for name in ADDED_COLUMNS if name not in schema.names]
+    if unknown and absent:
+        return f"column(s) {', '.join(unknown)} instead of {', '.join(absent)}"
+    return None if rows == 1 else f"{rows} rows, not one"
+
+
+def _curves_schema_problem(path: Path, schema: pa.Schema, rows: int) -> str | None:
+    missing = [name for name in CURVE_COLUMNS if name not in schema.names]
+    return f"curves without column(s) {', '.join(missing)}" if missing else None
 
 
 def _publish_with(write: Callable[[BinaryIO], None], final: Path) -> None:
@@ -275,19 +348,28 @@ class ResultStore:
         return sorted(path for path in self.runs_dir.iterdir()
                       if path.name.endswith(".parquet") and not path.name.startswith("."))
 
+    def read_record_file(self, path: Path, columns: list[str] | None = None) -> pa.Table:
+        """``columns`` (None: all) of the record file ``path``; :class:`DamagedFile` if it is
+        damaged (module doc), ``FileNotFoundError`` if it is gone."""
+        columns = None if columns is None else ["run_id", *(c for c in columns if c != "run_id")]
+        table = _read_verified(path, columns, _record_schema_problem)
+        run_id = table.column("run_id")[0].as_py()
+        if f"{run_id}.parquet" != path.name:
+            raise DamagedFile(f"its run_id is {run_id!r}, not its file name")
+        return table
+
+    def read_artifact_file(self, name: str, path: Path) -> pa.Table:
+        """The artifact file ``path`` of artifact ``name``; :class:`DamagedFile` if it is
+        damaged (module doc), ``FileNotFoundError`` if it is gone."""
+        return _read_verified(path, check_schema=_curves_schema_problem if name == "curves"
+                              else None)
+
     def _read_file(self, path: Path, columns: list[str] | None) -> pa.Table | None:
         """The record table, or None if the file is gone or damaged (see the module doc)."""
         try:
-            table = pq.read_table(path, columns=columns)
-        except FileNotFoundError:
-            return None  # removed (e.g. by a concurrent clean) between listing and reading
-        except (pa.ArrowException, OSError):
+            return self.read_record_file(path, columns)
+        except (FileNotFoundError, DamagedFile):
             return None
-        version = (table.schema.metadata or {}).get(_VERSION_KEY, b"?").decode()
-        if version != STORE_SCHEMA_VERSION:
-            raise BadInput(f"{path} has store schema version {version}; this ltbench reads "
-                           f"version {STORE_SCHEMA_VERSION} (re-run or move the old results)")
-        return table
 
     def read(self) -> pd.DataFrame:
         """All published records, one row per run, sorted by (dataset, method, imb_factor, seed).
@@ -326,9 +408,12 @@ class ResultStore:
         if not (self.runs_dir / f"{run_id}.parquet").exists() or not path.exists():
             return None
         try:
-            return pq.read_table(path).to_pandas()
-        except (pa.ArrowException, OSError):  # damaged: reported by ltbench status
+            table = self.read_artifact_file(name, path)
+        except (FileNotFoundError, DamagedFile):  # damaged: reported by ltbench status
             return None
+        # Artifacts are plain columns: the pandas metadata (JSON in the footer, which parquet
+        # does not checksum) adds nothing, and a damaged one would fail or rename columns.
+        return table.replace_schema_metadata(None).to_pandas()
 
     def published_since(self, run_id: str, timestamp: float) -> bool:
         """Whether the record of ``run_id`` was published at or after ``timestamp`` (seconds
@@ -359,15 +444,17 @@ class ResultStore:
         return final
 
     def has_model(self, run_id: str) -> bool:
-        """Whether run ``run_id`` is published with its final model."""
-        return ((self.runs_dir / f"{run_id}.parquet").exists()
-                and self.model_path(run_id).exists())
+        """Whether run ``run_id`` is published with its final model, intact (a damaged model
+        file is as good as none: :mod:`ltbench.torchfiles`)."""
+        try:
+            return ((self.runs_dir / f"{run_id}.parquet").exists()
+                    and torchfiles.damage(self.model_path(run_id)) is None)
+        except FileNotFoundError:
+            return False
 
     def load_model(self, run_id: str, model):
         """Load run ``run_id``'s saved ``state_dict`` into ``model`` (same architecture) and
-        return it; the tensors are read onto the CPU."""
-        import torch
-
-        state = torch.load(self.model_path(run_id), map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        return it; the tensors are read onto the CPU. Raises
+        :class:`~ltbench.torchfiles.DamagedTorchFile` for a damaged file."""
+        model.load_state_dict(torchfiles.load(self.model_path(run_id)))
         return model

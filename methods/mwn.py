@@ -156,3 +156,5 @@ class MetaWeightNet(RecordsWeights, Method):
             self._build_weighting(seed=0)
             self.weighting.load_state_dict(state["weighting"])
             self.weighting_optimizer.load_state_dict(state["weighting_optimizer"])
+        else:  # the state of a method before its first step (built there)
+            self.weighting = self.weighting_optimizer = None

@@ -5,27 +5,35 @@ a nearly full disk stops the grid before any training."""
 
 from __future__ import annotations
 
+import copy
 import io
 import os
+import shutil
+import struct
 import textwrap
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import TINY_SYNTHETIC, install_plugin, tree_snapshot
+from helpers import TINY_SYNTHETIC, curves_frame, install_plugin, make_record, tree_snapshot
 
 import ltbench.engine.train as engine_train
-from ltbench import grid, registry, runner
+from ltbench import grid, registry, runner, torchfiles
 from ltbench.cli import cli
-from ltbench.engine.checkpoint import resume_path
+from ltbench.engine.checkpoint import ResumeCheckpoint, resume_path
 from ltbench.hparams import parse_overrides
+from ltbench.integrity import find_damaged
 from ltbench.packing import pack_id, plan_packs
 from ltbench.runner import run_grid
 from ltbench.shifted import SHIFTED_SETS
 from ltbench.stages import stage1_ready, stage1_spec
-from ltbench.store import ResultStore
+from ltbench.store import RECORD_SCHEMA, ResultStore
 
 CPU = torch.device("cpu")
 
@@ -280,3 +288,268 @@ def test_an_out_of_memory_pack_is_trained_again_in_halves(tmp_path, monkeypatch)
         pd.testing.assert_series_equal(got[column], expected[column])
     for got_acc, alone_acc in zip(got["per_class_acc"], expected["per_class_acc"]):
         np.testing.assert_array_equal(got_acc, alone_acc)
+
+
+# --- damage planted in real files: flipped bits, misnamed copies, foreign schemas -----------
+
+def _flip_value_bit(path, column: str, value: float) -> None:
+    """Flip the lowest exponent bit (x2 or /2) of the double ``value`` in the dictionary page
+    of ``column`` (snappy leaves a value without repeated bytes as it is)."""
+    metadata = pq.ParquetFile(path).metadata
+    chunk = metadata.row_group(0).column(metadata.schema.names.index(column))
+    data = bytearray(path.read_bytes())
+    at = data.index(struct.pack("<d", value), chunk.dictionary_page_offset,
+                    chunk.data_page_offset)
+    data[at + 6] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def _write_foreign_record(path, **columns) -> None:
+    """A record of the store's version, its columns replaced by ``columns`` (None: dropped)."""
+    table = pa.Table.from_pylist([make_record(path.stem)], schema=RECORD_SCHEMA)
+    for name, values in columns.items():
+        index = table.schema.get_field_index(name)
+        table = table.remove_column(index) if values is None else \
+            table.set_column(index, name, values)
+    pq.write_table(table.replace_schema_metadata(RECORD_SCHEMA.metadata), path)
+
+
+def _rename_in_footer(path, old: bytes, new: bytes) -> None:
+    """Overwrite the first bytes of the first ``old`` in the footer (a column's name in the
+    parquet schema) with ``new``, as a few flipped bits would."""
+    data = path.read_bytes()
+    at = data.index(old, len(data) - 8 - struct.unpack("<i", data[-8:-4])[0])
+    path.write_bytes(data[:at] + new + data[at + len(new):])
+
+
+SEEDS = range(5)
+
+
+def _run_id(seed: int) -> str:
+    return f"{seed}" * 16
+
+
+@pytest.fixture
+def planted_store(tmp_path):
+    """Five ok ce runs (seeds 0-4, records and curves written by the store) and nine damaged
+    files: seed 0's top1_err and seed 1's curves with a flipped bit, seed 2's record copied
+    under another name, seed 3's curves of other columns, two foreign records and three
+    records with a damaged footer (its length; a column name that is no UTF-8; a column
+    name changed into another)."""
+    results = tmp_path / "results"
+    store = ResultStore(results)
+    for seed in SEEDS:
+        store.write(make_record(_run_id(seed), seed=seed), {"curves": curves_frame(3, 29.64)})
+    runs, curves = results / "runs", results / "curves"
+    _flip_value_bit(runs / f"{_run_id(0)}.parquet", "top1_err", 29.64)
+    _flip_value_bit(curves / f"{_run_id(1)}.parquet", "test_acc",
+                    curves_frame(3, 29.64)["test_acc"][0])
+    shutil.copy(runs / f"{_run_id(2)}.parquet", runs / "cccccccccccccccc.parquet")
+    pd.DataFrame({"epoch": [0], "loss": [2.3]}).to_parquet(curves / f"{_run_id(3)}.parquet")
+    pd.DataFrame({"a": [1]}).to_parquet(runs / "aaaaaaaaaaaaaaaa.parquet")  # no ltbench file
+    _write_foreign_record(runs / "bbbbbbbbbbbbbbbb.parquet", top1_err=pa.array(["29.64"]),
+                          seed=None)
+    for letter in "def":
+        store.write(make_record(letter * 16))
+    footer = runs / "dddddddddddddddd.parquet"
+    data = bytearray(footer.read_bytes())
+    data[-8:-4] = struct.pack("<i", len(data))  # a footer length past the file's start
+    footer.write_bytes(bytes(data))
+    _rename_in_footer(runs / "eeeeeeeeeeeeeeee.parquet", b"top1_acc", b"\xf2")
+    _rename_in_footer(runs / "ffffffffffffffff.parquet", b"stage1_run_id", b"stage1_run_ix")
+    return results
+
+
+PLANTED = {
+    f"runs/{_run_id(0)}.parquet": "OSError: could not verify page integrity, CRC checksum "
+                                  "verification failed for page_ordinal 0",
+    f"curves/{_run_id(1)}.parquet": "OSError: could not verify page integrity, CRC checksum "
+                                    "verification failed for page_ordinal 0",
+    "runs/cccccccccccccccc.parquet": f"its run_id is '{_run_id(2)}', not its file name",
+    f"curves/{_run_id(3)}.parquet": "curves without column(s) lr, train_loss, train_acc, "
+                                    "test_acc, train_s, eval_s",
+    "runs/aaaaaaaaaaaaaaaa.parquet": "not an ltbench record (no store schema version in its "
+                                     "metadata)",
+    "runs/bbbbbbbbbbbbbbbb.parquet": "column seed is missing",
+    "runs/dddddddddddddddd.parquet": "ArrowInvalid: Parquet file size is ",
+    "runs/eeeeeeeeeeeeeeee.parquet": "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xf2",
+    "runs/ffffffffffffffff.parquet": "column(s) stage1_run_ix instead of stage1_run_id",
+}
+
+
+def test_every_planted_damage_is_listed_ignored_and_repaired(planted_store, tmp_path):
+    results = planted_store
+    status = invoke("status", "--results", results, "--methods", "ce", "--seeds", "0,1,2,3,4")
+    assert status.exit_code == 0, status.output
+    assert "9 damaged file(s), ignored" in status.stdout
+    listed = dict(line.strip().split(": ", 1) for line in status.stdout.splitlines()
+                  if line.startswith(f"  {results}/"))
+    assert set(listed) == {f"{results}/{name}" for name in PLANTED}
+    for name, reason in PLANTED.items():
+        assert listed[f"{results}/{name}"].startswith(reason), name
+    # Seeds 2 and 4 are intact (the copy of 2 is not counted); 0, 1 and 3 are to be re-run.
+    assert "total: 2 done, 0 failed, 0 diverged, 3 missing" in status.stdout
+    store = ResultStore(results)  # intact records are read, damaged artifacts are not
+    assert sorted(store.read()["run_id"]) == [_run_id(seed) for seed in (1, 2, 3, 4)]
+    assert [store.curves(_run_id(seed)) is None for seed in (1, 2, 3, 4)] == \
+        [True, False, True, False]
+    assert invoke("run", "--datasets", "cifar10-lt", "--methods", "ce", "--imb", "100",
+                  "--results", results, "--dry-run").exit_code == 0
+
+    report = invoke("report", "--results", results, "--out", tmp_path / "site")
+    assert report.exit_code == 0, report.output
+    assert "ignoring 9 damaged result file(s)" in report.stderr
+    check = invoke("check", "--results", results, "--out", tmp_path / "check.json",
+                   "--allow-empty")  # these records match no published protocol
+    assert check.exit_code == 0, check.output
+    assert "ignoring 9 damaged result file(s)" in check.stderr
+
+    repaired = invoke("status", "--results", results, "--methods", "ce", "--repair")
+    assert repaired.exit_code == 0, repaired.output
+    moved = {line.split()[1]: line.split()[3] for line in repaired.stdout.splitlines()
+             if line.startswith("moved ")}
+    expected = [f"{folder}/{_run_id(seed)}.parquet" for seed in (0, 1, 3)
+                for folder in ("runs", "curves")] + \
+        [f"runs/{letter * 16}.parquet" for letter in "abcdef"]  # every file of a damaged run
+    assert moved == {f"{results}/{name}": f"{results}/corrupt/{name}" for name in expected}
+    after = invoke("status", "--results", results, "--methods", "ce", "--seeds", "0,1,2,3,4")
+    assert "damaged" not in after.stdout
+    assert "total: 2 done, 0 failed, 0 diverged, 3 missing" in after.stdout
+    assert sorted(p.name for p in (results / "runs").iterdir()) == \
+        [f"{_run_id(2)}.parquet", f"{_run_id(4)}.parquet"]
+
+
+def test_a_flipped_bit_reads_unnoticed_without_page_checksums(tmp_path):
+    """Why records carry page checksums; and records written before them still read."""
+    store = ResultStore(tmp_path)
+    store.write(make_record(_run_id(7)))
+    path = tmp_path / "runs" / f"{_run_id(7)}.parquet"
+    pq.write_table(pq.read_table(path), path)  # as ltbench wrote it before: no checksums
+    assert store.read()["top1_err"].tolist() == [29.64]
+    _flip_value_bit(path, "top1_err", 29.64)
+    assert store.read()["top1_err"].tolist() == [14.82]
+    assert find_damaged(store) == []
+
+
+# --- damaged and unusable torch files: resume checkpoints, stage-1 models -------------------
+
+def _flip_storage_byte(path, member: str = "data/0", at: int = 5) -> None:
+    """Flip one bit of byte ``at`` of the tensor storage ``member`` in the zip archive that
+    torch.save wrote (the member is stored uncompressed)."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        (info,) = [i for i in archive.infolist() if i.filename.endswith(f"/{member}")]
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26:
+                                                          info.header_offset + 30])
+    data[info.header_offset + 30 + name_length + extra_length + at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_torch_load_does_not_check_crcs_so_torch_files_are_verified_first(tmp_path):
+    path = tmp_path / "state.pt"
+    torch.save({"w": torch.arange(8, dtype=torch.float32)}, path)
+    assert torchfiles.damage(path) is None
+    assert torch.equal(torchfiles.load(path)["w"], torch.arange(8, dtype=torch.float32))
+    _flip_storage_byte(path, at=6)  # w[1] = 1.0 is stored 00 00 80 3f: 0x80 -> 0x81
+    assert torch.load(path, weights_only=True)["w"][1].item() == 1.0 + 2 ** -7
+    reason = "member state/data/0 fails its CRC-32"  # torch names the folder after the file
+    assert torchfiles.damage(path) == reason
+    with pytest.raises(torchfiles.DamagedTorchFile, match=f"{path}: {reason}"):
+        torchfiles.load(path)
+    path.write_bytes(b"not a zip archive")
+    assert torchfiles.damage(path).startswith("not a readable zip archive (BadZipFile: ")
+
+
+def _two_layers(out: int = 3) -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, out))
+
+
+@pytest.mark.parametrize("damage", ["flipped bit", "older format", "other shapes"])
+def test_an_unusable_resume_checkpoint_is_ignored_and_leaves_the_parts_as_they_were(
+        tmp_path, capsys, damage):
+    path = tmp_path / "run-a.pt"
+    saved = {"model": _two_layers()}
+    ResumeCheckpoint(path, "run-a").save(3, saved, curves=[], statuses=["ok"])
+    if damage == "flipped bit":
+        _flip_storage_byte(path)
+    model = _two_layers(2 if damage == "other shapes" else 3)
+    before = copy.deepcopy(model.state_dict())
+    extra = ("curves", "statuses", "epochs_completed") if damage == "older format" else \
+        ("curves", "statuses")
+    assert ResumeCheckpoint(path, "run-a").load({"model": model}, extra) is None
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"ignoring resume checkpoint {path}: ")
+    # The first layer fits and was copied before the second one raised: put back.
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    if damage != "other shapes":
+        assert not torch.equal(model[0].weight, saved["model"][0].weight)
+
+
+@pytest.fixture(scope="module")
+def ce_trained_with_checkpoints(tmp_path_factory):
+    """A 2-epoch ce run trained with a checkpoint every epoch: its result and the checkpoint
+    of epoch 0 that it leaves (train_one does not publish, so nothing discards it)."""
+    (spec,) = _specs(["ce"], [0], "epochs=2")
+    path = tmp_path_factory.mktemp("resume") / f"{spec.run_id}.pt"
+    data = runner._DataCache(Path("unused")).get(spec)
+    result = runner.train_one(spec, data, CPU, checkpoint=ResumeCheckpoint(path, spec.run_id, 1))
+    return spec, data, result, path
+
+
+@pytest.mark.parametrize("damage", ["other shapes", "older format"])
+def test_a_run_with_an_unusable_checkpoint_starts_over_instead_of_failing(
+        tmp_path, capsys, ce_trained_with_checkpoints, damage):
+    spec, data, reference, checkpoint = ce_trained_with_checkpoints
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["epoch"] == 0
+    if damage == "other shapes":
+        fc = next(name for name in state["parts"]["model"] if name.endswith("weight"))
+        state["parts"]["model"][fc] = torch.zeros(1, 1)
+    else:  # before the checkpoint kept the epochs each run completed
+        del state["extra"]["epochs_completed"]
+    path = tmp_path / checkpoint.name
+    torch.save(state, path)
+    capsys.readouterr()
+    again = runner.train_one(spec, data, CPU, checkpoint=ResumeCheckpoint(path, spec.run_id, 0))
+    assert capsys.readouterr().err.startswith(f"ignoring resume checkpoint {path}: ")
+    assert again.fields["status"] == "ok"
+    timing = ["train_s", "eval_s"]
+    pd.testing.assert_frame_equal(again.artifacts["curves"].drop(columns=timing),
+                                  reference.artifacts["curves"].drop(columns=timing))
+    assert again.fields["per_class_acc"] == reference.fields["per_class_acc"]
+
+
+def test_a_damaged_stage1_model_counts_as_absent_and_is_trained_again(tmp_path):
+    (crt,) = _specs(["crt"], [0], "stage2_epochs=1")
+    ce = stage1_spec(crt)
+    store = _fresh_store(tmp_path)
+    first = run_grid([ce, crt], store, tmp_path, CPU, stream=io.StringIO())
+    assert [r["status"] for r in first] == ["ok", "ok"]
+    model = store.model_path(ce.run_id)
+    intact = torch.load(model, weights_only=True)
+    _flip_storage_byte(model)
+    assert store.status(ce.run_id) == "ok" and not stage1_ready(store, ce)
+    with pytest.raises(torchfiles.DamagedTorchFile, match="fails its CRC-32"):
+        store.load_model(ce.run_id, torch.nn.Module())
+    again = run_grid([crt], store, tmp_path, CPU, stream=io.StringIO())
+    assert [r["status"] for r in again] == ["ok"]
+    assert torchfiles.damage(model) is None and stage1_ready(store, ce)
+    retrained = torch.load(model, weights_only=True)  # CPU: the same model, bit for bit
+    assert retrained.keys() == intact.keys()
+    assert all(torch.equal(retrained[name], intact[name]) for name in intact)
+    assert again[0]["top1_acc"] == first[1]["top1_acc"]
+
+
+def test_an_artifact_reads_the_same_with_its_pandas_metadata_damaged(tmp_path):
+    """The footer's pandas JSON is not checksummed and artifacts do not need it: a flipped
+    bit there (which made to_pandas raise JSONDecodeError) changes nothing."""
+    store = ResultStore(tmp_path)
+    curves = curves_frame(3, 29.64)
+    store.write(make_record(_run_id(7)), {"curves": curves})
+    path = tmp_path / "curves" / f"{_run_id(7)}.parquet"
+    data = bytearray(path.read_bytes())
+    data[data.index(b'{"index_columns"') + 1] ^= 0x02  # '"' -> ' '
+    path.write_bytes(bytes(data))
+    pd.testing.assert_frame_equal(store.curves(_run_id(7)), curves)
+    assert find_damaged(store) == []

@@ -212,8 +212,8 @@ def test_a_pack_resumes_like_it_never_stopped(tmp_path):
     loaded = []
 
     class Watched(ResumeCheckpoint):
-        def load(self, parts):
-            loaded.append(super().load(parts))
+        def load(self, parts, extra=()):
+            loaded.append(super().load(parts, extra))
             return loaded[-1]
 
     resumed = _train_pack(Watched(checkpoint.path, "pack-run", every=0))

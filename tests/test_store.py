@@ -15,7 +15,7 @@ import pytest
 
 from ltbench.errors import BadInput
 from ltbench.store import RECORD_SCHEMA, STORE_SCHEMA_VERSION, ResultStore
-from helpers import failed_record, make_record
+from helpers import curves_frame, failed_record, make_record
 
 
 def test_helper_record_covers_the_schema():
@@ -156,13 +156,9 @@ def test_unreadable_record_is_skipped_and_foreign_record_is_bad_input(tmp_path):
 
 def test_curves_round_trip_and_need_a_record(tmp_path):
     store = ResultStore(tmp_path)
-    curves = pd.DataFrame({"epoch": [0, 1, 2], "split": ["test"] * 3,
-                           "loss": [2.1, 1.7, 1.5], "acc": [20.0, 31.5, 38.25]})
+    curves = curves_frame(3, 40.0).assign(split="test")  # other columns may follow
     store.write(make_record("cccccccccccccccc"), {"curves": curves})
-    got = store.curves("cccccccccccccccc")
-    assert got["epoch"].tolist() == [0, 1, 2]
-    assert got["loss"].tolist() == [2.1, 1.7, 1.5]
-    assert got["acc"].tolist() == [20.0, 31.5, 38.25]
+    pd.testing.assert_frame_equal(store.curves("cccccccccccccccc"), curves)
     assert store.curves("dddddddddddddddd") is None
     # Curves published by a writer that died before its record are not a result.
     (store.curves_dir / "eeeeeeeeeeeeeeee.parquet").write_bytes(

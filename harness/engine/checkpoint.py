@@ -19,8 +19,9 @@ epoch": its whole state is the data generator's.
 Checkpoints live in ``<results>/resume/<run_id>.pt`` (distinct from any store of final
 models), are written to a temporary name, fsynced and renamed (a reader sees the old or the new
 file, never a partial one), and are removed once the run's record is published. A checkpoint
-that cannot be read (a different torch, a damaged file) is reported and ignored: the run starts
-over rather than failing.
+that cannot be used (a damaged file, another engine's, tensors of other shapes; see
+:meth:`ResumeCheckpoint.load`) is reported on one line and ignored: the run starts over rather
+than failing.
 
 :func:`request_stop` (installed for SIGTERM and SIGUSR1 by :func:`stop_on_signals`) asks
 the run to checkpoint at the end of the current epoch and stop with :class:`Preempted`.
@@ -29,6 +30,7 @@ the run to checkpoint at the end of the current epoch and stop with :class:`Pree
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import signal
 import sys
@@ -38,6 +40,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol
 
 import torch
+
+from .. import torchfiles
 
 #: Default number of epochs between checkpoints.
 DEFAULT_EVERY = 10
@@ -117,21 +121,26 @@ class ResumeCheckpoint:
         self.run_id = run_id
         self.every = every
 
-    def load(self, parts: Mapping[str, Stateful]) -> dict[str, Any] | None:
+    def load(self, parts: Mapping[str, Stateful],
+             extra: tuple[str, ...] = ()) -> dict[str, Any] | None:
         """Restore ``parts`` from the checkpoint and return ``{"epoch", **extra}``; None (parts
-        untouched) when there is no usable checkpoint."""
+        as they were) when there is no usable checkpoint: none, a damaged file
+        (:mod:`ltbench.torchfiles`), another run's, one without exactly these parts and
+        ``extra`` keys (another engine version) or one a part refuses (tensors of other
+        shapes)."""
         if not self.path.exists():
             return None
         try:
-            saved = torch.load(self.path, map_location="cpu", weights_only=True)
-            if saved.get("run_id") != self.run_id or set(saved["parts"]) != set(parts):
+            saved = torchfiles.load(self.path)
+            if (saved.get("run_id") != self.run_id or set(saved["parts"]) != set(parts)
+                    or set(saved["extra"]) != set(extra)):
                 raise ValueError("it belongs to another run or another engine")
+            _load_parts(parts, saved["parts"])
         except Exception as exc:  # any damage means the same: train from the start
-            print(f"ignoring resume checkpoint {self.path}: {type(exc).__name__}: {exc}",
+            reason = " ".join(str(exc).split())  # one line (load_state_dict's has several)
+            print(f"ignoring resume checkpoint {self.path}: {type(exc).__name__}: {reason}",
                   file=sys.stderr)
             return None
-        for name, part in parts.items():
-            part.load_state_dict(saved["parts"][name])
         return {"epoch": saved["epoch"], **saved["extra"]}
 
     def save(self, epoch: int, parts: Mapping[str, Stateful], **extra: Any) -> None:
@@ -167,6 +176,19 @@ class ResumeCheckpoint:
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def _load_parts(parts: Mapping[str, Stateful], states: Mapping[str, Any]) -> None:
+    """Load ``states[name]`` into every part, or, when one refuses, put every part back as it
+    was (a module's ``load_state_dict`` may have copied some tensors before it raised)."""
+    before = {name: copy.deepcopy(part.state_dict()) for name, part in parts.items()}
+    try:
+        for name, part in parts.items():
+            part.load_state_dict(states[name])
+    except BaseException:
+        for name, part in parts.items():
+            part.load_state_dict(before[name])
+        raise
 
 
 def resume_path(results: Path, run_id: str) -> Path:

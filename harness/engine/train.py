@@ -51,6 +51,7 @@ from ..methods.base import Method, StepContext, step_decay
 from ..packing import PACK_SHARED_HPARAMS
 from ..progress import RunProgress
 from ..spec import derive_seed
+from ..store import CURVE_COLUMNS
 from .augment import DeviceImages
 from .checkpoint import GeneratorState, ResumeCheckpoint
 from .models import build_backbone
@@ -292,6 +293,10 @@ def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
                       models=None if model is None else [model], checkpoint=checkpoint)[0]
 
 
+#: What a pack's resume checkpoint keeps besides its parts (see :meth:`ResumeCheckpoint.save`).
+_RESUMED = ("curves", "statuses", "errors", "epochs_completed", "per_class_correct")
+
+
 def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device,
                progress: RunProgress | None = None, numerics: Numerics | None = None,
                models: Sequence[nn.Module] | None = None,
@@ -353,7 +358,7 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
         if isinstance(meta_batches[k], MetaBatches):
             resumable[f"meta_batches{k}"] = meta_batches[k]
     first_epoch, resumed_wall_s = 0, 0.0
-    if checkpoint is not None and (saved := checkpoint.load(resumable)) is not None:
+    if checkpoint is not None and (saved := checkpoint.load(resumable, _RESUMED)) is not None:
         first_epoch = saved["epoch"] + 1
         rows, statuses, errors = saved["curves"], saved["statuses"], saved["errors"]
         epochs_completed = saved["epochs_completed"]
@@ -426,8 +431,7 @@ def _seconds(rows: list[dict[str, Any]]) -> float:
 def _result(status: str, error: str | None, per_class_correct: np.ndarray,
             per_class_total: np.ndarray, rows: list[dict[str, Any]],
             epochs_completed: int, model: nn.Module, resumed_wall_s: float) -> TrainResult:
-    curves = pd.DataFrame(rows, columns=["epoch", "lr", "train_loss", "train_acc", "test_acc",
-                                         "train_s", "eval_s"])
+    curves = pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
     evaluated = curves.dropna(subset=["test_acc"])
     if len(evaluated):
         best = evaluated["test_acc"].idxmax()  # first maximum: the reference's strict '>'
