@@ -34,7 +34,6 @@ from __future__ import annotations
 import functools
 import io
 import json
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ import numpy as np
 import torch
 
 from ltbench import __version__
+from ltbench.atomicfile import atomic_write
 from ltbench.errors import BadInput
 from ltbench.hparams import OPTIONAL_DEFAULTS
 from ltbench.spec import format_imb
@@ -182,29 +182,24 @@ def write_pack(out: Path, manifest: Mapping[str, Any],
                effort: int = DEFAULT_EFFORT) -> None:
     """Write a pack: ``manifest`` (without the ``format``, ``codec`` and ``splits`` fields,
     which are added) and, per split name, (its official images uint8 [N, 3, 32, 32], its
-    labels int64 [N], the ascending positions to hold). Written to a temporary file beside
-    ``out`` and moved into place, so a failure leaves nothing."""
+    labels int64 [N], the ascending positions to hold). Written atomically
+    (:func:`ltbench.atomicfile.atomic_write`), so a failure leaves nothing."""
     document = {"format": FORMAT, "format_version": FORMAT_VERSION,
                 "ltbench_version": __version__, **manifest, "codec": CODEC,
                 "splits": {name: {"size": len(labels), "images": len(positions)}
                            for name, (_, labels, positions) in splits.items()}}
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("manifest.json", json.dumps(document, indent=2) + "\n")
-            for name, (images, labels, positions) in splits.items():
-                archive.writestr(f"{name}/labels.npy", _array_bytes(labels.numpy()))
-                archive.writestr(f"{name}/positions.npy", _array_bytes(positions))
-                held = images[torch.from_numpy(positions)].numpy()
-                for number, start in enumerate(range(0, len(held), CHUNK)):
-                    # WebP is compressed already: stored, not deflated.
-                    archive.writestr(f"{name}/images-{number:05d}.webp",
-                                     _encode(_tile(held[start:start + CHUNK]), effort),
-                                     compress_type=zipfile.ZIP_STORED)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(out) as handle, zipfile.ZipFile(handle, "w",
+                                                      zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("manifest.json", json.dumps(document, indent=2) + "\n")
+        for name, (images, labels, positions) in splits.items():
+            archive.writestr(f"{name}/labels.npy", _array_bytes(labels.numpy()))
+            archive.writestr(f"{name}/positions.npy", _array_bytes(positions))
+            held = images[torch.from_numpy(positions)].numpy()
+            for number, start in enumerate(range(0, len(held), CHUNK)):
+                # WebP is compressed already: stored, not deflated.
+                archive.writestr(f"{name}/images-{number:05d}.webp",
+                                 _encode(_tile(held[start:start + CHUNK]), effort),
+                                 compress_type=zipfile.ZIP_STORED)
 
 
 def _decode_split(archive: zipfile.ZipFile, name: str, size: int,

@@ -55,7 +55,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
-from . import __version__, registry
+from . import __version__, atomicfile, registry
 from .hparams import resolve_run
 from .progress import RunProgress
 
@@ -511,14 +511,10 @@ def write_results(rows: Sequence[BenchRow], meta: dict, out_dir: Path) -> tuple[
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = "bench-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
-    tmp = json_path.with_name(f".{json_path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({**meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n",
-                   encoding="utf-8")
-    os.replace(tmp, json_path)
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+    atomicfile.write_text(json_path,
+                          json.dumps({**meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+    with atomicfile.atomic_write(csv_path, text=True) as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(asdict(r) for r in rows)
-    os.replace(tmp, csv_path)
     return json_path, csv_path

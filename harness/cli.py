@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, atomicfile
 from .errors import BadInput
 from .integers import Integer
 
@@ -443,13 +443,9 @@ def check(results, published, methods, floor, k, assumed_seed_std, allow_empty, 
     click.echo(to_markdown(result), nl=False)
     document = {"ltbench_version": __version__, "results": str(results),
                 "published": str(path), **to_json(result, allow_empty)}
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n",
-                       encoding="utf-8")
-        os.replace(tmp, out)
+        atomicfile.write_text(out, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise BadInput(f"--out {out} is not writable: {exc.strerror or exc}") from exc
     click.echo(f"wrote {out}", err=True)
     failures = result.failures(allow_empty)
@@ -553,10 +549,8 @@ def indices(dataset, imb, profile, split_seed, data_root, overrides, out, meta, 
         subset, meta_set = plugin.split_indices(data_root, factor, profile, split_seed, hp)
         chosen = meta_set if meta else subset
     idx = np.asarray(chosen, dtype=np.int64)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        np.save(fh, idx)
-    os.replace(tmp, out)
+    with atomicfile.atomic_write(out) as handle:
+        np.save(handle, idx)
     click.echo(f"wrote {len(idx)} indices to {out}")
 
 

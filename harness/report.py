@@ -30,9 +30,7 @@ This module must not import torch.
 from __future__ import annotations
 
 import math
-import os
 import re
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -43,7 +41,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from . import __version__, figures
+from . import __version__, atomicfile, figures
 from .envinfo import git_commit
 from .errors import BadInput
 from .evaluate import FEW_THRESHOLD, MANY_THRESHOLD
@@ -53,8 +51,8 @@ from .shift_report import SHIFT_NOTE, shifted_section
 from .spec import format_imb
 from .store import ResultStore
 from .tables import (CellView, Configuration, ErrorTable, TableView, best_flags, column_header,
-                     configurations, error_table, format_cell, status_counts, to_latex,
-                     to_markdown)
+                     configurations, error_table, format_cell, markdown_escape, status_counts,
+                     to_latex, to_markdown)
 
 METRIC_NOTE = ("Top-1 error (%) at the final epoch on the balanced test set; mean ± sample "
                "standard deviation over seeds, n = number of successful runs. Only runs with "
@@ -436,7 +434,7 @@ def _markdown(pages: list[DatasetPage], generated: str) -> str:
         parts.append("No results in the store yet.\n")
     for page in pages:
         counts = page.counts
-        parts.append(f"## {page.dataset}\n\n{METRIC_NOTE}\n\n{PUBLISHED_NOTE}\n\n"
+        parts.append(f"## {markdown_escape(page.dataset)}\n\n{METRIC_NOTE}\n\n{PUBLISHED_NOTE}\n\n"
                      f"Runs: {counts['ok']} ok, {counts['failed']} failed, "
                      f"{counts['diverged']} diverged, {page.missing} missing.\n\n"
                      + to_markdown(page.error_view) + f"\n{SHOT_NOTE}\n\n"
@@ -451,16 +449,6 @@ def _latex(pages: list[DatasetPage], generated: str) -> str:
     views = [view for page in pages for view in [page.error_view, *page.shot_views]]
     return (f"% ltbench {__version__} results, generated {generated}; "
             f"needs \\usepackage{{booktabs}}\n" + "\n".join(to_latex(view) for view in views))
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _environment() -> jinja2.Environment:
@@ -497,10 +485,11 @@ def write_report(store: ResultStore, out_dir: Path, method_order: Sequence[str] 
     try:
         (out_dir / "data").mkdir(parents=True, exist_ok=True)
         for name, text in texts.items():
-            _write_atomically(out_dir / name, text)
+            atomicfile.write_text(out_dir / name, text, durable=False)
         for page in pages:
             for name, frame in page.data.items():
-                _write_atomically(out_dir / "data" / name, frame.to_csv(index=False))
+                atomicfile.write_text(out_dir / "data" / name, frame.to_csv(index=False),
+                                      durable=False)
     except OSError as exc:
         raise BadInput(f"report folder {out_dir} is not writable: "
                        f"{exc.strerror or exc}") from exc

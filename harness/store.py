@@ -10,9 +10,9 @@ Layout under the store root::
                                verified before use: :mod:`ltbench.torchfiles`)
 
 A run exists only once its record file exists (architecture.md §8 pitfall 1: DomainBed's
-``load_records`` counted partial runs). Every file is written to a hidden temporary name in the
-same folder, flushed, fsynced and moved into place with ``os.replace``, so a reader never sees a
-partial parquet file (pitfall 20: parquet-mr #446, arrow-rs #1717, polars #17358, SPARK-8406),
+``load_records`` counted partial runs). Every file is written by
+:func:`ltbench.atomicfile.atomic_write` (a fresh hidden name in the same folder, fsynced, moved
+into place with ``os.replace``), so a reader never sees a partial parquet file (pitfall 20: parquet-mr #446, arrow-rs #1717, polars #17358, SPARK-8406),
 and readers only ever open final ``<run_id>.parquet`` names. Artifacts (curves included) are
 published before the record: the record's appearance is the commit point, and artifacts whose
 record is missing are treated as absent. A run's optional artifacts (its ``evals``, its model)
@@ -42,13 +42,14 @@ import re
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import torchfiles
+from .atomicfile import atomic_write
 from .errors import BadInput
 from .evaluate import FEW_THRESHOLD, MANY_THRESHOLD
 
@@ -186,15 +187,6 @@ def _check_artifact_name(name: str) -> None:
         raise ValueError(f"artifact name {name!r} is not allowed")
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable across a crash (POSIX: fsync the directory)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _with_added_columns(table: pa.Table) -> pa.Table:
     """``table`` with every missing :data:`ADDED_COLUMNS` column filled with its default."""
     for name, default in ADDED_COLUMNS.items():
@@ -207,7 +199,8 @@ def _with_added_columns(table: pa.Table) -> pa.Table:
 
 def _publish(table: pa.Table, final: Path) -> None:
     """Write ``table`` to ``final`` so that readers see either nothing or the whole file."""
-    _publish_with(lambda handle: pq.write_table(table, handle, write_page_checksum=True), final)
+    with atomic_write(final) as handle:
+        pq.write_table(table, handle, write_page_checksum=True)
 
 
 def _read_verified(path: Path, columns: list[str] | None = None,
@@ -267,21 +260,6 @@ def _record_schema_problem(path: Path, schema: pa.Schema, rows: int) -> str | No
 def _curves_schema_problem(path: Path, schema: pa.Schema, rows: int) -> str | None:
     missing = [name for name in CURVE_COLUMNS if name not in schema.names]
     return f"curves without column(s) {', '.join(missing)}" if missing else None
-
-
-def _publish_with(write: Callable[[BinaryIO], None], final: Path) -> None:
-    """Write ``final`` with ``write(handle)`` so that readers see nothing or the whole file."""
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(final.parent)
 
 
 class ResultStore:
@@ -440,7 +418,8 @@ class ResultStore:
         state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
         final = self.model_path(run_id)
         final.parent.mkdir(parents=True, exist_ok=True)
-        _publish_with(lambda handle: torch.save(state, handle), final)
+        with atomic_write(final) as handle:
+            torch.save(state, handle)
         return final
 
     def has_model(self, run_id: str) -> bool:

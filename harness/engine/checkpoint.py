@@ -31,17 +31,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import signal
 import sys
 import threading
-import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol
 
 import torch
 
 from .. import torchfiles
+from ..atomicfile import atomic_write
 
 #: Default number of epochs between checkpoints.
 DEFAULT_EVERY = 10
@@ -149,16 +148,8 @@ class ResumeCheckpoint:
                  "parts": {name: _cpu(part.state_dict()) for name, part in parts.items()},
                  "extra": _cpu(extra)}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
-        try:
-            with open(tmp, "wb") as handle:
-                torch.save(state, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_write(self.path) as handle:
+            torch.save(state, handle)
 
     def epoch_done(self, epoch: int, epochs: int, parts: Mapping[str, Stateful],
                    **extra: Any) -> None:

@@ -41,6 +41,7 @@ from typing import Iterable, Iterator, TextIO
 
 import numpy as np
 
+from ..atomicfile import atomic_write, write_bytes, write_text
 from ..errors import BadInput
 from ..progress import RunProgress
 
@@ -137,12 +138,6 @@ def _write_chunk(pixels_path: str, paths: list[str], starts: list[int], heights:
     return len(paths)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _chunks(count: int) -> Iterator[tuple[int, slice]]:
     for number, start in enumerate(range(0, count, CHUNK_IMAGES)):
         yield number, slice(start, min(start + CHUNK_IMAGES, count))
@@ -226,9 +221,8 @@ def prepare_split(images: ImageList, folder: Path, *, short_side: int = SHORT_SI
         index = {"fingerprint": np.array(images.fingerprint), "short_side": np.array(short_side),
                  "starts": starts, "heights": resized[:, 0], "widths": resized[:, 1],
                  "total": np.array(int(areas.sum()))}
-        tmp = folder / f".index.tmp-{os.getpid()}.npz"
-        np.savez(tmp, **index)
-        os.replace(tmp, folder / "index.npz")
+        with atomic_write(folder / "index.npz") as handle:
+            np.savez(handle, **index)
     todo = [(number, part) for number, part in _chunks(len(images))
             if not (folder / "done" / f"{number:05d}").exists()]
     progress = RunProgress(label, stream)
@@ -238,11 +232,11 @@ def prepare_split(images: ImageList, folder: Path, *, short_side: int = SHORT_SI
              index["starts"][part].tolist(), index["heights"][part].tolist(),
              index["widths"][part].tolist()) for _, part in todo]
     for (number, _), written in zip(todo, _parallel_map(_write_chunk, work, jobs)):
-        _atomic_write(folder / "done" / f"{number:05d}", b"")
+        write_bytes(folder / "done" / f"{number:05d}", b"")
         progress.advance(written)
-    _atomic_write(folder / "complete.json", json.dumps(
+    write_text(folder / "complete.json", json.dumps(
         {"images": len(images), "short_side": short_side, "fingerprint": images.fingerprint,
-         "bytes": 3 * int(index["total"])}).encode())
+         "bytes": 3 * int(index["total"])}))
     progress.end(f"cached {len(images)} images in {folder}")
     return True
 
