@@ -3,7 +3,10 @@
 Every backend starts the same entry point, :mod:`ltbench.worker`, once per pack of runs (often
 one run; :func:`ltbench.packing.plan_packs` with ``--pack-size``) in a fresh process
 (architecture.md §5.2), and passes it a spec file under ``<results>/launch/`` — paths, never
-data or pickled objects (pitfall 19). Each worker claims its runs, resumes from its checkpoint
+data or pickled objects (pitfall 19). The worker's interpreter is :data:`WORKER_PYTHON`, never
+a module search that starts in the user's working directory. A spec file has a name of its own
+per launch, is read as untrusted input and is removed once its pack is done
+(:func:`ltbench.worker.read_spec`). Each worker claims its runs, resumes from its checkpoint
 and publishes their records, so the launchers only start, wait and stop processes:
 
 * ``local``: a slot pool. With CUDA, one slot per visible GPU × ``--jobs-per-gpu``, the GPU list
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shlex
 import signal
 import subprocess
 import sys
@@ -44,9 +48,14 @@ from typing import TextIO
 from .envinfo import usable_cores
 from .errors import BadInput
 from .spec import RunSpec
-from .worker import EXIT_PREEMPTED, EXIT_STORE_FAILED, run_worker, spec_path, write_spec
+from .worker import (EXIT_PREEMPTED, EXIT_STORE_FAILED, run_worker, spec_pack, spec_path,
+                     write_spec)
 
 LAUNCHERS = ("local", "slurm", "ray", "dry")
+#: How a worker's Python starts: this interpreter with ``-P``, so that the folder the user
+#: happens to be in is not searched first for modules (a results folder on shared storage, or
+#: any folder holding an ``ltbench/`` package, would otherwise run its code in every worker).
+WORKER_PYTHON = (sys.executable, "-P")
 #: Seconds a stopped worker gets to write its checkpoint before it is killed.
 STOP_GRACE_S = 60.0
 
@@ -63,7 +72,7 @@ class WorkerSettings:
     deterministic: bool = False
 
     def command(self, spec_path: Path) -> list[str]:
-        command = [sys.executable, "-m", "ltbench.worker", str(spec_path),
+        command = [*WORKER_PYTHON, "-m", "ltbench.worker", str(spec_path),
                    "--results", str(self.results), "--data-root", str(self.data_root),
                    "--device", self.device, "--precision", self.precision]
         if self.checkpoint_every is not None:
@@ -140,10 +149,11 @@ def launch_local(packs: list[list[RunSpec]], settings: WorkerSettings,
     named on ``stream``). A worker whose results store refused a write (its own ``Error:``
     line) stops the pool: no further worker starts, the running ones finish, then
     :class:`BadInput` says so. ``planned_at``: when the store was read to pick the runs
-    (:func:`ltbench.runner.run_grid`)."""
+    (:func:`ltbench.runner.run_grid`). A worker's spec file is written when it starts and
+    removed when it exits: a pack it did not finish is planned again by the next run."""
     stream = stream if stream is not None else sys.stderr
     folder = spec_folder(settings.results)
-    pending = deque(write_spec(pack, folder, planned_at) for pack in packs)
+    pending = deque(packs)
     free = list(slots)
     cpu_threads = str(worker_threads(len(slots)))
     running: dict[int, tuple[subprocess.Popen, str | None, Path]] = {}
@@ -153,7 +163,7 @@ def launch_local(packs: list[list[RunSpec]], settings: WorkerSettings,
     try:
         while pending or running:
             while pending and free:
-                slot, path = free.pop(0), pending.popleft()
+                slot, path = free.pop(0), write_spec(pending.popleft(), folder, planned_at)
                 env = dict(os.environ)
                 if slot is not None:
                     env["CUDA_VISIBLE_DEVICES"] = slot
@@ -164,6 +174,7 @@ def launch_local(packs: list[list[RunSpec]], settings: WorkerSettings,
                 running[process.pid] = (process, slot, path)
                 threading.Thread(target=_report_exit, args=(process, exited), daemon=True).start()
             process, slot, path = running.pop(exited.get())  # a signal interrupts the wait
+            path.unlink(missing_ok=True)  # a pack this pool did not finish is planned anew
             free.append(slot)
             if process.returncode == EXIT_STORE_FAILED:
                 store_failed = True
@@ -171,10 +182,12 @@ def launch_local(packs: list[list[RunSpec]], settings: WorkerSettings,
                 pending.clear()  # every later worker would fail the same way
             if process.returncode not in (0, EXIT_PREEMPTED):
                 abnormal += 1
-                stream.write(f"worker for {path.stem} exited with code "
+                stream.write(f"worker for {spec_pack(path)} exited with code "
                              f"{process.returncode}; its runs stay pending\n")
     except BaseException:  # Ctrl-C, or the launcher being stopped: stop the workers by pid
         _stop([process for process, _, _ in running.values()], grace_s)
+        for _, _, path in running.values():
+            path.unlink(missing_ok=True)
         raise
     if store_failed:
         raise BadInput(f"results folder {settings.results} refused a write by a worker (its "
@@ -195,7 +208,7 @@ class SlurmTask:
         s = self.settings
         run_worker(self.spec_path, s.results, s.data_root, s.device, s.checkpoint_every,
                    s.precision, s.deterministic)
-        return self.spec_path.stem
+        return spec_pack(self.spec_path)
 
     def checkpoint(self, *args, **kwargs):
         """submitit's checkpoint protocol: requeue this same task. The run's own resume
@@ -246,8 +259,9 @@ def submit_array(packs: list[list[RunSpec]], settings: WorkerSettings, planned_a
     submitit = _import_or_bad_input("submitit", "slurm")
     folder = spec_folder(settings.results)
     paths = [write_spec(pack, folder, planned_at) for pack in packs]
+    python = shlex.join(WORKER_PYTHON)  # submitit starts each task with this command
     executor = submitit.AutoExecutor(folder=Path(settings.results) / "slurm" / "%j",
-                                     cluster=cluster)
+                                     cluster=cluster, slurm_python=python, local_python=python)
     parameters = {"timeout_min": timeout_min, "gpus_per_node": gpus_per_job,
                   "tasks_per_node": 1, "slurm_array_parallelism": array_parallelism}
     if partition:

@@ -1,11 +1,14 @@
 """One run, or one pack of runs, in its own process: the entry point every launcher starts.
 
-``python -m ltbench.worker SPEC.json --results DIR --data-root DIR --device auto|cpu|cuda
-[--precision auto|bf16|fp32] [--deterministic] [--checkpoint-every K]`` trains the runs described by ``SPEC.json`` (written by
-:func:`write_spec`; several runs train as one pack, :mod:`ltbench.packing`) exactly as
-``ltbench run`` would in-process: under their claims, resuming from their checkpoint,
-publishing their records (:func:`ltbench.runner.run_grid`). Launchers move spec files and exit
-codes only, never data (architecture.md §5.2).
+``python -P -m ltbench.worker SPEC.json --results DIR --data-root DIR
+--device auto|cpu|cuda [--precision auto|bf16|fp32] [--deterministic] [--checkpoint-every K]``
+trains the runs described by ``SPEC.json`` (written by :func:`write_spec`; several runs train
+as one pack, :mod:`ltbench.packing`) exactly as ``ltbench run`` would in-process: under their
+claims, resuming from their checkpoint, publishing their records
+(:func:`ltbench.runner.run_grid`). Launchers move spec files and exit codes only, never data
+(architecture.md §5.2). A spec file sits in the results folder, which other users of a shared
+store may write to: :func:`read_spec` checks it as untrusted input, and the worker removes it
+once the pack is done.
 
 Exit codes: 0 the runs were trained and recorded (whatever their status) or were skipped
 because another process holds or published them; 2 bad input (``Error:`` line); 3 stopped on SIGTERM /
@@ -17,13 +20,19 @@ interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
+import math
+import secrets
 import sys
-import uuid
+import time
 from pathlib import Path
+from typing import Any
 
+from . import HARNESS_VERSION, atomicfile, registry
 from .errors import BadInput
+from .hparams import check_values
+from .integers import INT64_MAX, INT64_MIN
 from .packing import pack_id
 from .spec import RunSpec
 
@@ -31,35 +40,76 @@ EXIT_PREEMPTED = 3
 EXIT_STORE_FAILED = 4
 
 
+#: How far in the future a spec file's ``planned_at`` may lie: the launcher's clock against the
+#: worker's (Slurm nodes), beyond which the file is refused (see :func:`read_spec`).
+CLOCK_SKEW_S = 600.0
+_RUN_FIELDS = frozenset(field.name for field in dataclasses.fields(RunSpec))
+
+
 def spec_path(pack: list[RunSpec], folder: Path) -> Path:
-    """``<folder>/<pack id>.json`` (:func:`ltbench.packing.pack_id`: a lone run's id)."""
-    return folder / f"{pack_id(pack)}.json"
+    """A fresh ``<folder>/<pack id>.<random>.json`` (:func:`ltbench.packing.pack_id`: a lone
+    run's id): each launch writes its own file, so two launchers planning the same pack on one
+    store never read or remove each other's."""
+    return folder / f"{pack_id(pack)}.{secrets.token_hex(4)}.json"
+
+
+def spec_pack(path: str | Path) -> str:
+    """The pack id a :func:`spec_path` is named after."""
+    return Path(path).name.split(".")[0]
 
 
 def write_spec(pack: list[RunSpec], folder: Path, planned_at: float) -> Path:
-    """:func:`spec_path` holding the identities of the runs of ``pack`` and when the launcher
-    read the store to plan them (see :func:`ltbench.runner.run_grid`), atomically written."""
+    """A new :func:`spec_path` holding the identities of the runs of ``pack`` and when the
+    launcher read the store to plan them (see :func:`ltbench.runner.run_grid`), atomically
+    written. It is removed when its worker completes the pack (:func:`run_worker`)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = spec_path(pack, folder)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
-    tmp.write_text(json.dumps({"specs": [spec.identity() for spec in pack],
-                               "planned_at": planned_at}, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    atomicfile.write_text(path, json.dumps({"specs": [spec.identity() for spec in pack],
+                                            "planned_at": planned_at}, sort_keys=True))
     return path
 
 
+def _checked_run(identity: Any) -> RunSpec:
+    """One run of a spec file, checked as the plan would have made it: the fields of a
+    :class:`RunSpec`, of this harness version, a registered method and dataset, integer seeds
+    in the store's range, hyper-parameters the engine accepts (:func:`check_values`)."""
+    if not isinstance(identity, dict) or set(identity) != _RUN_FIELDS:
+        raise ValueError(f"a run must have exactly the fields {', '.join(sorted(_RUN_FIELDS))}")
+    spec = RunSpec(**identity)
+    if spec.harness_version != HARNESS_VERSION:
+        raise ValueError(f"it was planned by ltbench {spec.harness_version}, this is "
+                         f"{HARNESS_VERSION}")
+    for name in ("split_seed", "seed"):
+        value = getattr(spec, name)
+        if type(value) is not int or not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError(f"{name} {value!r} is not an int64")
+    if not isinstance(spec.hparams, dict):
+        raise ValueError("hparams is not a mapping")
+    method = registry.load("method", spec.method)
+    registry.load("dataset", spec.dataset)
+    check_values(spec.hparams, method.choices)
+    return spec
+
+
 def read_spec(path: Path) -> tuple[list[RunSpec], float]:
-    """The runs of a spec file and their planning time; :class:`BadInput` if the file is
-    unreadable or does not match its name (a hand-edited or foreign file)."""
+    """The runs of a spec file and their planning time. The file lives in a results folder
+    other users may write to, so its content is untrusted: :class:`BadInput` if it is
+    unreadable, names a run the plan could not have made (:func:`_checked_run`), does not
+    match its name, or has a planning time that is not a time or lies in the future (which
+    would make the worker retrain runs published after the plan)."""
     try:
         content = json.loads(Path(path).read_text(encoding="utf-8"))
-        pack = [RunSpec(**identity) for identity in content["specs"]]
-        planned_at = float(content["planned_at"])
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+        pack = [_checked_run(identity) for identity in content["specs"]]
+        planned_at = content["planned_at"]
+        if isinstance(planned_at, bool) or not isinstance(planned_at, (int, float)):
+            raise ValueError(f"planned_at {planned_at!r} is not a time")
+        if not math.isfinite(planned_at) or planned_at > time.time() + CLOCK_SKEW_S:
+            raise ValueError(f"planned_at {planned_at!r} lies in the future")
+    except (OSError, ValueError, TypeError, KeyError, BadInput) as exc:
         raise BadInput(f"{path} is not a readable run spec: {exc}") from exc
-    if not pack or pack_id(pack) != Path(path).stem:
-        raise BadInput(f"{path} does not describe pack {Path(path).stem}")
-    return pack, planned_at
+    if not pack or pack_id(pack) != spec_pack(path):
+        raise BadInput(f"{path} does not describe pack {spec_pack(path)}")
+    return pack, float(planned_at)
 
 
 def run_worker(spec_path: str | Path, results: str | Path, data_root: str | Path,
@@ -67,7 +117,9 @@ def run_worker(spec_path: str | Path, results: str | Path, data_root: str | Path
                deterministic: bool = False) -> None:
     """Train the runs of ``spec_path`` in this process, as one pack (raises like
     :func:`run_grid`), with the numerics of ``precision`` and ``deterministic``
-    (:meth:`ltbench.engine.steps.Numerics.for_device`)."""
+    (:meth:`ltbench.engine.steps.Numerics.for_device`), then remove the spec file. A worker
+    that stops without completing (preempted, interrupted, the store refusing a write) leaves
+    it for the task that continues."""
     from .engine.steps import Numerics
     from .runner import resolve_device, run_grid
     from .store import ResultStore
@@ -77,6 +129,7 @@ def run_worker(spec_path: str | Path, results: str | Path, data_root: str | Path
     run_grid(pack, ResultStore(results), Path(data_root), resolved,
              pack_size=len(pack), checkpoint_every=checkpoint_every, planned_at=planned_at,
              numerics=Numerics.for_device(resolved, precision, deterministic))
+    Path(spec_path).unlink(missing_ok=True)  # the pack is done: nothing reads it again
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     except Preempted as exc:
-        print(f"{Path(args.spec).stem}: {exc}", file=sys.stderr)
+        print(f"{spec_pack(args.spec)}: {exc}", file=sys.stderr)
         return EXIT_PREEMPTED
     except KeyboardInterrupt:
         return 130
