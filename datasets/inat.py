@@ -43,7 +43,8 @@ import numpy as np
 
 from ltbench.errors import BadInput
 
-from .split_lists import FixedSplitDataset, KnownFile, imagenet_protocol, read_split_list
+from .split_lists import (FixedSplitDataset, KnownFile, imagenet_protocol, outside_folder,
+                          read_split_list)
 
 INAT_MEAN = (0.466, 0.471, 0.380)
 INAT_STD = (0.195, 0.194, 0.192)
@@ -85,7 +86,10 @@ def _read_coco_json(path: Path, size: int, mtime_ns: int) -> tuple[tuple[str, ..
                        f"{exc})") from None
     rank = {category: label for label, category in enumerate(categories)}
     labels = []
-    for image_id, _ in images:
+    for image_id, name in images:
+        if outside_folder(name):
+            raise BadInput(f"{path}: image {image_id}'s file_name {name[:120]!r} leaves the "
+                           f"dataset folder (absolute or with '..')")
         if image_id not in category_of:
             raise BadInput(f"{path}: image {image_id} has no annotation")
         if category_of[image_id] not in rank:

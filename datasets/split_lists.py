@@ -38,7 +38,7 @@ import hashlib
 import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar, Mapping, TextIO
 
 import numpy as np
@@ -76,9 +76,18 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def outside_folder(relative: str) -> bool:
+    """Whether an image path of a split file could name a file outside the dataset folder:
+    absolute, or climbing with ``..``. Decided on the text, not by resolving symlinks: the
+    image folders of a dataset may legitimately be symlinks into another tree (ImageNet-LT's
+    ``train/`` into an ImageNet-2012 copy)."""
+    return PurePosixPath(relative).is_absolute() or ".." in PurePosixPath(relative).parts
+
+
 def parse_split_list(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
     """``(paths, labels)`` of a ``<relative path> <label>`` list (split on the last space,
-    blank lines skipped); :class:`BadInput` naming the first malformed line."""
+    blank lines skipped); :class:`BadInput` naming the first malformed line, or the first path
+    that leaves the dataset folder (:func:`outside_folder`)."""
     paths, labels = [], []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
@@ -93,6 +102,9 @@ def parse_split_list(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
             if not relative or value is None:
                 raise BadInput(f"{path}, line {number}: expected '<relative path> <label>' "
                                f"with a label >= 0, got {line[:120]!r}")
+            if outside_folder(relative):
+                raise BadInput(f"{path}, line {number}: image path {relative[:120]!r} leaves "
+                               f"the dataset folder (absolute or with '..')")
             paths.append(relative)
             labels.append(value)
     return tuple(paths), np.asarray(labels, dtype=np.int64)

@@ -45,7 +45,7 @@ import pandas as pd
 from .published import (SELECTION_TEXT, PublishedRow, comparable, compared_column,
                         matches_setting, setting, skip_reason, with_compared_metrics)
 from .spec import format_imb
-from .tables import configurations, method_rank
+from .tables import configurations, markdown_escape, method_rank
 
 #: Outcomes in the order the summary lists them.
 OUTCOMES = ("regression", "missing", "improvement", "pass")
@@ -275,11 +275,12 @@ def to_markdown(result: CheckResult) -> str:
              f"{c.device_hours:.2f} {c.device_kind}-h" if c.n else "—",
              f"{c.row.label()} ({c.row.provenance})", c.reason]
             for c in result.comparisons]
+    body = [[markdown_escape(cell) for cell in cells] for cells in body]
     if body:
         widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
 
         def line(cells: list[str]) -> str:
-            return "| " + " | ".join(cell.replace("|", "\\|").ljust(width)
+            return "| " + " | ".join(cell.ljust(width)
                                      for cell, width in zip(cells, widths)) + " |"
 
         lines += [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
@@ -291,7 +292,8 @@ def to_markdown(result: CheckResult) -> str:
         for _, reason in result.not_compared:
             reasons[reason] = reasons.get(reason, 0) + 1
         lines += ["", f"Not compared: {len(result.not_compared)} published rows in scope ("
-                  + "; ".join(f"{count}: {reason}" for reason, count in sorted(reasons.items()))
+                  + "; ".join(f"{count}: {markdown_escape(reason)}"
+                              for reason, count in sorted(reasons.items()))
                   + ")."]
     return "\n".join(lines) + "\n"
 

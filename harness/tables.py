@@ -204,8 +204,18 @@ def column_header(imb: float) -> str:
     return f"IF {format_imb(imb)}"
 
 
+_MARKDOWN_SPECIALS = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|"}
+
+
+def markdown_escape(text: str) -> str:
+    """``text`` shown as itself in a Markdown table cell or line: Markdown passes raw HTML
+    through, so ``&``, ``<`` and ``>`` become entities (a method name, a published note or a
+    label from a record never turns into markup or script), and ``|`` cannot end the cell."""
+    return "".join(_MARKDOWN_SPECIALS.get(char, char) for char in text)
+
+
 def _markdown_line(cells: list[str]) -> str:
-    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+    return "| " + " | ".join(markdown_escape(cell) for cell in cells) + " |"
 
 
 @dataclass
@@ -245,10 +255,10 @@ def to_markdown(view: TableView) -> str:
         shown = f"**{cell.text}**" if cell.best else cell.text
         return f"{shown} · {cell.published}" if cell.published else shown
 
-    out = [f"{view.caption}\n", _markdown_line(view.header),
+    out = [f"{markdown_escape(view.caption)}\n", _markdown_line(view.header),
            "|---|" + "---:|" * (len(view.header) - 1)]
     out += [_markdown_line([label] + [text(cell) for cell in cells]) for label, cells in view.rows]
-    notes = "".join(f"\n{note}\n" for note in view.footnotes)
+    notes = "".join(f"\n{markdown_escape(note)}\n" for note in view.footnotes)
     return "\n".join(out) + "\n" + notes
 
 
