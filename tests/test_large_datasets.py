@@ -143,6 +143,32 @@ def test_split_list_parsing_splits_on_the_last_space(tmp_path):
             parse_split_list(path)
 
 
+@pytest.mark.parametrize("entry", ["../../outside.jpg 0", "train/../../outside.jpg 0",
+                                   "/etc/hostname 0"])
+def test_a_split_list_path_that_leaves_the_dataset_folder_is_bad_input(tmp_path, entry):
+    """Image paths are read below the dataset folder only: an absolute path or one climbing
+    with '..' is refused before any image is read or any cache written."""
+    folder = places_lt_tree(tmp_path, [3, 1], 1)
+    (tmp_path / "outside.jpg").write_bytes((folder / "train/scene1/00000000.jpg").read_bytes())
+    with open(folder / "Places_LT_train.txt", "a", encoding="utf-8") as handle:
+        handle.write(entry + "\n")
+    before = tree_snapshot(tmp_path)
+    result = invoke("data", "prepare", "places-lt", "--data-root", tmp_path)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("Error: ") and "line 5: image path" in line
+    assert f"{entry[:-2]!r} leaves the dataset folder" in line
+    assert tree_snapshot(tmp_path) == before
+
+
+def test_an_inat_file_name_that_leaves_the_dataset_folder_is_bad_input(tmp_path):
+    bad = tmp_path / "train2018.json"
+    bad.write_text('{"images": [{"id": 1, "file_name": "../a.jpg"}], "annotations": '
+                   '[{"image_id": 1, "category_id": 0}], "categories": [{"id": 0}]}')
+    with pytest.raises(BadInput, match="image 1's file_name '../a.jpg' leaves the dataset"):
+        read_coco_json(bad)
+
+
 @pytest.mark.parametrize("name,folder,files", [
     ("imagenet-lt", "ImageNet_LT", "ImageNet_LT_train.txt, ImageNet_LT_test.txt"),
     ("places-lt", "Places_LT", "Places_LT_train.txt, Places_LT_test.txt"),
