@@ -18,6 +18,9 @@ from click.core import ParameterSource
 from .errors import BadInput
 from .integers import Integer
 
+#: Exit code of `ltbench run` when some workers ended abnormally (their runs stay pending).
+EXIT_WORKERS_FAILED = 1
+
 DEFAULT_MIN_FREE_GB = 1.0
 
 
@@ -142,9 +145,10 @@ class LaunchOptions:
         else:
             failed = launchers.launch_ray(packs, settings, planned_at,
                                           gpus_per_job=self.gpus_per_job)
-        if failed:
+        if failed:  # exit 1: a script or CI job must not take a grid with holes for done
             click.echo(f"{failed} worker(s) ended abnormally; their runs stay pending "
                        f"(re-run the same command to retry them)", err=True)
+            sys.exit(EXIT_WORKERS_FAILED)
 
 
 #: Options that only some launchers use: given with another, they would be ignored silently.

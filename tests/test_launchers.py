@@ -174,6 +174,23 @@ def test_a_worker_trains_a_pack(tmp_path):
     assert not list((results / "launch").iterdir())  # the worker removed its spec file
 
 
+def test_workers_that_die_make_the_run_exit_1_with_their_runs_pending(tmp_path, monkeypatch):
+    """Every worker dies at start-up (a ``sitecustomize`` on ``PYTHONPATH``, which workers
+    inherit and ``ltbench run`` itself, already running, never imports): each is named, the
+    command exits 1 rather than 0, nothing is recorded and no spec file is left."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import os\nos._exit(9)\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    results = tmp_path / "results"
+    result = invoke(*_grid_args(results, "--jobs", "2"))
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("exited with code 9; its runs stay pending") == 2
+    assert "2 worker(s) ended abnormally" in result.stderr
+    assert ResultStore(results).read().empty
+    assert not list((results / "launch").iterdir())
+
+
 def test_dry_launcher_prints_worker_commands_and_writes_nothing(tmp_path):
     results = tmp_path / "results"
     result = invoke(*_grid_args(results, "--launcher", "dry", "--checkpoint-every", "5"))
