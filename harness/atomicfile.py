@@ -38,7 +38,7 @@ def _create_temporary(target: Path) -> tuple[int, Path]:
                 raise
 
 
-def fsync_folder(folder: Path) -> None:
+def _fsync_folder(folder: Path) -> None:
     """Make a rename in ``folder`` durable (where the platform allows opening a folder)."""
     try:
         descriptor = os.open(folder, os.O_RDONLY)
@@ -70,7 +70,7 @@ def atomic_write(path: str | Path, text: bool = False, durable: bool = True) -> 
         tmp.unlink(missing_ok=True)
         raise
     if durable:
-        fsync_folder(target.parent)
+        _fsync_folder(target.parent)
 
 
 def write_text(path: str | Path, content: str, durable: bool = True) -> None:

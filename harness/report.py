@@ -434,8 +434,8 @@ def _markdown(pages: list[DatasetPage], generated: str) -> str:
         parts.append("No results in the store yet.\n")
     for page in pages:
         counts = page.counts
-        parts.append(f"## {markdown_escape(page.dataset)}\n\n{METRIC_NOTE}\n\n{PUBLISHED_NOTE}\n\n"
-                     f"Runs: {counts['ok']} ok, {counts['failed']} failed, "
+        parts.append(f"## {markdown_escape(page.dataset)}\n\n{METRIC_NOTE}\n\n"
+                     f"{PUBLISHED_NOTE}\n\nRuns: {counts['ok']} ok, {counts['failed']} failed, "
                      f"{counts['diverged']} diverged, {page.missing} missing.\n\n"
                      + to_markdown(page.error_view) + f"\n{SHOT_NOTE}\n\n"
                      + "\n".join(to_markdown(view) for view in page.shot_views)

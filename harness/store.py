@@ -12,12 +12,13 @@ Layout under the store root::
 A run exists only once its record file exists (architecture.md §8 pitfall 1: DomainBed's
 ``load_records`` counted partial runs). Every file is written by
 :func:`ltbench.atomicfile.atomic_write` (a fresh hidden name in the same folder, fsynced, moved
-into place with ``os.replace``), so a reader never sees a partial parquet file (pitfall 20: parquet-mr #446, arrow-rs #1717, polars #17358, SPARK-8406),
-and readers only ever open final ``<run_id>.parquet`` names. Artifacts (curves included) are
-published before the record: the record's appearance is the commit point, and artifacts whose
-record is missing are treated as absent. A run's optional artifacts (its ``evals``, its model)
-are published after its record, so a failure producing them never loses the trained run; the
-record's ``artifact_error`` then says what is missing (:mod:`ltbench.runner`).
+into place with ``os.replace``), so a reader never sees a partial parquet file (pitfall 20:
+parquet-mr #446, arrow-rs #1717, polars #17358, SPARK-8406), and readers only ever open final
+``<run_id>.parquet`` names. Artifacts (curves included) are published before the record: the
+record's appearance is the commit point, and artifacts whose record is missing are treated as
+absent. A run's optional artifacts (its ``evals``, its model) are published after its record, so
+a failure producing them never loses the trained run; the record's ``artifact_error`` then says
+what is missing (:mod:`ltbench.runner`).
 
 Every parquet file is written with page checksums (CRC-32 of each page) and read verifying
 them, so a flipped bit in a value is an error rather than another number; files written before
