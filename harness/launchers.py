@@ -23,7 +23,14 @@ and publishes their records, so the launchers only start, wait and stop processe
   (spec files, job folder, checkpoints) must be on storage the nodes share.
 * ``ray``: ``pip install 'ltbench[ray]'``; one task per pack with ``num_gpus`` and
   ``max_calls=1`` (a fresh worker process per task: ray #29606, reused workers hold CUDA
-  memory). For users who already run Ray clusters; never the Slurm path (pitfall 18).
+  memory) and Ray's default of one CPU (Ray sets the worker's ``OMP_NUM_THREADS`` to it),
+  calling :func:`~ltbench.worker.run_worker`. It runs on the cluster ``ray.init()`` connects
+  to: the one ``RAY_ADDRESS`` names (what a user with a Ray cluster sets), else the latest
+  one ``ray start`` started on this machine, else a new local Ray instance that ends with the
+  launch. As for Slurm, the results folder must be on storage the nodes share. A task that
+  raises is reported and its runs stay pending; one whose worker died Ray itself retries (3
+  times by default), and it resumes from its checkpoint. For users who already run Ray
+  clusters; never the Slurm path (pitfall 18).
 * ``dry``: prints the worker command of every pending run.
 """
 
