@@ -29,7 +29,8 @@ and publishes their records, so the launchers only start, wait and stop processe
   one ``ray start`` started on this machine, else a new local Ray instance that ends with the
   launch. As for Slurm, the results folder must be on storage the nodes share. A task that
   raises is reported and its runs stay pending; one whose worker died Ray itself retries (3
-  times by default), and it resumes from its checkpoint. For users who already run Ray
+  times by default), resuming from the run's checkpoint (or skipping the run while the dead
+  worker's claim is not yet stale, :mod:`ltbench.claims`). For users who already run Ray
   clusters; never the Slurm path (pitfall 18).
 * ``dry``: prints the worker command of every pending run.
 """
