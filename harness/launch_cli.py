@@ -159,7 +159,8 @@ _OPTIONS = [
     click.option("--launcher", type=click.Choice(["local", "slurm", "ray", "dry"]),
                  default="local", show_default=True,
                  help="local: this machine (GPU pool, or CPU); slurm: a submitit job array; "
-                      "ray: Ray tasks; dry: print the worker commands."),
+                      "ray: Ray tasks on the cluster RAY_ADDRESS names (else a local Ray); "
+                      "dry: print the worker commands."),
     click.option("--jobs", type=Integer(1), default=1, show_default=True,
                  help="CPU only: runs trained at once, each in its own worker process when > 1."),
     click.option("--jobs-per-gpu", type=Integer(1), default=1, show_default=True,
@@ -178,7 +179,7 @@ _OPTIONS = [
                  help="Refuse to start with less free space in the results folder."),
     click.option("--slurm-partition", default=None, help="Slurm partition (slurm launcher)."),
     click.option("--gpus-per-job", type=Integer(0), default=1, show_default=True,
-                 help="GPUs per Slurm array task or Ray task."),
+                 help="GPUs per Slurm array task or Ray task (0 for CPU runs)."),
     click.option("--timeout-min", type=Integer(1), default=24 * 60, show_default=True,
                  help="Slurm time limit per task; a timed-out task is requeued and resumes."),
     click.option("--array-parallelism", type=Integer(1), default=64, show_default=True,

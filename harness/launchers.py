@@ -26,7 +26,15 @@ and publishes their records, so the launchers only start, wait and stop processe
   (spec files, job folder, checkpoints) must be on storage the nodes share.
 * ``ray``: ``pip install 'ltbench[ray]'``; one task per pack with ``num_gpus`` and
   ``max_calls=1`` (a fresh worker process per task: ray #29606, reused workers hold CUDA
-  memory). For users who already run Ray clusters; never the Slurm path (pitfall 18).
+  memory) and Ray's default of one CPU (Ray sets the worker's ``OMP_NUM_THREADS`` to it),
+  calling :func:`~ltbench.worker.run_worker`. It runs on the cluster ``ray.init()`` connects
+  to: the one ``RAY_ADDRESS`` names (what a user with a Ray cluster sets), else the latest
+  one ``ray start`` started on this machine, else a new local Ray instance that ends with the
+  launch. As for Slurm, the results folder must be on storage the nodes share. A task that
+  raises is reported and its runs stay pending; one whose worker died Ray itself retries (3
+  times by default), resuming from the run's checkpoint (or skipping the run while the dead
+  worker's claim is not yet stale, :mod:`ltbench.claims`). For users who already run Ray
+  clusters; never the Slurm path (pitfall 18).
 * ``dry``: prints the worker command of every pending run.
 """
 
@@ -80,6 +88,13 @@ class WorkerSettings:
         if self.deterministic:
             command.append("--deterministic")
         return command
+
+    def worker_arguments(self, spec_path: Path) -> dict:
+        """:func:`~ltbench.worker.run_worker`'s arguments for ``spec_path``: what the Slurm
+        and Ray tasks call it with, the counterpart of :meth:`command`."""
+        return {"spec_path": spec_path, "results": self.results, "data_root": self.data_root,
+                "device": self.device, "checkpoint_every": self.checkpoint_every,
+                "precision": self.precision, "deterministic": self.deterministic}
 
 
 def spec_folder(results: Path) -> Path:
@@ -205,9 +220,7 @@ class SlurmTask:
         self.settings = settings
 
     def __call__(self) -> str:
-        s = self.settings
-        run_worker(self.spec_path, s.results, s.data_root, s.device, s.checkpoint_every,
-                   s.precision, s.deterministic)
+        run_worker(**self.settings.worker_arguments(self.spec_path))
         return spec_pack(self.spec_path)
 
     def checkpoint(self, *args, **kwargs):
@@ -293,23 +306,28 @@ def wait_for(jobs: list, stream: TextIO, timeout_s: float | None = None) -> int:
 def launch_ray(packs: list[list[RunSpec]], settings: WorkerSettings, planned_at: float, *,
                gpus_per_job: int, stream: TextIO | None = None) -> int:
     """One Ray task per pack or run (``num_gpus``, ``max_calls=1``) on the cluster
-    ``ray.init()`` finds (``RAY_ADDRESS``) or a local one; returns the number of tasks that
-    failed."""
+    ``ray.init()`` connects to: the one ``RAY_ADDRESS`` names, else the latest one ``ray
+    start`` started on this machine, else a new local instance that ends with this launch.
+    Returns the number of tasks that failed (named on ``stream``; their runs stay pending).
+    With nothing to train it connects to no cluster."""
+    if not packs:
+        return 0
     ray = _import_or_bad_input("ray", "ray")
     stream = stream if stream is not None else sys.stderr
     folder = spec_folder(settings.results)
     paths = [write_spec(pack, folder, planned_at) for pack in packs]
     ray.init()
     task = ray.remote(num_gpus=gpus_per_job, max_calls=1)(run_worker)
-    s = settings
-    pending = [task.remote(str(path), str(s.results), str(s.data_root), s.device,
-                           s.checkpoint_every) for path in paths]
+    pending = {task.remote(**settings.worker_arguments(path)): path for path in paths}
     failed = 0
     while pending:
-        done, pending = ray.wait(pending, num_returns=1)
+        (done,), _ = ray.wait(list(pending), num_returns=1)
+        path = pending.pop(done)
         try:
-            ray.get(done[0])
-        except Exception as exc:  # ray.exceptions.RayTaskError: the run stays pending
+            ray.get(done)
+        except ray.exceptions.RayError as exc:  # the task raised, or its worker died
             failed += 1
-            stream.write(f"ray task failed: {str(exc).splitlines()[0]}\n")
+            path.unlink(missing_ok=True)  # its pack is planned anew by the next run
+            stream.write(f"ray task for {spec_pack(path)} failed: "
+                         f"{str(exc).strip().splitlines()[-1]}; its runs stay pending\n")
     return failed

@@ -1,17 +1,19 @@
 """Launchers: the local process pool (numbers equal to in-process training, GPU pinning through
 CUDA_VISIBLE_DEVICES, Ctrl-C stops workers by pid and leaves a consistent, resumable store),
-submitit job arrays with the requeue protocol (submitit's local executor: no Slurm here, see the
-note in ``test_submitit_array_requeue_resumes``), Ray's missing-dependency error, ``dry``."""
+submitit job arrays with the requeue protocol (submitit's local executor; a real Slurm when one
+answers), Ray tasks on a real local Ray cluster (or Ray's missing-dependency error), ``dry``."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -112,10 +114,10 @@ def test_local_pool_pins_one_gpu_per_worker(tmp_path, monkeypatch):
     assert seen == ["3", "GPU-5f2a"]
 
 
-def _ltbench(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ltbench", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+def _ltbench(args: list, **env: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ltbench", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **env})
 
 
 def _count(folder: Path, pattern: str) -> int:
@@ -202,15 +204,127 @@ def test_dry_launcher_prints_worker_commands_and_writes_nothing(tmp_path):
     assert not results.exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ray") is not None,
-                    reason="ray is installed here, so --launcher ray is valid input")
-def test_ray_launcher_without_ray_is_bad_input(tmp_path):
+def test_ray_launcher_without_ray_is_bad_input(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if not installed
     results = tmp_path / "results"
     result = invoke(*_grid_args(results, "--launcher", "ray"))
     assert result.exit_code == 2
     (line,) = result.stderr.strip().splitlines()
     assert "--launcher ray needs ray, which is not installed: pip install 'ltbench[ray]'" in line
     assert not results.exists()
+
+
+def _started_ray_address(process: subprocess.Popen, log: Path, timeout_s: float) -> str:
+    """The address ``ray start`` prints once its node runs (``ray start --address='...'``)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        printed = re.search(r"ray start --address='([^']+)'", log.read_text())
+        if printed:
+            return printed.group(1)
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise RuntimeError(f"ray start did not come up:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A one-node Ray cluster (2 CPUs, no GPU) in a temporary folder: its address.
+
+    ``ray start --head --block`` runs in a session of its own and is stopped by SIGTERM (it
+    then drains and stops the Ray processes it started), with SIGKILL to its whole process
+    group after that, also when a test failed; not ``ray stop``, which stops every Ray process
+    of the machine. Ray binds the node's own address even when given 127.0.0.1
+    (``services.resolve_ip_for_localhost``). The workers inherit ``OMP_NUM_THREADS=1`` (the
+    thread count of the reference runs) and an empty ``CUDA_VISIBLE_DEVICES``."""
+    root = Path(tempfile.mkdtemp(prefix="ltbench-ray-"))  # short: Ray's socket paths are
+    log = root / "ray-start.log"  # limited to 107 characters
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+             "--node-ip-address", "127.0.0.1", "--port", "0", "--num-cpus", "2",
+             "--num-gpus", "0", "--include-dashboard=false", "--disable-usage-stats",
+             "--temp-dir", str(root / "tmp")],
+            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
+    try:
+        yield _started_ray_address(process, log, timeout_s=180)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # its session's group: nothing else's
+        except ProcessLookupError:
+            pass
+        process.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+NO_RAY = "ray is the optional 'ray' extra (make venv installs it)"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason=NO_RAY)
+@pytest.mark.slow
+def test_ray_cluster_trains_a_grid_as_the_local_launcher_does(ray_cluster, tmp_path):
+    """``ltbench run --launcher ray`` on a running cluster (``RAY_ADDRESS``): one ok record
+    per run, numbers equal to the in-process run's (bit for bit: CPU, one thread each), the
+    precision and determinism asked for; the rerun trains nothing and contacts no cluster."""
+    results, reference = tmp_path / "results", tmp_path / "reference"
+    numerics = ["--device", "cpu", "--precision", "fp32", "--deterministic"]
+    command = _grid_args(results, *numerics, "--launcher", "ray", "--gpus-per-job", "0")
+    on_ray = _ltbench(command, RAY_ADDRESS=ray_cluster)
+    local = _ltbench(_grid_args(reference, *numerics))
+    _, err = on_ray.communicate(timeout=300)
+    assert on_ray.returncode == 0, err
+    assert "2 to train as Ray tasks" in err
+    assert f"Connecting to existing Ray cluster at address: {ray_cluster}" in err
+    _, local_err = local.communicate(timeout=300)
+    assert local.returncode == 0, local_err
+
+    records = ResultStore(results).read()
+    assert sorted(records["method"]) == ["ce", "focal"] and records["run_id"].is_unique
+    assert _count(results / "runs", "*.parquet") == 2
+    assert set(records["status"]) == {"ok"} and set(records["precision"]) == {"fp32"}
+    assert list(records["deterministic"]) == [True, True]
+    assert _numbers(results) == _numbers(reference)
+    assert not any(claims.claims_dir(results).iterdir())
+
+    rerun = _ltbench(command, RAY_ADDRESS=ray_cluster)
+    _, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    assert "2 runs in the grid, 2 already done, 0 to train" in err
+    assert "Ray cluster" not in err
+    assert list(ResultStore(results).read()["finished_utc"]) == list(records["finished_utc"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason=NO_RAY)
+@pytest.mark.slow
+def test_a_failed_ray_task_is_reported_and_its_runs_stay_pending(ray_cluster, tmp_path):
+    """``--device cuda`` on a cluster without GPUs: each task raises in its worker (the
+    launcher cannot see the nodes' devices); each is named, its runs stay pending, and the
+    command ends as a local pool whose workers failed does (exit 1, the retry hint); no spec
+    file is left."""
+    results = tmp_path / "results"
+    specs = grid.expand(["ce", "focal"], ["synthetic-lt"], [4.0], [0],
+                        overrides=dict(s.split("=") for s in TINY_SYNTHETIC), epochs=2)
+    on_ray = _ltbench(_grid_args(results, "--device", "cuda", "--launcher", "ray",
+                                 "--gpus-per-job", "0"), RAY_ADDRESS=ray_cluster)
+    _, err = on_ray.communicate(timeout=300)
+    assert on_ray.returncode == 1, err
+    failures = sorted(line for line in err.splitlines() if line.startswith("ray task for "))
+    assert failures == sorted(
+        f"ray task for {spec.run_id} failed: ltbench.errors.BadInput: --device cuda: no CUDA "
+        f"device is available (use --device cpu or auto); its runs stay pending"
+        for spec in specs)
+    assert "2 worker(s) ended abnormally; their runs stay pending" in err
+    assert ResultStore(results).read().empty
+    assert _count(claims.claims_dir(results), "*") == 0
+    assert _count(results / "launch", "*") == 0
+    dry = invoke(*_grid_args(results, "--launcher", "dry"))
+    assert "2 runs in the grid, 0 done, 2 to train" in dry.stdout
 
 
 EPOCHS = 6
