@@ -55,6 +55,11 @@ class LaunchOptions:
                                f"{' or '.join(launchers)} only, not {self.launcher}")
         check_available(self.launcher)
 
+    def _gpus_per_job(self, device: str) -> int:
+        """``--gpus-per-job``, or 0 for ``--device cpu`` when it was not given: a task that
+        asks for a GPU on a cluster without one waits forever (Ray only logs a warning)."""
+        return 0 if device == "cpu" and "gpus_per_job" not in self.given else self.gpus_per_job
+
     def _settings(self, results: Path, data_root: Path, device: str):
         from .launchers import WorkerSettings
 
@@ -140,11 +145,11 @@ class LaunchOptions:
         elif self.launcher == "slurm":
             failed = launchers.launch_slurm(
                 packs, settings, planned_at, partition=self.slurm_partition,
-                gpus_per_job=self.gpus_per_job, timeout_min=self.timeout_min,
+                gpus_per_job=self._gpus_per_job(device), timeout_min=self.timeout_min,
                 array_parallelism=self.array_parallelism)
         else:
             failed = launchers.launch_ray(packs, settings, planned_at,
-                                          gpus_per_job=self.gpus_per_job)
+                                          gpus_per_job=self._gpus_per_job(device))
         if failed:  # exit 1: a script or CI job must not take a grid with holes for done
             click.echo(f"{failed} worker(s) ended abnormally; their runs stay pending "
                        f"(re-run the same command to retry them)", err=True)
@@ -179,7 +184,8 @@ _OPTIONS = [
                  help="Refuse to start with less free space in the results folder."),
     click.option("--slurm-partition", default=None, help="Slurm partition (slurm launcher)."),
     click.option("--gpus-per-job", type=Integer(0), default=1, show_default=True,
-                 help="GPUs per Slurm array task or Ray task (0 for CPU runs)."),
+                 help="GPUs per Slurm array task or Ray task (0 when --device cpu and not "
+                      "given)."),
     click.option("--timeout-min", type=Integer(1), default=24 * 60, show_default=True,
                  help="Slurm time limit per task; a timed-out task is requeued and resumes."),
     click.option("--array-parallelism", type=Integer(1), default=64, show_default=True,
