@@ -24,14 +24,26 @@ from ltbench.progress import RunProgress
 from ltbench.store import ResultStore
 
 EPOCHS = 6
-DATA = [a for s in TINY_SYNTHETIC for a in ("--set", s)]
 #: Timing columns differ between any two runs; everything else must be identical.
 TIMING = ["train_s", "eval_s"]
 
 
-def _args(results: Path, *extra: str) -> list[str]:
+#: The runs stopped mid-epoch by a signal: 14 batches per epoch (54 images, batch 4), so a
+#: signal sent as the run starts lands well before its first epoch ends.
+MID_EPOCHS = 2
+MID_SETTINGS = tuple("batch_size=4" if s.startswith("batch_size=") else s
+                     for s in TINY_SYNTHETIC)
+
+
+def _args(results: Path, *extra: str, epochs: int = EPOCHS,
+          settings: tuple[str, ...] = TINY_SYNTHETIC) -> list[str]:
     return ["run", "--datasets", "synthetic-lt", "--imb", "4", "--methods", "ce", "--epochs",
-            str(EPOCHS), "--results", str(results), *DATA, *extra]
+            str(epochs), "--results", str(results),
+            *[a for s in settings for a in ("--set", s)], *extra]
+
+
+def _mid_args(results: Path, *extra: str) -> list[str]:
+    return _args(results, *extra, epochs=MID_EPOCHS, settings=MID_SETTINGS)
 
 
 def _subprocess(args: list[str]) -> subprocess.Popen:
@@ -66,7 +78,7 @@ def _outcome(results: Path):
     return record, artifacts
 
 
-def _assert_identical(resumed: Path, reference: Path) -> None:
+def _assert_identical(resumed: Path, reference: Path, epochs: int = EPOCHS) -> None:
     record, artifacts = _outcome(resumed)
     expected, expected_artifacts = _outcome(reference)
     assert record["run_id"] == expected["run_id"] and record["status"] == "ok"
@@ -83,7 +95,7 @@ def _assert_identical(resumed: Path, reference: Path) -> None:
         pd.testing.assert_frame_equal(frame.drop(columns=TIMING, errors="ignore"),
                                       other.drop(columns=TIMING, errors="ignore"),
                                       check_exact=True)
-    assert len(artifacts["curves"]) == EPOCHS
+    assert len(artifacts["curves"]) == epochs
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +106,42 @@ def uninterrupted(tmp_path_factory):
     result = _completed(_args(results))
     assert result.returncode == 0, result.stderr
     return results
+
+
+@pytest.fixture(scope="module")
+def mid_uninterrupted(tmp_path_factory):
+    """:func:`uninterrupted` for :func:`_mid_args`."""
+    results = tmp_path_factory.mktemp("mid-reference")
+    result = _completed(_mid_args(results))
+    assert result.returncode == 0, result.stderr
+    return results
+
+
+def _signal_once_started(command: list[str], signum: int) -> tuple[int, str]:
+    """Start ``python -m COMMAND`` as :func:`_subprocess` does, send it ``signum`` as soon as
+    its run reports that it started (its signal handlers are in place by then; its first
+    batch is training), and return its exit code and its whole stderr."""
+    process = subprocess.Popen([sys.executable, "-m", *command], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = []
+    while not (lines and lines[-1].rstrip().endswith(" started")):
+        lines.append(process.stderr.readline())
+        assert lines[-1] or process.poll() is None, "".join(lines)
+    process.send_signal(signum)
+    lines.append(process.stderr.read())
+    return process.wait(timeout=120), "".join(lines)
+
+
+def _saved_mid_epoch(results: Path) -> int:
+    """The batches of the first epoch that the run's only checkpoint, taken within it, has."""
+    (path,) = (results / "resume").iterdir()
+    saved = torch.load(path, weights_only=True)
+    batches = saved["extra"]["within_epoch"]["batches"]
+    assert saved["epoch"] == -1 and 1 <= batches < 14
+    assert not any((results / "claims").iterdir())  # released on the way out
+    assert not (results / "runs").is_dir() or not any((results / "runs").iterdir())
+    return batches
 
 
 @pytest.mark.slow
@@ -115,20 +163,68 @@ def test_killed_run_resumes_to_identical_results(tmp_path, uninterrupted):
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_stops_with_exit_3_and_resumes(tmp_path, uninterrupted):
+def test_a_run_killed_mid_epoch_resumes_from_its_last_step_checkpoint(tmp_path,
+                                                                      mid_uninterrupted):
     results = tmp_path / "results"
-    process = _subprocess(_args(results, "--checkpoint-every", "0"))
-    _wait_for("*.lock", results / "claims", process)
-    time.sleep(0.3)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 3, err
-    (checkpoint,) = (results / "resume").iterdir()
-    assert torch.load(checkpoint, weights_only=True)["epoch"] < EPOCHS - 1
-    assert not any((results / "claims").iterdir())  # released on the way out
-    result = _completed(_args(results))
-    assert result.returncode == 0 and "resumed after epoch" in result.stderr
-    _assert_identical(results, uninterrupted)
+    args = _mid_args(results, "--checkpoint-every", "0", "--checkpoint-every-steps", "3")
+    process = _subprocess(args)
+    checkpoint = _wait_for("*.pt", results / "resume", process)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    saved = torch.load(checkpoint, weights_only=True)
+    within = saved["extra"]["within_epoch"]
+    step = (saved["epoch"] + 1) * 14 + within["batches"]
+    assert step % 3 == 0 and within["batches"] < 14 and saved["epoch"] < MID_EPOCHS - 1
+    result = _completed(args)
+    assert result.returncode == 0, result.stderr
+    assert f"resumed after batch {within['batches']} of epoch {saved['epoch'] + 2}" in (
+        result.stderr)
+    _assert_identical(results, mid_uninterrupted, MID_EPOCHS)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_worker_after_its_batch_and_it_resumes_there(tmp_path,
+                                                                    mid_uninterrupted):
+    """A launcher stops its workers with SIGTERM: the worker checkpoints after the batch it
+    is training, mid-epoch, exits 3, and a worker started again on the same spec continues
+    at the next batch to the uninterrupted run's numbers."""
+    from ltbench import grid
+    from ltbench.worker import write_spec
+
+    results = tmp_path / "results"
+    specs = grid.expand(["ce"], ["synthetic-lt"], [4.0], [0], profile="exp", split_seed=0,
+                        overrides=dict(s.split("=") for s in MID_SETTINGS), epochs=MID_EPOCHS,
+                        all_methods=False)
+    spec = write_spec(specs, results / "launch", time.time())
+    worker = ["ltbench.worker", str(spec), "--results", str(results), "--data-root",
+              str(tmp_path / "unused"), "--device", "cpu", "--checkpoint-every", "0"]
+    code, err = _signal_once_started(worker, signal.SIGTERM)
+    assert code == 3, err
+    batches = _saved_mid_epoch(results)
+    assert f"stopped after batch {batches} of epoch 0 on request" in err
+    resumed = subprocess.run([sys.executable, "-m", *worker], capture_output=True, text=True,
+                             timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed after batch {batches} of epoch 1" in resumed.stderr
+    _assert_identical(results, mid_uninterrupted, MID_EPOCHS)
+    assert not any((results / "resume").iterdir())  # discarded once published
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_run_after_its_batch_and_a_rerun_resumes_there(tmp_path,
+                                                                      mid_uninterrupted):
+    """``ltbench run`` training in its own process: Ctrl-C (SIGINT) checkpoints after the
+    current batch and exits 3; the same command continues from there."""
+    results = tmp_path / "results"
+    code, err = _signal_once_started(["ltbench", *_mid_args(results, "--checkpoint-every",
+                                                              "0")], signal.SIGINT)
+    assert code == 3, err
+    assert "stopping after the current batch, with a resume checkpoint" in err
+    batches = _saved_mid_epoch(results)
+    result = _completed(_mid_args(results))
+    assert result.returncode == 0, result.stderr
+    assert f"resumed after batch {batches} of epoch 1" in result.stderr
+    _assert_identical(results, mid_uninterrupted, MID_EPOCHS)
 
 
 @pytest.mark.slow
