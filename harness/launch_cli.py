@@ -175,9 +175,9 @@ _OPTIONS = [
                  help="CUDA: deterministic kernels instead of cuDNN autotuning (slower; for "
                       "bit-exact checks such as resume). CPU runs are always deterministic."),
     click.option("--checkpoint-every", type=Integer(0), default=10, show_default=True,
-                 help="Epochs between resume checkpoints (0: none). Whatever it is, Ctrl-C, "
-                      "SIGTERM and SIGUSR1 checkpoint after the current batch and stop (exit "
-                      "3; rerun the command to resume)."),
+                 help="Epochs between resume checkpoints (0: none). Whatever it is, Ctrl-C "
+                      "and SIGTERM / SIGUSR1 to a training process checkpoint after the "
+                      "current batch and stop; rerun the command to resume."),
     click.option("--checkpoint-every-steps", type=Integer(0), default=0, show_default=True,
                  help="Also checkpoint every K training steps within epochs (0: off, as a stop "
                       "request checkpoints anyway: K steps bound what a run killed outright, "
