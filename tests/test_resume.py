@@ -1,6 +1,7 @@
-"""Resume: a run killed mid-way (SIGKILL) or stopped (SIGTERM) and restarted ends with exactly
-the numbers of an uninterrupted run with the same seed (CPU: bit-identical curves, metrics and
-method artifacts)."""
+"""Resume: a run killed mid-way (SIGKILL) or stopped (SIGTERM, Ctrl-C) and restarted, from an
+epoch-boundary checkpoint or one within an epoch, ends with exactly the numbers of an
+uninterrupted run with the same seed (CPU: bit-identical curves, metrics, method artifacts and,
+where the test sees them, weights)."""
 
 from __future__ import annotations
 
