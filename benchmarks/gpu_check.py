@@ -774,7 +774,7 @@ def part_two_workers(ctx, store, precision) -> tuple[bool, dict[str, Any]]:
 
 
 def part_sigterm_resume(ctx, store, precision) -> tuple[bool, dict[str, Any]]:
-    """SIGTERM once the run holds its claim (it checkpoints after its current epoch and exits
+    """SIGTERM once the run holds its claim (it checkpoints after its current batch and exits
     3), then the same command resumes it to an ok record with every epoch's curve."""
     from ltbench.store import ResultStore
 
@@ -806,7 +806,8 @@ def part_sigterm_resume(ctx, store, precision) -> tuple[bool, dict[str, Any]]:
     proc = ltbench(args, ctx.left_s())
     if not _finished(proc, values):
         return False, values
-    values["resumed"] = "resumed after epoch" in proc.stderr
+    values["resumed"] = " resumed after " in proc.stderr
+    values["resumed_mid_epoch"] = " resumed after batch " in proc.stderr
     records = _records(store)
     curves = ResultStore(store).curves(records["run_id"].iloc[0]) if len(records) else None
     values["curve_epochs"] = None if curves is None else len(curves)

@@ -129,7 +129,9 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
     """Train every run of the grid datasets x imbalance factors x methods x seeds.
 
     Runs already in the results store are skipped, so re-running a command resumes it; a run
-    that was interrupted continues from its last checkpoint.
+    that was interrupted continues from its last checkpoint. Ctrl-C checkpoints every run in
+    training after its current batch and stops (exit code 3; 130 with a worker pool); in
+    this process, a second Ctrl-C aborts at once, without a checkpoint.
     """
     from . import grid, registry
     from .hparams import parse_overrides

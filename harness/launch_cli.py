@@ -30,6 +30,7 @@ class LaunchOptions:
     jobs: int
     jobs_per_gpu: int
     checkpoint_every: int
+    checkpoint_every_steps: int
     min_free_gb: float
     slurm_partition: str | None
     gpus_per_job: int
@@ -64,7 +65,8 @@ class LaunchOptions:
         from .launchers import WorkerSettings
 
         return WorkerSettings(Path(results).resolve(), Path(data_root).resolve(), device,
-                              self.checkpoint_every, self.precision, self.deterministic)
+                              self.checkpoint_every, self.precision, self.deterministic,
+                              self.checkpoint_every_steps)
 
     def describe_commands(self, todo, results: Path, data_root: Path, device: str,
                           pack_size: int | None) -> str:
@@ -119,7 +121,8 @@ class LaunchOptions:
     def run(self, todo, store, data_root: Path, planned_at: float, pack_size: int = 1) -> None:
         """Train ``todo``, planned from the store as read at ``planned_at``, in packs of up to
         ``pack_size`` (in this process, or one worker per pack); exits 3 when stopped by
-        SIGTERM / SIGUSR1 after checkpointing."""
+        SIGTERM / SIGUSR1 / Ctrl-C after checkpointing (in this process: after the current
+        batch; a second Ctrl-C aborts without a checkpoint)."""
         from . import launchers
         from .engine.checkpoint import Preempted, stop_on_signals
         from .engine.steps import Numerics
@@ -131,8 +134,9 @@ class LaunchOptions:
             try:
                 with stop_on_signals():
                     run_grid(todo, store, data_root, self.device, pack_size=pack_size,
-                             checkpoint_every=self.checkpoint_every, planned_at=planned_at,
-                             numerics=numerics)
+                             checkpoint_every=self.checkpoint_every,
+                             checkpoint_every_steps=self.checkpoint_every_steps,
+                             planned_at=planned_at, numerics=numerics)
             except Preempted as exc:
                 click.echo(f"stopped: {exc}", err=True)
                 sys.exit(launchers.EXIT_PREEMPTED)
@@ -179,7 +183,13 @@ _OPTIONS = [
                  help="CUDA: deterministic kernels instead of cuDNN autotuning (slower; for "
                       "bit-exact checks such as resume). CPU runs are always deterministic."),
     click.option("--checkpoint-every", type=Integer(0), default=10, show_default=True,
-                 help="Epochs between resume checkpoints (0: only on SIGTERM / SIGUSR1)."),
+                 help="Epochs between resume checkpoints (0: none). Whatever it is, Ctrl-C "
+                      "and SIGTERM / SIGUSR1 to a training process checkpoint after the "
+                      "current batch and stop; rerun the command to resume."),
+    click.option("--checkpoint-every-steps", type=Integer(0), default=0, show_default=True,
+                 help="Also checkpoint every K training steps within epochs (0: off, as a stop "
+                      "request checkpoints anyway: K steps bound what a run killed outright, "
+                      "by SIGKILL or a lost node, loses)."),
     click.option("--min-free-gb", type=float, default=DEFAULT_MIN_FREE_GB, show_default=True,
                  help="Refuse to start with less free space in the results folder."),
     click.option("--slurm-partition", default=None, help="Slurm partition (slurm launcher)."),
@@ -197,14 +207,15 @@ def launch_options(f):
     """Add the launch options to a click command; it receives them as ``launch``."""
     @functools.wraps(f)
     def command(*args, launcher, jobs, jobs_per_gpu, precision, deterministic,
-                checkpoint_every, min_free_gb, slurm_partition, gpus_per_job, timeout_min,
-                array_parallelism, **kwargs):
+                checkpoint_every, checkpoint_every_steps, min_free_gb, slurm_partition,
+                gpus_per_job, timeout_min, array_parallelism, **kwargs):
         context = click.get_current_context()
         given = frozenset(name for name in LAUNCHER_ONLY
                           if context.get_parameter_source(name) is not ParameterSource.DEFAULT)
-        launch = LaunchOptions(launcher, jobs, jobs_per_gpu, checkpoint_every, min_free_gb,
-                               slurm_partition, gpus_per_job, timeout_min, array_parallelism,
-                               precision, deterministic, given)
+        launch = LaunchOptions(launcher, jobs, jobs_per_gpu, checkpoint_every,
+                               checkpoint_every_steps, min_free_gb, slurm_partition,
+                               gpus_per_job, timeout_min, array_parallelism, precision,
+                               deterministic, given)
         return f(*args, launch=launch, **kwargs)
 
     for option in reversed(_OPTIONS):

@@ -16,8 +16,8 @@ and publishes their records, so the launchers only start, wait and stop processe
   train in the ``ltbench run`` process itself. A slot is
   refilled when its worker exits (a thread per worker reports its exit: the launcher sleeps
   until one ends and reaps no other child). Workers run in their own session, so a Ctrl-C
-  reaches only the launcher, which stops them by pid: SIGTERM (the worker checkpoints at the end
-  of its epoch and exits), then SIGKILL after a grace period. Records are published atomically
+  reaches only the launcher, which stops them by pid: SIGTERM (the worker checkpoints after the
+  batch it is training and exits), then SIGKILL after a grace period. Records are published atomically
   and claims of killed workers go stale, so the store stays consistent.
 * ``slurm``: submitit (``pip install 'ltbench[slurm]'``), one job array per submission
   (``executor.batch()``), one array task per pack. The task is a checkpointable callable: on
@@ -78,6 +78,7 @@ class WorkerSettings:
     checkpoint_every: int | None
     precision: str = "auto"
     deterministic: bool = False
+    checkpoint_every_steps: int = 0
 
     def command(self, spec_path: Path) -> list[str]:
         command = [*WORKER_PYTHON, "-m", "ltbench.worker", str(spec_path),
@@ -85,6 +86,8 @@ class WorkerSettings:
                    "--device", self.device, "--precision", self.precision]
         if self.checkpoint_every is not None:
             command += ["--checkpoint-every", str(self.checkpoint_every)]
+        if self.checkpoint_every_steps:
+            command += ["--checkpoint-every-steps", str(self.checkpoint_every_steps)]
         if self.deterministic:
             command.append("--deterministic")
         return command
@@ -94,7 +97,8 @@ class WorkerSettings:
         and Ray tasks call it with, the counterpart of :meth:`command`."""
         return {"spec_path": spec_path, "results": self.results, "data_root": self.data_root,
                 "device": self.device, "checkpoint_every": self.checkpoint_every,
-                "precision": self.precision, "deterministic": self.deterministic}
+                "precision": self.precision, "deterministic": self.deterministic,
+                "checkpoint_every_steps": self.checkpoint_every_steps}
 
 
 def spec_folder(results: Path) -> Path:

@@ -50,10 +50,13 @@ class RunProgress:
         if not self.tty:
             self._write(f"{self.label} started\n")
 
-    def resumed(self, epochs_done: int, steps_done: int) -> None:
-        """The run continues from a checkpoint taken after ``epochs_done`` epochs."""
+    def resumed(self, epochs_done: int, steps_done: int, batches_done: int = 0) -> None:
+        """The run continues from a checkpoint taken after ``epochs_done`` epochs and
+        ``batches_done`` batches of the next (``steps_done`` steps in all)."""
         self.done = steps_done
-        self._write(f"{self.label} resumed after epoch {epochs_done}\n")
+        where = (f"batch {batches_done} of epoch {epochs_done + 1}" if batches_done
+                 else f"epoch {epochs_done}")
+        self._write(f"{self.label} resumed after {where}\n")
 
     def advance(self, steps: int = 1) -> None:
         self.done += steps

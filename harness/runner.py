@@ -337,6 +337,16 @@ class _PackLimit:
     size: int
 
 
+@dataclass(frozen=True)
+class _Checkpoints:
+    """When a grid's packs take resume checkpoints: every ``every`` epochs (None: the
+    default) and every ``every_steps`` training steps (:class:`ResumeCheckpoint
+    <ltbench.engine.checkpoint.ResumeCheckpoint>`)."""
+
+    every: int | None
+    every_steps: int
+
+
 def _is_out_of_memory(exc: Exception) -> bool:
     """CUDA's ``OutOfMemoryError``, or another allocator's RuntimeError saying so."""
     import torch
@@ -346,7 +356,7 @@ def _is_out_of_memory(exc: Exception) -> bool:
 
 
 def _train_and_publish(pack: list[RunSpec], label: str, store: ResultStore, cache: _DataCache,
-                       device, numerics, stream: TextIO, checkpoint_every: int | None,
+                       device, numerics, stream: TextIO, checkpoints: _Checkpoints,
                        planned_at: float, limit: _PackLimit) -> list[dict[str, Any]]:
     """Claim the runs of ``pack``, train those this process holds in packs of at most
     ``limit.size`` runs, in order, and publish their records (failed ones too); return the
@@ -380,7 +390,7 @@ def _train_and_publish(pack: list[RunSpec], label: str, store: ResultStore, cach
             part = label if len(chunk) == len(mine) else f"{label} part: " + ", ".join(
                 f"{spec.method} seed={spec.seed}" for spec, _ in chunk)
             published = _train_chunk(chunk, part, store, cache, device, numerics, stream,
-                                     checkpoint_every)
+                                     checkpoints)
             if published is None:  # out of memory: trained again in halves
                 limit.size = min(limit.size, (len(chunk) + 1) // 2)
                 rest = chunk + rest
@@ -391,7 +401,7 @@ def _train_and_publish(pack: list[RunSpec], label: str, store: ResultStore, cach
 
 def _train_chunk(chunk: list, label: str, store: ResultStore, cache: _DataCache, device,
                  numerics, stream: TextIO,
-                 checkpoint_every: int | None) -> list[dict[str, Any]] | None:
+                 checkpoints: _Checkpoints) -> list[dict[str, Any]] | None:
     """Train the claimed runs ``chunk`` as one pack (resuming from its checkpoint, keyed by
     its :func:`~ltbench.packing.pack_id`) and publish each: its record first, then its
     optional artifacts (:func:`store_optional_artifacts`); return the records written, or
@@ -401,8 +411,8 @@ def _train_chunk(chunk: list, label: str, store: ResultStore, cache: _DataCache,
     pack = [spec for spec, _ in chunk]
     key = pack_id(pack)
     checkpoint = ResumeCheckpoint(resume_path(store.root, key), key,
-                                  DEFAULT_EVERY if checkpoint_every is None
-                                  else checkpoint_every)
+                                  DEFAULT_EVERY if checkpoints.every is None
+                                  else checkpoints.every, checkpoints.every_steps)
     progress = RunProgress(label, stream)
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
@@ -461,7 +471,7 @@ def _train_chunk(chunk: list, label: str, store: ResultStore, cache: _DataCache,
 
 def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
              stream: TextIO | None = None, pack_size: int = 1,
-             checkpoint_every: int | None = None,
+             checkpoint_every: int | None = None, checkpoint_every_steps: int = 0,
              planned_at: float | None = None, numerics=None) -> list[dict[str, Any]]:
     """Train ``specs``; return the records this process wrote, in grid order.
 
@@ -475,7 +485,10 @@ def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
 
     Every run is trained under its claim (:mod:`ltbench.claims`). ``checkpoint_every``: epochs
     between resume checkpoints (default :data:`~ltbench.engine.checkpoint.DEFAULT_EVERY`; 0:
-    only on SIGTERM / SIGUSR1). ``planned_at``: the ``time.time()`` taken before the store was
+    none); ``checkpoint_every_steps``: training steps between those within an epoch (0:
+    none); either way a stop request (SIGTERM, SIGUSR1, Ctrl-C under
+    :func:`~ltbench.engine.checkpoint.stop_on_signals`) checkpoints after the current batch.
+    ``planned_at``: the ``time.time()`` taken before the store was
     read to pick ``specs`` (default: now); a run published at or after it was trained by
     another process meanwhile and is skipped. ``numerics``: how every run computes
     (:class:`~ltbench.engine.steps.Numerics`; default: the device's automatic precision),
@@ -490,11 +503,12 @@ def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
     done: dict[str, dict[str, Any]] = {}
     tried: set[str] = set()
     limit = _PackLimit(pack_size)
+    checkpoints = _Checkpoints(checkpoint_every, checkpoint_every_steps)
 
     def train_and_publish(pack: list[RunSpec], label: str) -> None:
         tried.update(spec.run_id for spec in pack)
         for record in _train_and_publish(pack, label, store, cache, device, numerics, stream,
-                                         checkpoint_every, planned_at, limit):
+                                         checkpoints, planned_at, limit):
             done[record["run_id"]] = record
 
     position = 1

@@ -1,18 +1,19 @@
 """One run, or one pack of runs, in its own process: the entry point every launcher starts.
 
 ``python -P -m ltbench.worker SPEC.json --results DIR --data-root DIR
---device auto|cpu|cuda [--precision auto|bf16|fp32] [--deterministic] [--checkpoint-every K]``
-trains the runs described by ``SPEC.json`` (written by :func:`write_spec`; several runs train
-as one pack, :mod:`ltbench.packing`) exactly as ``ltbench run`` would in-process: under their
-claims, resuming from their checkpoint, publishing their records
-(:func:`ltbench.runner.run_grid`). Launchers move spec files and exit codes only, never data
-(architecture.md §5.2). A spec file sits in the results folder, which other users of a shared
-store may write to: :func:`read_spec` checks it as untrusted input, and the worker removes it
-once the pack is done.
+--device auto|cpu|cuda [--precision auto|bf16|fp32] [--deterministic] [--checkpoint-every K]
+[--checkpoint-every-steps K]`` trains the runs described by ``SPEC.json`` (written by
+:func:`write_spec`; several runs train as one pack, :mod:`ltbench.packing`) exactly as
+``ltbench run`` would in-process: under their claims, resuming from their checkpoint,
+publishing their records (:func:`ltbench.runner.run_grid`). Launchers move spec files and exit
+codes only, never data (architecture.md §5.2). A spec file sits in the results folder, which
+other users of a shared store may write to: :func:`read_spec` checks it as untrusted input,
+and the worker removes it once the pack is done.
 
 Exit codes: 0 the runs were trained and recorded (whatever their status) or were skipped
 because another process holds or published them; 2 bad input (``Error:`` line); 3 stopped on SIGTERM /
-SIGUSR1 after writing its resume checkpoint; 4 the results store refused a write
+SIGUSR1 / SIGINT after writing its resume checkpoint (after the batch it was training,
+:mod:`ltbench.engine.checkpoint`); 4 the results store refused a write
 (:class:`~ltbench.runner.StoreFailed`, ``Error:`` line; its runs are not recorded); 130
 interrupted.
 """
@@ -114,12 +115,13 @@ def read_spec(path: Path) -> tuple[list[RunSpec], float]:
 
 def run_worker(spec_path: str | Path, results: str | Path, data_root: str | Path,
                device: str, checkpoint_every: int | None, precision: str = "auto",
-               deterministic: bool = False) -> None:
+               deterministic: bool = False, checkpoint_every_steps: int = 0) -> None:
     """Train the runs of ``spec_path`` in this process, as one pack (raises like
     :func:`run_grid`), with the numerics of ``precision`` and ``deterministic``
-    (:meth:`ltbench.engine.steps.Numerics.for_device`), then remove the spec file. A worker
-    that stops without completing (preempted, interrupted, the store refusing a write) leaves
-    it for the task that continues."""
+    (:meth:`ltbench.engine.steps.Numerics.for_device`), then remove the spec file; for
+    ``checkpoint_every`` and ``checkpoint_every_steps`` see :func:`run_grid`. A worker that
+    stops without completing (preempted, interrupted, the store refusing a write) leaves the
+    spec file for the task that continues."""
     from .engine.steps import Numerics
     from .runner import resolve_device, run_grid
     from .store import ResultStore
@@ -127,13 +129,15 @@ def run_worker(spec_path: str | Path, results: str | Path, data_root: str | Path
     pack, planned_at = read_spec(Path(spec_path))
     resolved = resolve_device(device)
     run_grid(pack, ResultStore(results), Path(data_root), resolved,
-             pack_size=len(pack), checkpoint_every=checkpoint_every, planned_at=planned_at,
+             pack_size=len(pack), checkpoint_every=checkpoint_every,
+             checkpoint_every_steps=checkpoint_every_steps, planned_at=planned_at,
              numerics=Numerics.for_device(resolved, precision, deterministic))
     Path(spec_path).unlink(missing_ok=True)  # the pack is done: nothing reads it again
 
 
 def main(argv: list[str] | None = None) -> int:
     from .engine.checkpoint import Preempted, stop_on_signals
+    from .integers import parse_int
     from .runner import StoreFailed
 
     parser = argparse.ArgumentParser(prog="python -m ltbench.worker",
@@ -145,11 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     parser.add_argument("--deterministic", action="store_true")
     parser.add_argument("--checkpoint-every", type=int, default=None)
+    parser.add_argument("--checkpoint-every-steps", default="0")
     args = parser.parse_args(argv)
     try:
+        every_steps = parse_int(args.checkpoint_every_steps, "--checkpoint-every-steps", least=0)
         with stop_on_signals():
             run_worker(args.spec, args.results, args.data_root, args.device,
-                       args.checkpoint_every, args.precision, args.deterministic)
+                       args.checkpoint_every, args.precision, args.deterministic, every_steps)
     except StoreFailed as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_STORE_FAILED

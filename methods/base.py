@@ -116,8 +116,9 @@ class Method:
         return self.loss(logits.float(), targets, epoch), logits, targets
 
     def state_dict(self) -> dict[str, Any]:
-        """The method's own training state (networks, optimisers, recorded values) at an epoch
-        boundary, for resume checkpoints: tensors and plain Python values only. Methods whose
+        """The method's own training state (networks, optimisers, recorded values) after any
+        training step, at an epoch boundary or within an epoch, for resume checkpoints:
+        tensors and plain Python values only, taken without changing the state. Methods whose
         only state is computed in ``__init__`` from the counts and hparams keep the default."""
         return {}
 

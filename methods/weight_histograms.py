@@ -72,24 +72,33 @@ class WeightHistograms:
                 "eps_summary": pd.concat(self._summaries, ignore_index=True)}
 
     def state_dict(self) -> dict:
-        """Everything recorded so far, as tensors and strings (for resume checkpoints);
-        pending values are folded into the tables first, as the next epoch's record would."""
-        self._flush()
+        """Everything recorded so far, as tensors and strings (for resume checkpoints): the
+        tables of the epochs before the current one and the current one's values as recorded
+        (it may not be over: a checkpoint within an epoch), so that taking it changes
+        nothing."""
         return {"epoch": self._epoch,
+                "pending": {quantity: (torch.cat([targets for targets, _ in batches]),
+                                       torch.cat([value for _, value in batches]))
+                            for quantity, batches in self._pending.items()},
                 "histograms": [_frame_state(f) for f in self._histograms],
                 "summaries": [_frame_state(f) for f in self._summaries]}
 
     def load_state_dict(self, state: dict) -> None:
         self._epoch = state["epoch"]
-        self._pending = {}
+        # A checkpoint from before those within epochs has no "pending": its state_dict
+        # folded the epoch's values into the tables, at an epoch boundary where that is exact.
+        self._pending = {quantity: [recorded]
+                         for quantity, recorded in state.get("pending", {}).items()}
         self._histograms = [_frame_from_state(s) for s in state["histograms"]]
         self._summaries = [_frame_from_state(s) for s in state["summaries"]]
 
     def _flush(self) -> None:
         for quantity, batches in self._pending.items():
-            # The epoch's single device-to-host copy of this quantity.
-            labels = torch.cat([targets for targets, _ in batches]).cpu().numpy()
-            values = torch.cat([value for _, value in batches]).double().cpu().numpy()
+            # The epoch's single device-to-host copy of this quantity; a resumed epoch's
+            # first values are the checkpoint's, on the CPU, and go to the others' device.
+            device = batches[-1][0].device
+            labels = torch.cat([targets.to(device) for targets, _ in batches]).cpu().numpy()
+            values = torch.cat([value.to(device) for _, value in batches]).double().cpu().numpy()
             finite = np.isfinite(values)
             if finite.any():
                 self._add_epoch(quantity, labels[finite], values[finite])

@@ -59,6 +59,8 @@ MORE_BAD_RUNS = [
     (["--jobs-per-gpu", "0"], "--jobs-per-gpu must be at least 1, got 0"),
     (["--checkpoint-every", "-1"], "--checkpoint-every must be at least 0, got -1"),
     (["--checkpoint-every", "ten"], "--checkpoint-every 'ten' is not an integer"),
+    (["--checkpoint-every-steps", "-1"], "--checkpoint-every-steps must be at least 0, got -1"),
+    (["--checkpoint-every-steps", "²"], "--checkpoint-every-steps '²' is not an integer"),
     (["--min-free-gb", "nan"], "--min-free-gb must be a finite number >= 0, got nan"),
     (["--min-free-gb", "1e12"], "GB free, less than --min-free-gb 1e+12"),
     (["--timeout-min", "0"], "--timeout-min must be at least 1, got 0"),

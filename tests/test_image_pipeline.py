@@ -291,6 +291,71 @@ def test_announced_streamed_batches_are_gathered_ahead_on_a_thread(image_list, t
     assert gathered == [(False, [6, 2, 7])]  # equal values, but not the announced view
 
 
+class _RecordingStep:
+    """A training step that trains nothing: it keeps the batches the epoch loop gives it."""
+
+    def __init__(self):
+        self.batches = []
+
+    def train_step(self, inputs, targets, epoch, contexts):
+        self.batches.append((inputs, targets))
+        return (torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.int64),
+                [targets.shape[1]])
+
+
+def test_an_epoch_resumed_mid_way_streams_the_rest_ahead(image_list, tmp_path, monkeypatch):
+    """``train_epoch`` continuing an epoch checkpointed after its first batch of 3 announces
+    only the batches to come to a streamed split: each is gathered ahead on the thread, and
+    they are the uninterrupted epoch's batches."""
+    from ltbench.engine.samplers import EpochSampler
+    from ltbench.engine.train import PartialEpoch, train_epoch
+
+    gathered = []
+    real_gather = sources._StreamedBatches._gather
+
+    def watched(self, chosen):
+        gathered.append((threading.current_thread().name.startswith("ltbench-gather"),
+                         chosen.tolist()))
+        return real_gather(self, chosen)
+
+    monkeypatch.setattr(sources._StreamedBatches, "_gather", watched)
+    split = cached(image_list, tmp_path)
+    sampler = EpochSampler("instance-balanced", source(split).labels, len(SIZES) + 1, 1)
+
+    def epoch(step, generator, partial=None, after_batch=None):
+        train_epoch(step, source(split, jitter=0.4, resident=False), 0, 3, [generator],
+                    [sampler], [None], partial=partial, after_batch=after_batch)
+
+    uninterrupted = _RecordingStep()
+    epoch(uninterrupted, torch.Generator().manual_seed(0))
+    assert [on_thread for on_thread, _ in gathered] == [True] * 3
+    order = [index for _, batch in gathered for index in batch]
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(partial):
+        buffer = io.BytesIO()
+        torch.save(partial.state(train_s=0.0), buffer)
+        saved.append((buffer.getvalue(), generator.get_state()))
+        raise Stop
+
+    saved, generator = [], torch.Generator().manual_seed(0)
+    with pytest.raises(Stop):
+        epoch(_RecordingStep(), generator, after_batch=stop_after_first)
+    (state, generator_state), = saved
+    partial, train_s = PartialEpoch.from_state(torch.load(io.BytesIO(state), weights_only=True),
+                                               torch.device("cpu"))
+    assert partial.batches == 1 and train_s == 0.0
+    gathered.clear()
+    resumed = _RecordingStep()
+    epoch(resumed, torch.Generator().set_state(generator_state), partial)
+    assert gathered == [(True, order[3:6]), (True, order[6:])]
+    assert len(resumed.batches) == 2
+    for (x, y), (u, v) in zip(resumed.batches, uninterrupted.batches[1:]):
+        assert torch.equal(x, u) and torch.equal(y, v)
+
+
 def test_sources_of_one_split_share_its_resident_copy(image_list, tmp_path, monkeypatch):
     copies = count_device_copies(monkeypatch)
     split = cached(image_list, tmp_path)

@@ -155,7 +155,9 @@ def test_ctrl_c_stops_workers_by_pid_and_the_store_stays_consistent(tmp_path):
     resumed = _ltbench(args)  # a subprocess: the workers write to its stderr
     _, err = resumed.communicate(timeout=240)
     assert resumed.returncode == 0, err
-    assert err.count("resumed after epoch") == 2
+    # Each continues after the batch it was training when stopped (an epoch's last batch
+    # ends its epoch: then after that epoch).
+    assert err.count(" resumed after ") == 2
     assert set(ResultStore(results).read()["status"]) == {"ok"}
 
 
@@ -195,13 +197,25 @@ def test_workers_that_die_make_the_run_exit_1_with_their_runs_pending(tmp_path, 
 
 def test_dry_launcher_prints_worker_commands_and_writes_nothing(tmp_path):
     results = tmp_path / "results"
-    result = invoke(*_grid_args(results, "--launcher", "dry", "--checkpoint-every", "5"))
+    result = invoke(*_grid_args(results, "--launcher", "dry", "--checkpoint-every", "5",
+                                "--checkpoint-every-steps", "7"))
     assert result.exit_code == 0, result.output
     commands = [line for line in result.stdout.splitlines() if "-m ltbench.worker" in line]
     assert len(commands) == 2
-    assert all(f"--results {results.resolve()}" in c and "--checkpoint-every 5" in c
-               for c in commands)
+    assert all(f"--results {results.resolve()}" in c and "--checkpoint-every 5 " in c
+               and c.endswith("--checkpoint-every-steps 7") for c in commands)
     assert not results.exists()
+
+
+def test_a_worker_refuses_a_bad_step_count_before_anything_else(tmp_path, capsys):
+    from ltbench import worker
+
+    code = worker.main([str(tmp_path / "none.json"), "--results", str(tmp_path / "results"),
+                        "--data-root", str(tmp_path), "--checkpoint-every-steps", "-5"])
+    assert code == 2
+    assert capsys.readouterr().err == ("Error: --checkpoint-every-steps must be at least 0, "
+                                       "got -5\n")
+    assert not (tmp_path / "results").exists()
 
 
 def test_ray_launcher_without_ray_is_bad_input(tmp_path, monkeypatch):

@@ -29,12 +29,19 @@ permutation and augmentation from its own generator, and one step object
 plain network, so :func:`train` is a pack of one.
 
 Inside an epoch nothing synchronises with the host: the loss sum and the correct count stay
-device tensors and are read once per epoch. A non-finite epoch loss stops the run with
-status ``"diverged"``.
+device tensors and are read once per epoch (and when a checkpoint is saved). A non-finite
+epoch loss stops the run with status ``"diverged"``.
+
+With a :class:`~ltbench.engine.checkpoint.ResumeCheckpoint` a run checkpoints at epoch
+boundaries (every ``every`` epochs) and within epochs (every ``every_steps`` steps, and after
+the current batch on a stop request: SIGTERM, SIGUSR1, Ctrl-C), and a restarted run continues
+from the epoch or the batch where it was saved, with the numbers of an uninterrupted run (bit
+for bit on CPU): within an epoch the checkpoint keeps the epoch's :class:`PartialEpoch`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -53,7 +60,7 @@ from ..progress import RunProgress
 from ..spec import derive_seed
 from ..store import CURVE_COLUMNS
 from .augment import DeviceImages
-from .checkpoint import GeneratorState, ResumeCheckpoint
+from .checkpoint import GeneratorState, ResumeCheckpoint, Stateful
 from .models import build_backbone
 from .samplers import EpochSampler
 from .sources import CachedImages, image_source
@@ -149,22 +156,6 @@ class MetaBatches:
         self._next = state["next"]
 
 
-class _AnnouncedOrders:
-    """``sampler``'s epoch orders, each announced to the cached split ``images`` before the
-    epoch trains on it in batches of ``batch_size`` (:meth:`CachedImages.announce`: a
-    streamed split gathers every next batch ahead)."""
-
-    def __init__(self, sampler: EpochSampler, images: CachedImages, batch_size: int):
-        self.sampler = sampler
-        self.images = images
-        self.batch_size = batch_size
-
-    def order(self, epoch: int, generator: torch.Generator) -> torch.Tensor:
-        order = self.sampler.order(epoch, generator)
-        self.images.announce(order, self.batch_size)
-        return order
-
-
 def _no_meta_set() -> None:
     return None
 
@@ -214,10 +205,49 @@ def build_step(models: Sequence[nn.Module], members: Sequence[PackMember],
                        device, numerics)
 
 
+@dataclass
+class PartialEpoch:
+    """How far the runs of a pack are through an epoch: what the rest of the epoch depends on
+    besides the states of the loop's parts (networks, optimiser, methods, generators).
+
+    ``orders``: every run's example order of the epoch (int64 [N] on the device), kept as
+    drawn rather than drawn again from a saved generator state, so that it is exact whatever
+    the sampler; ``batches``: how many of its batches are trained; ``loss_sum`` and
+    ``correct``: the device tensors [runs] summed so far (float64 sum over samples of the
+    batch loss, int64 correct top-1 count), and ``seen`` the samples they cover, all exact.
+    """
+
+    orders: list[torch.Tensor]
+    batches: int
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seen: list[int]
+
+    @classmethod
+    def start(cls, orders: list[torch.Tensor]) -> PartialEpoch:
+        runs, device = len(orders), orders[0].device
+        return cls(orders, 0, torch.zeros(runs, dtype=torch.float64, device=device),
+                   torch.zeros(runs, dtype=torch.int64, device=device), [0] * runs)
+
+    def state(self, train_s: float) -> dict[str, Any]:
+        """For a resume checkpoint, with the epoch's training seconds so far."""
+        return {"orders": self.orders, "batches": self.batches, "loss_sum": self.loss_sum,
+                "correct": self.correct, "seen": self.seen, "train_s": train_s}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], device: torch.device
+                   ) -> tuple[PartialEpoch, float]:
+        """The partial epoch of :meth:`state` on ``device``, and its training seconds."""
+        return cls([order.to(device) for order in state["orders"]], state["batches"],
+                   state["loss_sum"].to(device), state["correct"].to(device),
+                   list(state["seen"])), state["train_s"]
+
+
 def train_epoch(step: SingleModelStep | GroupedStep, images: DeviceImages | CachedImages,
                 epoch: int, batch_size: int, generators: Sequence[torch.Generator],
                 samplers: Sequence[EpochSampler], contexts: Sequence[StepContext],
-                progress: RunProgress | None = None
+                progress: RunProgress | None = None, partial: PartialEpoch | None = None,
+                after_batch: Callable[[PartialEpoch], None] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """One pass of every run over its own order of ``images`` for the epoch (``samplers[n]``;
     the instance-balanced one: a fresh permutation), the order and augmentation of run n
@@ -225,14 +255,21 @@ def train_epoch(step: SingleModelStep | GroupedStep, images: DeviceImages | Cach
     tensors [N] (sum over samples of the batch loss, number of correct top-1 predictions) and
     the number of samples each covers (the epoch's size, unless the method trains on other
     examples). The runs share the set and the batch size, so their batches line up, the last
-    partial one included."""
-    orders = [sampler.order(epoch, g) for sampler, g in zip(samplers, generators)]
+    partial one included.
+
+    ``partial``: continue that partial epoch (restored from a checkpoint, with the generators
+    as they were after its last batch) at its next batch instead of drawing the orders.
+    ``after_batch`` is called with the epoch's progress after every batch. A cached split is
+    told the batches still to come (:meth:`CachedImages.announce`: a streamed one gathers
+    each next batch ahead)."""
+    if partial is None:
+        partial = PartialEpoch.start([sampler.order(epoch, g)
+                                      for sampler, g in zip(samplers, generators)])
     runs = len(generators)
-    device = images.labels.device
-    loss_sum = torch.zeros(runs, dtype=torch.float64, device=device)
-    correct = torch.zeros(runs, dtype=torch.int64, device=device)
-    seen = [0] * runs
-    for indices in zip(*(order.split(batch_size) for order in orders)):
+    rest = [order[partial.batches * batch_size:] for order in partial.orders]
+    if isinstance(images, CachedImages):  # a lone run (packs train on tensors)
+        images.announce(rest[0], batch_size)
+    for indices in zip(*(order.split(batch_size) for order in rest)):
         if runs == 1:  # any image source; packs are CIFAR-style DeviceImages
             inputs, targets = images.train_batch(indices[0], generators[0])
         else:
@@ -242,12 +279,15 @@ def train_epoch(step: SingleModelStep | GroupedStep, images: DeviceImages | Cach
                 torch.cat(indices), *(torch.cat(parts) for parts in zip(*draws)))
         step_loss, step_correct, scored = step.train_step(inputs, targets.view(runs, -1),
                                                           epoch, contexts)
-        loss_sum += step_loss
-        correct += step_correct
-        seen = [total + count for total, count in zip(seen, scored)]
+        partial.loss_sum += step_loss
+        partial.correct += step_correct
+        partial.seen = [total + count for total, count in zip(partial.seen, scored)]
+        partial.batches += 1
         if progress is not None:
             progress.advance()
-    return loss_sum, correct, seen
+        if after_batch is not None:
+            after_batch(partial)
+    return partial.loss_sum, partial.correct, partial.seen
 
 
 def unaugmented_images(images, labels: torch.Tensor, hparams: Mapping[str, Any],
@@ -288,13 +328,16 @@ def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
     instead of a fresh backbone; with ``hparams["epochs"]`` 0 it is only evaluated.
     ``hparams["sampler"]`` (optional) picks the epoch order (:mod:`.samplers`). With
     ``checkpoint``, the run continues from its saved state, if any, and saves its state at
-    epoch boundaries (:mod:`ltbench.engine.checkpoint`). ``numerics``: see :func:`train_pack`."""
+    epoch boundaries and within epochs (:mod:`ltbench.engine.checkpoint`). ``numerics``: see
+    :func:`train_pack`."""
     return train_pack(data, [PackMember(method, hparams, seed)], device, progress, numerics,
                       models=None if model is None else [model], checkpoint=checkpoint)[0]
 
 
 #: What a pack's resume checkpoint keeps besides its parts (see :meth:`ResumeCheckpoint.save`).
 _RESUMED = ("curves", "statuses", "errors", "epochs_completed", "per_class_correct")
+#: What it keeps besides those within an epoch: the :meth:`PartialEpoch.state`.
+_WITHIN_EPOCH = "within_epoch"
 
 
 def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device,
@@ -313,8 +356,9 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
     the mean over the runs still training. ``numerics`` defaults to
     :meth:`Numerics.for_device`; ``models`` replaces the fresh backbones (see :func:`train`).
     ``checkpoint`` (one for the whole pack) holds the networks, the optimiser state, every
-    run's method state, random streams and curves: a restarted pack continues from it.
-    Every result carries its trained model.
+    run's method state, random streams and curves, and within an epoch the
+    :class:`PartialEpoch`: a restarted pack continues from it, at the next epoch or the next
+    batch. Every result carries its trained model.
     """
     check_packable(members)
     numerics = numerics if numerics is not None else Numerics.for_device(device)
@@ -340,13 +384,12 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
     num_train = len(train_images)
     samplers = [EpochSampler(m.hparams.get("sampler", "instance-balanced"), train_images.labels,
                              num_classes, epochs) for m in members]
-    if isinstance(train_images, CachedImages):  # a lone run (packs train on tensors)
-        samplers = [_AnnouncedOrders(samplers[0], train_images, batch_size)]
+    batches_per_epoch = math.ceil(num_train / batch_size)
     per_class_total = np.bincount(data.test_labels.numpy(), minlength=num_classes)
     per_class_correct = np.zeros((runs, num_classes), dtype=np.int64)
 
     if progress is not None:
-        progress.begin(epochs * math.ceil(num_train / batch_size))
+        progress.begin(epochs * batches_per_epoch)
     rows: list[list[dict[str, Any]]] = [[] for _ in members]
     statuses: list[str] = ["ok"] * runs
     errors: list[str | None] = [None] * runs
@@ -358,16 +401,29 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
         if isinstance(meta_batches[k], MetaBatches):
             resumable[f"meta_batches{k}"] = meta_batches[k]
     first_epoch, resumed_wall_s = 0, 0.0
-    if checkpoint is not None and (saved := checkpoint.load(resumable, _RESUMED)) is not None:
+    partial, partial_train_s = None, 0.0  # the epoch to continue, restored from a checkpoint
+    if checkpoint is not None and (saved := checkpoint.load(resumable, _RESUMED,
+                                                            (_WITHIN_EPOCH,))) is not None:
         first_epoch = saved["epoch"] + 1
         rows, statuses, errors = saved["curves"], saved["statuses"], saved["errors"]
         epochs_completed = saved["epochs_completed"]
         per_class_correct = saved["per_class_correct"].numpy()
-        resumed_wall_s = max(_seconds(member_rows) for member_rows in rows)
+        if _WITHIN_EPOCH in saved:
+            partial, partial_train_s = PartialEpoch.from_state(saved[_WITHIN_EPOCH], device)
+        resumed_wall_s = max(_seconds(member_rows) for member_rows in rows) + partial_train_s
         if runs > 1:
             step.set_active([status == "ok" for status in statuses])
         if progress is not None:
-            progress.resumed(first_epoch, first_epoch * math.ceil(num_train / batch_size))
+            batches_done = 0 if partial is None else partial.batches
+            progress.resumed(first_epoch, first_epoch * batches_per_epoch + batches_done,
+                             batches_done)
+
+    def curves_so_far() -> dict[str, Any]:
+        """The checkpoint's values besides the parts' states, as of the last epoch's end."""
+        return {"curves": rows, "statuses": statuses, "errors": errors,
+                "epochs_completed": epochs_completed,
+                "per_class_correct": torch.from_numpy(per_class_correct)}
+
     for epoch in range(first_epoch, epochs):
         running = [k for k in range(runs) if statuses[k] == "ok"]
         lrs = [learning_rate(epoch, m.hparams) if k in running else 0.0
@@ -376,9 +432,15 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
         contexts = [StepContext(lr=lr, precision=numerics.precision(), meta_batch=meta,
                                 seed=m.seed)
                     for lr, meta, m in zip(lrs, meta_batches, members)]
-        started = time.perf_counter()
+        # A resumed epoch's training seconds include those before its checkpoint.
+        started = time.perf_counter() - partial_train_s
+        after_batch = None if checkpoint is None else functools.partial(
+            _checkpoint_batch, checkpoint, epoch, batches_per_epoch, resumable, curves_so_far,
+            started)
         loss_sum, correct, seen = train_epoch(step, train_images, epoch, batch_size,
-                                              generators, samplers, contexts, progress)
+                                              generators, samplers, contexts, progress,
+                                              partial, after_batch)
+        partial, partial_train_s = None, 0.0
         totals = torch.cat((loss_sum, correct.double())).tolist()  # the epoch's one host sync
         train_s = time.perf_counter() - started
         train_losses = [totals[k] / seen[k] for k in range(runs)]
@@ -410,15 +472,22 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
         if len(evaluated) < len(running):
             step.set_active([status == "ok" for status in statuses])
         if checkpoint is not None:
-            checkpoint.epoch_done(epoch, epochs, resumable, curves=rows, statuses=statuses,
-                                  errors=errors, epochs_completed=epochs_completed,
-                                  per_class_correct=torch.from_numpy(per_class_correct))
+            checkpoint.epoch_done(epoch, epochs, resumable, **curves_so_far())
     if epochs == 0:  # a post-hoc classifier: nothing to train, score it as given
         per_class_correct[:] = step.evaluate(test_images, num_classes)
 
     trained = step.trained_models()
     return [_result(statuses[k], errors[k], per_class_correct[k], per_class_total, rows[k],
                     epochs_completed[k], trained[k], resumed_wall_s) for k in range(runs)]
+
+
+def _checkpoint_batch(checkpoint: ResumeCheckpoint, epoch: int, batches_per_epoch: int,
+                      parts: Mapping[str, Stateful], curves_so_far: Callable[[], dict[str, Any]],
+                      started: float, partial: PartialEpoch) -> None:
+    """:meth:`ResumeCheckpoint.batch_done` after a batch of ``epoch`` (whose training clock
+    started at ``started``): the checkpoint, when one is due, holds the epoch's progress."""
+    checkpoint.batch_done(epoch, partial.batches, batches_per_epoch, parts, lambda: {
+        **curves_so_far(), _WITHIN_EPOCH: partial.state(time.perf_counter() - started)})
 
 
 def _seconds(rows: list[dict[str, Any]]) -> float:
