@@ -2,6 +2,11 @@
 
 The import name is ``ltbench``; the repository's ``harness/`` folder is installed as this
 package, ``methods/`` as :mod:`ltbench.methods` and ``datasets/`` as :mod:`ltbench.datasets`.
+
+Citations in docstrings and comments such as ``protocols.md §3.7``, ``datasets.md §2.4`` or
+``architecture.md §8 pitfall 7`` name sections of the repository's ``docs/`` files
+(``docs/protocols.md``, ``docs/datasets.md``, ``docs/architecture.md``);
+``tests/test_docs.py`` checks that every one resolves.
 """
 
 __version__ = "0.1.0"
