@@ -425,7 +425,7 @@ def test_a_worker_pool_stops_when_the_store_refuses_a_write(tmp_path):
                                     "--checkpoint-every", "0", "--jobs", "2")
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 3 and "Traceback" not in proc.stderr
+    assert len(errors) == 3 and "Traceback" not in proc.stderr, proc.stderr
     assert errors[-1] == proc.stderr.strip().splitlines()[-1] == (
         f"Error: results folder {results} refused a write by a worker (its Error line above): "
         f"the grid stopped, 1 pack(s) not started; fix the folder and rerun the same command")
