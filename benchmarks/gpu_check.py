@@ -460,7 +460,7 @@ def pack_against_alone(ctx: Context, numerics) -> tuple[dict[str, float], Any]:
     import torch
 
     from ltbench.engine.steps import GroupedStep, SingleModelStep
-    from ltbench.methods.base import StepContext
+    from ltbench.api import StepContext
 
     setup = pack_setup(ctx, torch.float32, numerics)
     grouped = GroupedStep(setup.models, setup.methods, setup.hparams, ctx.device, numerics)
@@ -514,7 +514,7 @@ def check_meta_gradient_bf16(ctx: Context) -> tuple[bool, dict[str, Any]]:
     from ltbench.engine.samplers import EpochSampler
     from ltbench.engine.steps import Numerics
     from ltbench.engine.train import PackMember, build_step, learning_rate, train_epoch
-    from ltbench.methods.base import StepContext
+    from ltbench.api import StepContext
     from ltbench.methods.l2rw import l2rw_weights
     from ltbench.methods.lookahead import meta_gradient
 

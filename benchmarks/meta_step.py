@@ -26,7 +26,7 @@ from ltbench.engine.models import build_backbone
 from ltbench.engine.steps import Numerics, build_optimizer
 from ltbench.engine.train import MetaBatches
 from ltbench.hparams import resolve_run
-from ltbench.methods.base import StepContext
+from ltbench.api import StepContext
 from ltbench.spec import derive_seed
 
 METHODS = ("ce", "meta-ce", "l2rw", "mwn")

@@ -28,11 +28,11 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 import torch
 
+from ltbench.api import Dataset, LTData
 from ltbench.errors import BadInput
 from ltbench.hparams import JAMAL_CIFAR, LDAM_CIFAR, resolve_run
 
 from . import cifar_pack
-from .base import Dataset, LTData
 from .profiles import protocol_counts, split_with_validation
 
 #: Both CIFARs have 50,000 training images, balanced; LDAM-DRW's ``img_max = len(data) / cls_num``.

@@ -26,7 +26,7 @@ split on the last space (datasets.md §3.1). A list whose sha256 differs from th
 
 Images are read from the decoded cache that ``ltbench data prepare <dataset>`` writes
 (:mod:`ltbench.engine.image_cache`), in ``<data root>/<folder>/ltbench-cache/`` or under
-``$LTBENCH_CACHE/<dataset>/`` when that is set; :class:`~ltbench.datasets.base.LTData` then
+``$LTBENCH_CACHE/<dataset>/`` when that is set; :class:`~ltbench.api.LTData` then
 holds :class:`~ltbench.engine.image_cache.CacheSplit` objects instead of image tensors, which
 the training loop serves with the ImageNet augmentation (:mod:`ltbench.engine.sources`).
 """
@@ -44,12 +44,12 @@ from typing import Any, ClassVar, Mapping, TextIO
 import numpy as np
 import torch
 
+from ltbench.api import Dataset, LTData
 from ltbench.engine.image_cache import (CacheSplit, ImageList, missing_images, open_split,
                                         prepare_split)
 from ltbench.errors import BadInput
 from ltbench.integers import parse_int
 
-from .base import Dataset, LTData
 
 #: The splits a run uses: the training list and the list evaluated as the test set.
 SPLITS = ("train", "test")

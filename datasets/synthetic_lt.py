@@ -25,11 +25,11 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from ltbench.api import Dataset, LTData
 from ltbench.errors import BadInput
 from ltbench.hparams import JAMAL_CIFAR, LDAM_CIFAR
 from ltbench.spec import derive_seed
 
-from .base import Dataset, LTData
 from .profiles import protocol_counts, split_with_validation
 
 _SIZE = 32

@@ -332,7 +332,7 @@ def _engine(settings: Settings, data: BenchData, hparams, models: int, numerics,
     from .engine.models import build_backbone
     from .engine.samplers import EpochSampler
     from .engine.train import PackMember, build_step, train_epoch
-    from .methods.base import StepContext
+    from .api import StepContext
     from .spec import derive_seed
 
     device = settings.device

@@ -178,7 +178,7 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
 
 def _check_data(todo, data_root: Path) -> None:
     """Every distinct data configuration of ``todo`` (dataset, subset, data options) must be
-    servable from ``data_root`` (:meth:`Dataset.check <ltbench.datasets.base.Dataset.check>`),
+    servable from ``data_root`` (:meth:`Dataset.check <ltbench.api.Dataset.check>`),
     before anything is written."""
     from . import registry
     from .spec import canonical_json

@@ -211,7 +211,7 @@ def check_values(hparams: Mapping[str, Any],
     :func:`~ltbench.engine.models.backbone_names`, ``pad_mode`` from
     :data:`~ltbench.engine.augment.PAD_MODES`, ``lr_schedule`` from
     :data:`~ltbench.engine.train.LR_SCHEDULES`, the sampler keys from :data:`SAMPLERS`, and
-    ``choices``, the method's own (:attr:`Method.choices <ltbench.methods.base.Method.choices>`);
+    ``choices``, the method's own (:attr:`Method.choices <ltbench.api.Method.choices>`);
     ``mean`` and ``std`` hold one value per colour channel
     (:data:`~ltbench.engine.augment.CHANNELS`), ``std`` positive (it divides).
     """

@@ -19,7 +19,7 @@ import hashlib
 from typing import Hashable
 
 from . import registry
-from .methods.base import Method
+from .api import Method
 from .spec import RunSpec, canonical_json
 
 #: Backbones the grouped network implements (:class:`ltbench.engine.grouped.GroupedResNet`);

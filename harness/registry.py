@@ -1,8 +1,8 @@
 """Method and dataset plugins, discovered through entry points.
 
 A plugin is a class named by an entry point in the group ``ltbench.methods`` (a subclass of
-:class:`ltbench.methods.base.Method`) or ``ltbench.datasets`` (a subclass of
-:class:`ltbench.datasets.base.Dataset`). The entry point's name is the plugin's name, so a
+:class:`ltbench.api.Method`) or ``ltbench.datasets`` (a subclass of
+:class:`ltbench.api.Dataset`). The entry point's name is the plugin's name, so a
 third-party package adds a method with one line in its own ``pyproject.toml``::
 
     [project.entry-points."ltbench.methods"]

@@ -14,7 +14,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from .base import Method, class_balanced_weights
+from ..api import Method, class_balanced_weights
+
 
 
 class ClassBalancedCE(Method):

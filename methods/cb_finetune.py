@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from .base import Method, class_balanced_weights
+from ..api import Method, class_balanced_weights
 from .jamal import STAGE2_DEFAULTS
 
 

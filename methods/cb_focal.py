@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import focal_loss
+from ..api import focal_loss
 from .cb_ce import ClassBalancedCE
 from .focal import Focal
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Method
+from ..api import Method
+
 
 
 class CrossEntropy(Method):

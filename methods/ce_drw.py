@@ -13,7 +13,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from .base import DRW_DEFAULTS, DeferredReweighting, Method
+from ..api import DRW_DEFAULTS, DeferredReweighting, Method
+
 
 
 class CrossEntropyDRW(Method):

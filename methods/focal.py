@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import Method, focal_loss
+from ..api import Method, focal_loss
+
 
 
 class Focal(Method):

@@ -56,8 +56,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..api import Method, StepContext, class_balanced_weights, focal_loss, step_decay
 from ..hparams import EpochOf
-from .base import Method, StepContext, class_balanced_weights, focal_loss, step_decay
 from .focal import Focal
 from .ldam import LDAM, ldam_loss, ldam_margins
 from .lookahead import meta_gradient

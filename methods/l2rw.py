@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import Method, StepContext
+from ..api import Method, StepContext
 from .lookahead import meta_gradient
 from .weight_histograms import RecordsWeights, WeightHistograms
 

@@ -27,7 +27,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from .base import Method
+from ..api import Method
+
 
 
 def lader_loss(logits: torch.Tensor, targets: torch.Tensor, log_prior: torch.Tensor,

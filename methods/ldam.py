@@ -13,7 +13,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from .base import Method
+from ..api import Method
+
 
 
 def ldam_margins(class_counts: torch.Tensor, max_m: float) -> torch.Tensor:

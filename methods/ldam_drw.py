@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .base import DRW_DEFAULTS, DeferredReweighting
+from ..api import DRW_DEFAULTS, DeferredReweighting
 from .ldam import LDAM, ldam_loss
 
 

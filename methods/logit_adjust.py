@@ -14,7 +14,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from .base import Method
+from ..api import Method
+
 
 
 class LogitAdjustedLoss(Method):

@@ -24,7 +24,7 @@ references: the look-ahead forward here and the caller's forward at θ that give
 (its graph is what ``create_graph`` differentiates twice). Under bf16 autocast, L2RW's weights
 would be the sign of a product of two bf16-rounded gradients and Jamal's ε (the paper's headline
 histogram) a bf16 difference of nearly equal numbers, so the meta-learning steps never use
-autocast (:attr:`ltbench.methods.base.StepContext.precision` is for their plain stage only).
+autocast (:attr:`ltbench.api.StepContext.precision` is for their plain stage only).
 """
 
 from __future__ import annotations

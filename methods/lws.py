@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..datasets.base import LTData
+from ..api import LTData
 from .two_stage import STAGE2_TRAINING, FrozenBackboneClassifier, TwoStageMethod
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import Method, StepContext
+from ..api import Method, StepContext
 from .jamal import STAGE2_DEFAULTS
 
 

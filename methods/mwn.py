@@ -40,9 +40,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..api import Method, StepContext, step_decay
 from ..hparams import EpochOf
 from ..spec import derive_seed
-from .base import Method, StepContext, step_decay
 from .lookahead import meta_gradient
 from .weight_histograms import RecordsWeights, WeightHistograms
 

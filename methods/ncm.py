@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..datasets.base import LTData
+from ..api import LTData
 from .two_stage import FrozenBackboneClassifier, TwoStageMethod, image_features
 
 

@@ -31,10 +31,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..datasets.base import LTData
+from ..api import LTData, Method
 from ..engine.train import predict_logits, unaugmented_images
 from ..evaluate import summarize
-from .base import Method
 
 #: The stage-2 training schedule of cRT and LWS on CIFAR-LT. Decoupling has no CIFAR setting
 #: (protocols.md §5), so this is ltbench's choice: the ImageNet-LT stage-2 configs

@@ -14,12 +14,12 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from scipy import stats
 
-from ltbench.datasets.base import LTData
+from ltbench.api import LTData
 from ltbench.engine.augment import DeviceImages
 from ltbench.engine.models import BasicBlock, NormedLinear, build_backbone
 from ltbench.engine.train import learning_rate, train
 from ltbench.hparams import LDAM_CIFAR, resolve
-from ltbench.methods.base import Method
+from ltbench.api import Method
 from ltbench.progress import RunProgress
 
 CPU = torch.device("cpu")

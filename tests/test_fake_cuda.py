@@ -55,7 +55,7 @@ from helpers import TINY_SYNTHETIC
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ltbench import grid, registry
-from ltbench.datasets.base import LTData
+from ltbench.api import LTData
 from ltbench.datasets.synthetic_lt import SyntheticLT
 from ltbench.engine.augment import DeviceImages
 from ltbench.engine.grouped import GroupedResNet
@@ -63,7 +63,7 @@ from ltbench.engine.models import build_backbone
 from ltbench.engine.steps import GroupedStep, Numerics, SingleModelStep, grouped_input
 from ltbench.engine.train import MetaBatches
 from ltbench.hparams import parse_overrides
-from ltbench.methods.base import Method, StepContext
+from ltbench.api import Method, StepContext
 from ltbench.methods.ce import CrossEntropy
 from ltbench.methods.jamal import MetaCE
 from ltbench.methods.ncm import NearestClassMean

@@ -112,7 +112,7 @@ def test_damaged_runs_are_re_run_without_repair(damaged_store):
 
 OOM_PLUGIN = textwrap.dedent('''
     import torch
-    from ltbench.methods.base import Method
+    from ltbench.api import Method
 
     class Exhausting(Method):
         summary = "Raises CUDA's out-of-memory error on the first batch (test fixture)."

@@ -72,7 +72,7 @@ ENV_PROBE = textwrap.dedent('''
     import os
     import pandas as pd
     import torch.nn.functional as F
-    from ltbench.methods.base import Method
+    from ltbench.api import Method
 
     class EnvProbe(Method):
         summary = "Cross-entropy that stores the GPU list its process saw (test fixture)."

@@ -14,7 +14,7 @@ import torch
 
 from ltbench.hparams import LDAM_CIFAR, resolve
 from ltbench.methods.balanced_softmax import BalancedSoftmax
-from ltbench.methods.base import Method
+from ltbench.api import Method
 from ltbench.methods.cb_ce import ClassBalancedCE
 from ltbench.methods.cb_focal import ClassBalancedFocal
 from ltbench.methods.ce import CrossEntropy

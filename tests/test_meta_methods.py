@@ -27,7 +27,7 @@ from ltbench.datasets.synthetic_lt import SyntheticLT
 from ltbench.engine.augment import DeviceImages
 from ltbench.engine.train import MetaBatches
 from ltbench.hparams import parse_overrides
-from ltbench.methods.base import StepContext, class_balanced_weights
+from ltbench.api import StepContext, class_balanced_weights
 from ltbench.methods.focal import Focal
 from ltbench.methods.jamal import MetaCE, MetaFocal, MetaLDAM, conditional_weights
 from ltbench.methods.l2rw import LearningToReweight, l2rw_weights

@@ -18,7 +18,7 @@ from ltbench.engine.imagenet_models import build_torchvision_backbone
 from ltbench.engine.models import build_backbone
 from ltbench.engine.steps import Numerics, cpu_has_native_bf16, use_ieee_fp32
 from ltbench.hparams import parse_overrides
-from ltbench.methods.base import StepContext
+from ltbench.api import StepContext
 from ltbench.methods.jamal import MetaCE
 from ltbench.methods.l2rw import LearningToReweight
 from ltbench.methods.mwn import MetaWeightNet

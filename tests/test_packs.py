@@ -34,7 +34,7 @@ from ltbench.engine.models import OptionAShortcut, build_backbone
 from ltbench.engine.steps import GroupedStep, Numerics, SingleModelStep, build_optimizer
 from ltbench.engine.train import PackMember, train, train_pack
 from ltbench.hparams import resolve_run
-from ltbench.methods.base import StepContext
+from ltbench.api import StepContext
 from ltbench.progress import RunProgress
 
 CPU = torch.device("cpu")

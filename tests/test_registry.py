@@ -73,7 +73,7 @@ def _install_fake_distribution(site: Path, entry_points: str) -> None:
     (site / "thirdparty_lt").mkdir(parents=True)
     (site / "thirdparty_lt" / "__init__.py").write_text(textwrap.dedent('''
         import torch.nn.functional as F
-        from ltbench.methods.base import Method
+        from ltbench.api import Method
 
         class SquaredHinge(Method):
             summary = "A third-party loss used by ltbench's tests."

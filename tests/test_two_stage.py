@@ -319,7 +319,7 @@ def test_records_without_the_new_columns_read_with_defaults(tmp_path):
 
 def _no_validation_data():
     """An LTData shell without a validation split (the heads above need nothing else)."""
-    from ltbench.datasets.base import LTData
+    from ltbench.api import LTData
 
     empty = torch.zeros(0, dtype=torch.int64)
     return LTData(train_images=torch.zeros(0, 3, 1, 1, dtype=torch.uint8), train_labels=empty,

@@ -4,7 +4,7 @@ A source serves a labelled image set as normalised float32 NCHW batches:
 ``len(source)``, ``source.labels`` (int64 on the device), ``source.train_batch(index,
 generator)`` (augmented, random draws from ``generator``) and
 ``source.eval_batches(batch_size)`` (the whole set in order, unaugmented). :func:`image_source`
-picks the implementation from what the dataset's :class:`~ltbench.datasets.base.LTData` holds:
+picks the implementation from what the dataset's :class:`~ltbench.api.LTData` holds:
 uint8 tensors (CIFAR-style, :class:`~ltbench.engine.augment.DeviceImages`) or a
 :class:`~ltbench.engine.image_cache.CacheSplit` (ImageNet-style, :class:`CachedImages`).
 """
@@ -194,7 +194,7 @@ def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
 def image_source(images: torch.Tensor | CacheSplit, labels: torch.Tensor,
                  hparams: Mapping[str, Any], device: torch.device, *, augment: bool,
                  channels_last: bool) -> DeviceImages | CachedImages:
-    """The source of one set of :class:`~ltbench.datasets.base.LTData`: ``augment`` selects
+    """The source of one set of :class:`~ltbench.api.LTData`: ``augment`` selects
     the training augmentation's padding for tensors (the test set gets none); a cached split
     reads ``crop_size`` and ``color_jitter`` from ``hparams``."""
     if isinstance(images, CacheSplit):

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..methods.base import Method, StepContext
+from ..api import Method, StepContext
 from ..packing import groupable
 from .augment import DeviceImages
 from .grouped import GroupedResNet, PackSGD

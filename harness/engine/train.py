@@ -5,8 +5,8 @@ SGD on all parameters (momentum, weight decay on every parameter, optional Neste
 learning rate set once per epoch by :func:`learning_rate`, a fresh permutation of the training
 set every epoch with the last partial batch kept (``drop_last=False`` as the reference), and
 the test set evaluated after every ``eval_every``-th epoch and after the last one. Each batch's
-loss comes from :meth:`Method.training_loss <ltbench.methods.base.Method.training_loss>`, given a
-:class:`~ltbench.methods.base.StepContext`. The reported train loss is the sample-weighted mean
+loss comes from :meth:`Method.training_loss <ltbench.api.Method.training_loss>`, given a
+:class:`~ltbench.api.StepContext`. The reported train loss is the sample-weighted mean
 of the batch losses and the train accuracy the plain top-1 over the samples trained on (the
 reference's ``AverageMeter``s); the test accuracy is the mean per-class accuracy
 (:func:`ltbench.evaluate.summarize`).
@@ -52,9 +52,9 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from ..datasets.base import LTData
+from ..api import LTData
 from ..evaluate import summarize
-from ..methods.base import Method, StepContext, step_decay
+from ..api import Method, StepContext, step_decay
 from ..packing import PACK_SHARED_HPARAMS
 from ..progress import RunProgress
 from ..spec import derive_seed
