@@ -75,7 +75,7 @@ def expand(methods: list[str], datasets: list[str], imb_factors: list[float] | N
             method_cls = registry.load("method", method)
             # A method tied to a protocol (e.g. jamal's meta set) runs only where it exists.
             has_protocol = method_cls.protocol in (None, *dataset_cls.protocols)
-            if not (method_cls.supports(dataset) and has_protocol):
+            if not has_protocol:
                 if all_methods:
                     continue
                 raise BadInput(f"method '{method}' does not support dataset '{dataset}'")

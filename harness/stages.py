@@ -12,7 +12,6 @@ per (dataset, imbalance factor, seed).
 
 from __future__ import annotations
 
-import functools
 
 from . import registry
 from .errors import BadInput
@@ -45,17 +44,17 @@ def with_stage1(specs: list[RunSpec]) -> list[RunSpec]:
     return planned
 
 
-@functools.cache
 def keeps_final_model(method: str) -> bool:
     """Whether some registered method starts from runs of ``method`` (their final models are
     then kept in the store). A plugin that fails to import starts from nothing here: it cannot
-    run in this process (``ltbench list`` shows its error)."""
-    return any(_stage1_of(plugin) == method for plugin in registry.plugins("method").values())
+    run in this process (``ltbench list`` shows its error). Read through the registry's own
+    caches, so :func:`ltbench.registry.refresh` applies here too."""
+    return any(_stage1_of(name) == method for name in registry.plugins("method"))
 
 
-def _stage1_of(plugin: registry.Plugin) -> str | None:
+def _stage1_of(name: str) -> str | None:
     try:
-        return plugin.load().stage1
+        return registry.load("method", name).stage1
     except BadInput:
         return None
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ltbench import registry
+from ltbench import registry, stages
 from ltbench.cli import cli
 from ltbench.errors import BadInput
 
@@ -84,6 +84,9 @@ def _install_fake_distribution(site: Path, entry_points: str) -> None:
                 onehot = F.one_hot(targets, logits.shape[1]).float()
                 signs = 2 * onehot - 1
                 return F.relu(self.hparams["margin"] - signs * logits).pow(2).mean()
+
+        class FromFocal(SquaredHinge):
+            stage1 = "focal"  # declares that it starts from focal's runs
     '''))
     info = site / "thirdparty_lt-1.0.dist-info"
     info.mkdir()
@@ -96,6 +99,18 @@ def fresh_registry():
     registry.refresh()
     yield
     registry.refresh()
+
+
+def test_refresh_also_refreshes_which_final_models_are_kept(tmp_path, monkeypatch,
+                                                            fresh_registry):
+    """Which methods' final models the store keeps follows the registry: after installing a
+    plugin that starts from focal's runs, and ``refresh``, focal's models are kept."""
+    assert stages.keeps_final_model("ce") and not stages.keeps_final_model("focal")
+    site = tmp_path / "site"
+    _install_fake_distribution(site, "[ltbench.methods]\nfrom-focal = thirdparty_lt:FromFocal\n")
+    monkeypatch.syspath_prepend(str(site))
+    registry.refresh()
+    assert stages.keeps_final_model("focal")
 
 
 @pytest.mark.slow

@@ -96,11 +96,6 @@ class Method:
         self.class_counts = class_counts
         self.hparams = hparams
 
-    @classmethod
-    def supports(cls, dataset: str) -> bool:
-        """Whether the method applies to ``dataset``; ``--methods all`` skips it otherwise."""
-        return True
-
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
         raise NotImplementedError
 
