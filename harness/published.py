@@ -21,8 +21,9 @@ Matching rules, shared by ``ltbench check`` and the report:
 * accuracies and errors are both in percent on a class-balanced test set, so
   error = 100 − accuracy (protocols.md §1.1); top-1 *error* is better when lower, accuracy
   when higher;
-* shifted test splits (LADE protocol, protocols.md §1.4: F50 … U1 … B50) are not stored yet
-  and are not compared.
+* shifted test splits (LADE protocol, protocols.md §1.4: F50 … U1 … B50) are stored in each
+  run's ``evals`` artifact and shown by the report, but not compared here yet (the comparison
+  reads only the records).
 
 This module must not import torch.
 """
@@ -184,7 +185,7 @@ def load_published(path: Path, extra_methods: Sequence[str] = ()) -> list[Publis
 def skip_reason(row: PublishedRow) -> str | None:
     """Why ``row`` (of an ltbench method) is never compared with a store result, or None."""
     if row.split in SHIFTED_SPLITS:
-        return "shifted test split (not stored yet)"
+        return "shifted test split (in the report, not compared yet)"
     if row.selection == "unknown":
         return "model selection unknown"
     if row.selection == "best_test_epoch" and row.split != "all":

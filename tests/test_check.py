@@ -294,7 +294,7 @@ def test_rows_not_compared_and_why(tmp_path):
     result = check(records, rows)
     assert result.comparisons == []
     assert [reason for _, reason in result.not_compared] == [
-        "model selection unknown", "shifted test split (not stored yet)",
+        "model selection unknown", "shifted test split (in the report, not compared yet)",
         "best-epoch numbers are stored for the whole test set only",
         "published protocol length unknown",
         "no run of any method in its setting (imbalance factor, profile, protocol, epochs)",
