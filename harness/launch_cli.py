@@ -122,7 +122,8 @@ class LaunchOptions:
         """Train ``todo``, planned from the store as read at ``planned_at``, in packs of up to
         ``pack_size`` (in this process, or one worker per pack); exits 3 when stopped by
         SIGTERM / SIGUSR1 / Ctrl-C after checkpointing (in this process: after the current
-        batch; a second Ctrl-C aborts without a checkpoint)."""
+        batch; a second Ctrl-C aborts without a checkpoint), and also when a local pool's
+        launcher gets SIGTERM (its workers checkpoint after their batch)."""
         from . import launchers
         from .engine.checkpoint import Preempted, stop_on_signals
         from .engine.steps import Numerics
@@ -145,7 +146,12 @@ class LaunchOptions:
         settings = self._settings(store.root, data_root, device)
         packs = plan_packs(todo, pack_size)
         if self.launcher == "local":
-            failed = launchers.launch_local(packs, settings, self.slots, planned_at)
+            try:
+                failed = launchers.launch_local(packs, settings, self.slots, planned_at)
+            except launchers.PoolStopped as exc:  # as an in-process run stopped by SIGTERM
+                click.echo(f"{exc}: the workers checkpointed and stopped; rerun the same "
+                           f"command to continue", err=True)
+                sys.exit(launchers.EXIT_PREEMPTED)
         elif self.launcher == "slurm":
             failed = launchers.launch_slurm(
                 packs, settings, planned_at, partition=self.slurm_partition,

@@ -40,6 +40,7 @@ and publishes their records, so the launchers only start, wait and stop processe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shlex
@@ -51,7 +52,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Iterator, TextIO
 
 from .envinfo import usable_cores
 from .errors import BadInput
@@ -155,6 +156,29 @@ def _stop(processes: list[subprocess.Popen], grace_s: float) -> None:
             process.wait()
 
 
+class PoolStopped(BaseException):
+    """The local pool's launcher got SIGTERM (a cluster's or a supervisor's stop): it stopped
+    its workers as Ctrl-C does, each after checkpointing."""
+
+
+def _raise_pool_stopped(signum: int, frame) -> None:
+    raise PoolStopped(f"stopped by {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def _sigterm_stops_the_pool() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`PoolStopped` (main thread only): without it
+    the launcher would die at once and leave its workers, in their own sessions, running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_pool_stopped)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _report_exit(process: subprocess.Popen, exited: queue.Queue) -> None:
     process.wait()
     exited.put(process.pid)
@@ -179,35 +203,37 @@ def launch_local(packs: list[list[RunSpec]], settings: WorkerSettings,
     exited: queue.Queue[int] = queue.Queue()
     abnormal = unstarted = 0
     store_failed = False
-    try:
-        while pending or running:
-            while pending and free:
-                slot, path = free.pop(0), write_spec(pending.popleft(), folder, planned_at)
-                env = dict(os.environ)
-                if slot is not None:
-                    env["CUDA_VISIBLE_DEVICES"] = slot
-                else:  # a CPU pool shares the cores out, unless the user chose a count
-                    env.setdefault("OMP_NUM_THREADS", cpu_threads)
-                process = subprocess.Popen(settings.command(path), env=env,
-                                           start_new_session=True)
-                running[process.pid] = (process, slot, path)
-                threading.Thread(target=_report_exit, args=(process, exited), daemon=True).start()
-            process, slot, path = running.pop(exited.get())  # a signal interrupts the wait
-            path.unlink(missing_ok=True)  # a pack this pool did not finish is planned anew
-            free.append(slot)
-            if process.returncode == EXIT_STORE_FAILED:
-                store_failed = True
-                unstarted += len(pending)
-                pending.clear()  # every later worker would fail the same way
-            if process.returncode not in (0, EXIT_PREEMPTED):
-                abnormal += 1
-                stream.write(f"worker for {spec_pack(path)} exited with code "
-                             f"{process.returncode}; its runs stay pending\n")
-    except BaseException:  # Ctrl-C, or the launcher being stopped: stop the workers by pid
-        _stop([process for process, _, _ in running.values()], grace_s)
-        for _, _, path in running.values():
-            path.unlink(missing_ok=True)
-        raise
+    with _sigterm_stops_the_pool():
+        try:
+            while pending or running:
+                while pending and free:
+                    slot, path = free.pop(0), write_spec(pending.popleft(), folder, planned_at)
+                    env = dict(os.environ)
+                    if slot is not None:
+                        env["CUDA_VISIBLE_DEVICES"] = slot
+                    else:  # a CPU pool shares the cores out, unless the user chose a count
+                        env.setdefault("OMP_NUM_THREADS", cpu_threads)
+                    process = subprocess.Popen(settings.command(path), env=env,
+                                               start_new_session=True)
+                    running[process.pid] = (process, slot, path)
+                    threading.Thread(target=_report_exit, args=(process, exited),
+                                     daemon=True).start()
+                process, slot, path = running.pop(exited.get())  # a signal interrupts the wait
+                path.unlink(missing_ok=True)  # a pack this pool did not finish is planned anew
+                free.append(slot)
+                if process.returncode == EXIT_STORE_FAILED:
+                    store_failed = True
+                    unstarted += len(pending)
+                    pending.clear()  # every later worker would fail the same way
+                if process.returncode not in (0, EXIT_PREEMPTED):
+                    abnormal += 1
+                    stream.write(f"worker for {spec_pack(path)} exited with code "
+                                 f"{process.returncode}; its runs stay pending\n")
+        except BaseException:  # Ctrl-C, SIGTERM (PoolStopped): stop the workers by pid
+            _stop([process for process, _, _ in running.values()], grace_s)
+            for _, _, path in running.values():
+                path.unlink(missing_ok=True)
+            raise
     if store_failed:
         raise BadInput(f"results folder {settings.results} refused a write by a worker (its "
                        f"Error line above): the grid stopped, {unstarted} pack(s) not "

@@ -129,7 +129,12 @@ def _owners(results: Path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_workers_by_pid_and_the_store_stays_consistent(tmp_path):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 3)],
+                         ids=["ctrl-c", "sigterm"])
+def test_a_stopped_pool_stops_its_workers_and_the_store_stays_consistent(tmp_path, signum, code):
+    """Ctrl-C (SIGINT), or SIGTERM from a supervisor, to the launcher of a worker pool: it
+    stops its workers by pid (they checkpoint after their batch), never leaves them running;
+    the rerun continues both runs."""
     results = tmp_path / "results"
     args = [str(a) for a in _grid_args(results, "--jobs", "2", "--checkpoint-every", "1")]
     args[args.index("--epochs") + 1] = "12"
@@ -140,9 +145,9 @@ def test_ctrl_c_stops_workers_by_pid_and_the_store_stays_consistent(tmp_path):
         time.sleep(0.02)
     workers = _owners(results)
     assert len(workers) == 2 and launcher.pid not in workers
-    launcher.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+    launcher.send_signal(signum)  # SIGINT: what Ctrl-C sends to the foreground process
     _, err = launcher.communicate(timeout=120)
-    assert launcher.returncode == 130, err
+    assert launcher.returncode == code, err
     for pid in workers:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
