@@ -54,7 +54,7 @@ def graph() -> dict[str, set[str]]:
 def _layer(module: str) -> str:
     for prefix, layer in (("ltbench.api", "contract"), ("ltbench.engine", "engine"),
                           ("ltbench.methods", "plugin"), ("ltbench.datasets", "plugin"),
-                          ("ltbench.cli", "cli"), ("ltbench.launch_cli", "cli"),
+                          ("ltbench.cli", "cli"),
                           ("ltbench.__main__", "cli")):
         if module == prefix or module.startswith(prefix + "."):
             return layer

@@ -12,7 +12,7 @@ import pytest
 from helpers import TINY_SYNTHETIC, tree_snapshot
 
 from ltbench import grid, registry
-from ltbench.cli import _pack_size
+from ltbench.cli.run import _pack_size
 from ltbench.errors import BadInput
 from ltbench.hparams import parse_overrides
 from ltbench.packing import plan_packs
