@@ -261,11 +261,8 @@ def test_color_jitter_applies_torchvisions_operations_in_the_drawn_order():
     assert not torch.allclose(out, images)
 
 
-def test_announced_streamed_batches_are_gathered_ahead_on_a_thread(image_list, tmp_path,
-                                                                    monkeypatch):
-    """After an epoch's order is announced, each next batch's pixels are gathered on the
-    background thread, in the announced order; an unannounced batch is gathered on the spot.
-    The crops are the resident ones throughout."""
+def _watch_gathers(monkeypatch) -> list[tuple[bool, list[int]]]:
+    """The streamed split's gathers from now on: (on the background thread?, positions)."""
     gathered = []
     real_gather = sources._StreamedBatches._gather
 
@@ -275,6 +272,15 @@ def test_announced_streamed_batches_are_gathered_ahead_on_a_thread(image_list, t
         return real_gather(self, chosen)
 
     monkeypatch.setattr(sources._StreamedBatches, "_gather", watched)
+    return gathered
+
+
+def test_announced_streamed_batches_are_gathered_ahead_on_a_thread(image_list, tmp_path,
+                                                                    monkeypatch):
+    """After an epoch's order is announced, each next batch's pixels are gathered on the
+    background thread, in the announced order; an unannounced batch is gathered on the spot.
+    The crops are the resident ones throughout."""
+    gathered = _watch_gathers(monkeypatch)
     split = cached(image_list, tmp_path)
     resident, streamed = source(split, jitter=0.4), source(split, jitter=0.4, resident=False)
     order = torch.tensor([6, 2, 7, 0, 5, 1, 3, 4])
@@ -310,15 +316,7 @@ def test_an_epoch_resumed_mid_way_streams_the_rest_ahead(image_list, tmp_path, m
     from ltbench.engine.samplers import EpochSampler
     from ltbench.engine.train import PartialEpoch, train_epoch
 
-    gathered = []
-    real_gather = sources._StreamedBatches._gather
-
-    def watched(self, chosen):
-        gathered.append((threading.current_thread().name.startswith("ltbench-gather"),
-                         chosen.tolist()))
-        return real_gather(self, chosen)
-
-    monkeypatch.setattr(sources._StreamedBatches, "_gather", watched)
+    gathered = _watch_gathers(monkeypatch)
     split = cached(image_list, tmp_path)
     sampler = EpochSampler("instance-balanced", source(split).labels, len(SIZES) + 1, 1)
 
