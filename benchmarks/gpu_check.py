@@ -26,7 +26,7 @@ The checks, in order (the name selects it):
    after ``Numerics.apply_backend_flags()`` the fp32 precision of cuDNN convolutions and cuBLAS
    matmuls is "ieee" (no TF32) and the production numerics are bf16 + channels-last.
 2. ``throughput``: the real epoch loop (``train_epoch`` with ``build_step``, through
-   ltbench.bench's ``_engine``) in production numerics for packs of 1, 4, 16, 32, 64 on
+   ltbench.bench.throughput's ``_engine``) in production numerics for packs of 1, 4, 16, 32, 64 on
    CIFAR-10-LT IF 100: ms/step, img/s per model, peak GB per model, and the pack size
    ``--pack-size auto`` would pick with its assumed and with the measured per-model memory.
 3. ``grouped_exact_fp64``: on cuDNN in float64 the grouped step's losses, gradients, parameters
@@ -267,7 +267,8 @@ def check_environment(ctx: Context) -> tuple[bool, dict[str, Any]]:
 
 def _bench_inputs(ctx: Context, packs: tuple[int, ...]):
     """bench.py's settings, data and ce hyper-parameters at this run's sizes."""
-    from ltbench import bench, registry
+    from ltbench import registry
+    from ltbench.bench import throughput as bench
     from ltbench.hparams import resolve_run
 
     sizes = ctx.sizes
@@ -282,10 +283,10 @@ def _bench_inputs(ctx: Context, packs: tuple[int, ...]):
 def check_throughput(ctx: Context) -> tuple[bool, dict[str, Any]]:
     import torch
 
-    from ltbench import bench
+    from ltbench.bench import throughput as bench
     from ltbench.engine.steps import Numerics
-    from ltbench.packing import (BYTES_PER_MODEL_AT_BATCH_128, MAX_AUTO_PACK_SIZE,
-                                 auto_pack_size)
+    from ltbench.run.packing import (BYTES_PER_MODEL_AT_BATCH_128, MAX_AUTO_PACK_SIZE,
+                                     auto_pack_size)
 
     settings, data, hparams = _bench_inputs(ctx, ctx.sizes.packs)
     numerics = Numerics.for_device(ctx.device)
@@ -459,8 +460,8 @@ def pack_against_alone(ctx: Context, numerics) -> tuple[dict[str, float], Any]:
     the pack's losses."""
     import torch
 
-    from ltbench.engine.steps import GroupedStep, SingleModelStep
     from ltbench.api import StepContext
+    from ltbench.engine.steps import GroupedStep, SingleModelStep
 
     setup = pack_setup(ctx, torch.float32, numerics)
     grouped = GroupedStep(setup.models, setup.methods, setup.hparams, ctx.device, numerics)
@@ -509,12 +510,12 @@ def check_meta_gradient_bf16(ctx: Context) -> tuple[bool, dict[str, Any]]:
     import torch.nn.functional as F
 
     from ltbench import registry
+    from ltbench.api import StepContext
     from ltbench.engine.augment import DeviceImages
     from ltbench.engine.models import build_backbone
     from ltbench.engine.samplers import EpochSampler
     from ltbench.engine.steps import Numerics
     from ltbench.engine.train import PackMember, build_step, learning_rate, train_epoch
-    from ltbench.api import StepContext
     from ltbench.methods.l2rw import l2rw_weights
     from ltbench.methods.lookahead import meta_gradient
 
@@ -670,7 +671,7 @@ def ltbench(args: list[str], timeout_s: float) -> subprocess.CompletedProcess:
 
 def _data_args(ctx: Context) -> list[str]:
     """CIFAR-10-LT IF 100 when the data root has it (and not --quick), else tiny synthetic-lt."""
-    from ltbench.bench import has_cifar10_lt
+    from ltbench.bench.throughput import has_cifar10_lt
 
     if not ctx.quick and has_cifar10_lt(ctx.data_root):
         return ["--datasets", "cifar10-lt", "--imb", "100", "--data-root", str(ctx.data_root)]
@@ -684,7 +685,7 @@ def _run_args(ctx: Context, store: Path, methods: str, *extra: str) -> list[str]
 
 
 def _records(store: Path):
-    from ltbench.store import ResultStore
+    from ltbench.store.result_store import ResultStore
 
     return ResultStore(store).read()
 
@@ -734,7 +735,7 @@ def part_loss_family(ctx, store, precision) -> tuple[bool, dict[str, Any]]:
 
 
 def part_meta_family(ctx, store, precision) -> tuple[bool, dict[str, Any]]:
-    from ltbench.store import ResultStore
+    from ltbench.store.result_store import ResultStore
 
     # meta-ce's meta stage starts in the last epoch; l2rw and mwn re-weight from epoch 0
     meta_start = f"meta_start_epoch={ctx.sizes.run_epochs - 1}"
@@ -776,7 +777,7 @@ def part_two_workers(ctx, store, precision) -> tuple[bool, dict[str, Any]]:
 def part_sigterm_resume(ctx, store, precision) -> tuple[bool, dict[str, Any]]:
     """SIGTERM once the run holds its claim (it checkpoints after its current batch and exits
     3), then the same command resumes it to an ok record with every epoch's curve."""
-    from ltbench.store import ResultStore
+    from ltbench.store.result_store import ResultStore
 
     epochs = ctx.sizes.sigterm_epochs
     args = _run_args(ctx, store, "ce", "--checkpoint-every", "0")
@@ -862,7 +863,7 @@ def cifar_run_estimate_s(ctx: Context) -> float:
 
 
 def check_cifar10_ce_200(ctx: Context) -> tuple[bool, dict[str, Any]]:
-    from ltbench.bench import has_cifar10_lt
+    from ltbench.bench.throughput import has_cifar10_lt
 
     if not has_cifar10_lt(ctx.data_root):
         raise Skipped(f"no CIFAR-10 under {ctx.data_root}")
@@ -895,7 +896,7 @@ def check_cifar10_ce_200(ctx: Context) -> tuple[bool, dict[str, Any]]:
 def check_compiled_bench(ctx: Context) -> tuple[bool, dict[str, Any]]:
     import torch
 
-    from ltbench import bench
+    from ltbench.bench import throughput as bench
     from ltbench.engine.steps import Numerics
 
     settings, data, hparams = _bench_inputs(ctx, (1,))
@@ -1142,7 +1143,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from ltbench import __version__
         from ltbench.errors import BadInput
-        from ltbench.runner import resolve_device
+        from ltbench.run.runner import resolve_device
 
         try:
             device = resolve_device(args.device)

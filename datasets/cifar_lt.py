@@ -30,9 +30,10 @@ import torch
 
 from ltbench.api import Dataset, LTData
 from ltbench.errors import BadInput
-from ltbench.hparams import JAMAL_CIFAR, LDAM_CIFAR, resolve_run
+from ltbench.hparams import resolve_run
 
 from . import cifar_pack
+from .cifar_protocols import JAMAL_CIFAR, LDAM_CIFAR
 from .profiles import protocol_counts, split_with_validation
 
 #: Both CIFARs have 50,000 training images, balanced; LDAM-DRW's ``img_max = len(data) / cls_num``.

@@ -43,10 +43,10 @@ import numpy as np
 import torch
 
 from ltbench import __version__
-from ltbench.atomicfile import atomic_write
 from ltbench.errors import BadInput
 from ltbench.hparams import OPTIONAL_DEFAULTS
 from ltbench.spec import format_imb
+from ltbench.store.atomicfile import atomic_write
 
 SUFFIX = ".ltpack"
 FORMAT, FORMAT_VERSION = "ltbench-pack", 1
@@ -183,7 +183,7 @@ def write_pack(out: Path, manifest: Mapping[str, Any],
     """Write a pack: ``manifest`` (without the ``format``, ``codec`` and ``splits`` fields,
     which are added) and, per split name, (its official images uint8 [N, 3, 32, 32], its
     labels int64 [N], the ascending positions to hold). Written atomically
-    (:func:`ltbench.atomicfile.atomic_write`), so a failure leaves nothing."""
+    (:func:`ltbench.store.atomicfile.atomic_write`), so a failure leaves nothing."""
     document = {"format": FORMAT, "format_version": FORMAT_VERSION,
                 "ltbench_version": __version__, **manifest, "codec": CODEC,
                 "splits": {name: {"size": len(labels), "images": len(positions)}

@@ -37,9 +37,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ltbench.errors import BadInput
-from ltbench.spec import MAX_SPLIT_SEED, derive_seed
-
-PROFILES = ("exp", "step")
+from ltbench.spec import MAX_SPLIT_SEED, check_profile, derive_seed
 
 #: The protocol whose meta set is removed before the subset is drawn.
 META_FIRST_PROTOCOL = "jamal"
@@ -55,8 +53,7 @@ def class_counts(n_max: float, num_classes: int, imb_factor: float, profile: str
     if not math.isfinite(imb) or imb < 1:
         raise BadInput(f"imbalance factor must be a finite number >= 1 (n_max / n_min), "
                        f"got {imb_factor}")
-    if profile not in PROFILES:
-        raise BadInput(f"unknown imbalance profile '{profile}'; known: {', '.join(PROFILES)}")
+    check_profile(profile)
     if num_classes < 2:
         raise BadInput(f"a long-tailed dataset needs at least 2 classes, got {num_classes}")
     ratio = 1.0 / imb

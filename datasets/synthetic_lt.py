@@ -27,9 +27,9 @@ import torch
 
 from ltbench.api import Dataset, LTData
 from ltbench.errors import BadInput
-from ltbench.hparams import JAMAL_CIFAR, LDAM_CIFAR
 from ltbench.spec import derive_seed
 
+from .cifar_protocols import JAMAL_CIFAR, LDAM_CIFAR
 from .profiles import protocol_counts, split_with_validation
 
 _SIZE = 32

@@ -15,11 +15,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import HARNESS_VERSION
+from .errors import BadInput
 
 
 #: The largest split seed: the legacy ``RandomState`` that draws CIFAR-LT subsets
 #: (:func:`ltbench.datasets.profiles.select_subset`) takes seeds below 2^32.
 MAX_SPLIT_SEED = 2 ** 32 - 1
+
+#: The count profiles a run's ``profile`` may name (datasets.md §2.2):
+#: :func:`ltbench.datasets.profiles.class_counts` gives their per-class counts.
+PROFILES = ("exp", "step")
+
+
+def check_profile(profile: str) -> None:
+    """:class:`BadInput` unless ``profile`` is one of :data:`PROFILES`."""
+    if profile not in PROFILES:
+        raise BadInput(f"unknown profile '{profile}'; choose one of {', '.join(PROFILES)}")
 
 
 def canonical_json(obj: Any) -> str:

@@ -15,8 +15,8 @@ protocols.md §3.12).
 CIFAR-100-LT defaults α = 0.1 and λ = 0.01 (hyperconnect/LADE : README.md, IF 100 command).
 Inference adds ``log p_t`` of the target label distribution (run_networks.py ``eval``): on the
 balanced test set a constant, so the logits are used as they are; on the shifted test sets
-:mod:`ltbench.shifted` adds each set's true ``log p_t``. The training protocol is the dataset's
-(LDAM CIFAR protocol), not LADE's own CIFAR schedule (protocols.md §2.1 LADE row).
+:mod:`ltbench.metrics.shifted` adds each set's true ``log p_t``. The training protocol is the
+dataset's (LDAM CIFAR protocol), not LADE's own CIFAR schedule (protocols.md §2.1 LADE row).
 """
 
 from __future__ import annotations

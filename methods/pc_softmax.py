@@ -5,7 +5,7 @@ The stage-1 ``ce`` model with the source prior replaced by the target prior at i
 ``p_t(y | x) ∝ exp(z_y − log p_s(y) + log p_t(y))`` (hyperconnect/LADE : LADE_poster.pdf,
 run_networks.py ``eval``), p_s the training label frequencies. On the balanced test set the
 target is uniform, so the logits are ``z − log p_s`` (the constant ``log 1/C`` dropped); on the
-shifted test sets :mod:`ltbench.shifted` adds each set's true ``log p_t``.
+shifted test sets :mod:`ltbench.metrics.shifted` adds each set's true ``log p_t``.
 """
 
 from __future__ import annotations

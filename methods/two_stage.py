@@ -4,7 +4,7 @@ Decoupling (Kang et al., ICLR 2020, arXiv:1910.09217; protocols.md §3.10) and t
 label-shift corrections (PC softmax, Hong et al., CVPR 2021, arXiv:2012.00321, §3.11; post-hoc
 logit adjustment, Menon et al., ICLR 2021, arXiv:2007.07314, §3.14) all start from a model
 trained end to end with plain cross-entropy. A :class:`TwoStageMethod` names that run's method
-in ``stage1``; the harness (:mod:`ltbench.stages`) trains the stage-1 run once (or reuses it),
+in ``stage1``; the harness (:mod:`ltbench.run.stages`) trains the stage-1 run once (or reuses it),
 keeps its final model in the store, and hands it to :meth:`TwoStageMethod.build_classifier`,
 which returns the stage-2 model: the stage-1 backbone, frozen (parameters fixed and BatchNorm
 in eval mode, so its running statistics never move), under a new head. The engine then trains
@@ -12,7 +12,7 @@ that model for ``stage2_hparams()["epochs"]`` epochs (cRT, LWS) or, with 0 epoch
 PC softmax, post-hoc LA), only evaluates it.
 
 A method's own ``defaults`` are its stage-2 hyper-parameters: every other key of the run's
-hyper-parameters belongs to stage 1 (:func:`ltbench.stages.stage1_spec`), so the stage-2 keys
+hyper-parameters belongs to stage 1 (:func:`ltbench.run.stages.stage1_spec`), so the stage-2 keys
 are named ``stage2_*`` and never shadow the protocol's.
 
 Selections (τ) use only the balanced validation split (``--set val_per_class=N``,
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..api import LTData, Method
 from ..engine.train import predict_logits, unaugmented_images
-from ..evaluate import summarize
+from ..metrics.headline import summarize
 
 #: The stage-2 training schedule of cRT and LWS on CIFAR-LT. Decoupling has no CIFAR setting
 #: (protocols.md §5), so this is ltbench's choice: the ImageNet-LT stage-2 configs

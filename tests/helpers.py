@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ltbench.evaluate import summarize
-from ltbench.store import ResultStore
+from ltbench.metrics.headline import summarize
+from ltbench.store.result_store import ResultStore
 
 #: ``--set`` values that make a synthetic-lt run take about a second on one CPU core.
 TINY_SYNTHETIC = ("classes=4", "n_max=24", "test_per_class=5", "batch_size=16")

@@ -28,7 +28,7 @@ from test_cli import BAD_RUNS
 
 from ltbench import registry
 from ltbench.cli import cli
-from ltbench.store import ResultStore
+from ltbench.store.result_store import ResultStore
 
 TINY = [a for s in TINY_SYNTHETIC for a in ("--set", s)] + ["--imb", "4"]
 
@@ -228,7 +228,7 @@ def test_method_that_raises_at_import_is_bad_input_and_breaks_nothing_else(store
 
 def published_csv(path, *rows: str) -> None:
     """A published-numbers file with the full header and ``rows``."""
-    from ltbench.published import LTBENCH_COLUMNS, ORIGINAL_COLUMNS
+    from ltbench.report.published import LTBENCH_COLUMNS, ORIGINAL_COLUMNS
 
     path.write_text(",".join(ORIGINAL_COLUMNS + LTBENCH_COLUMNS) + "\n"
                     + "".join(row + "\n" for row in rows))

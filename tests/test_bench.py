@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ltbench.bench import COLUMNS, GRID_RUNS, TRAIN_FLOP_PER_IMAGE, CudagraphSkips
+from ltbench.bench.throughput import COLUMNS, GRID_RUNS, TRAIN_FLOP_PER_IMAGE, CudagraphSkips
 
 HEADER = ("| variant | N | img/s | img/s/model | ms/step | run h | grid h | x B0 | TFLOP/s | "
           "peak MB | compile s | status |")

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from ltbench.published import default_published_dir, load_published
-from ltbench.report import write_report
+from ltbench.report.published import default_published_dir, load_published
+from ltbench.report.site import write_report
 from helpers import small_store
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")

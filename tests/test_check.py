@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ltbench.check import Tolerance, check, to_json, to_markdown
 from ltbench.cli import cli
 from ltbench.errors import BadInput
-from ltbench.published import (KNOWN_DATASETS, LTBENCH_COLUMNS, ORIGINAL_COLUMNS, SELECTIONS,
-                               default_published_dir, load_published, skip_reason)
-from ltbench.store import ResultStore
-from ltbench.tables import FAMILY_ORDER
+from ltbench.report.check import Tolerance, check, to_json, to_markdown
+from ltbench.report.published import (KNOWN_DATASETS, LTBENCH_COLUMNS, ORIGINAL_COLUMNS, SELECTIONS,
+                                      default_published_dir, load_published, skip_reason)
+from ltbench.report.tables import FAMILY_ORDER
+from ltbench.store.result_store import ResultStore
 from helpers import failed_record, make_record, small_store
 
 PUBLISHED_CSV = default_published_dir() / "published.csv"
@@ -476,6 +476,6 @@ def test_bad_published_file_is_exit_2(tmp_path):
 
 @pytest.mark.slow
 def test_check_and_report_modules_do_not_import_torch():
-    code = ("import sys, ltbench.cli, ltbench.check, ltbench.published, ltbench.figures, "
-            "ltbench.report; sys.exit(1 if 'torch' in sys.modules else 0)")
+    code = ("import sys, ltbench.cli, ltbench.report.check, ltbench.report.published, "
+            "ltbench.report.figures, ltbench.report.site; sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from helpers import TINY_SYNTHETIC
 
-from ltbench import claims
-from ltbench.store import ResultStore
+from ltbench.run import claims
+from ltbench.store.result_store import ResultStore
 
 TINY = [a for s in TINY_SYNTHETIC for a in ("--set", s)]
 

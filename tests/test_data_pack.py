@@ -16,11 +16,11 @@ import torch
 from click.testing import CliRunner
 from helpers import tree_snapshot
 
-from ltbench import grid
 from ltbench.cli import cli
 from ltbench.datasets.cifar_lt import Cifar100LT, Cifar10LT
 from ltbench.errors import BadInput
 from ltbench.hparams import resolve_run
+from ltbench.run import grid
 
 PACK_NAME = "c10-lt100.ltpack"
 HOLDS = (f"the packs hold {PACK_NAME}: cifar10-lt imb 100 profile exp split seed 0 "

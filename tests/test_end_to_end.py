@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import TINY_SYNTHETIC, tree_snapshot
 
-from ltbench.store import ResultStore
+from ltbench.store.result_store import ResultStore
 
 TINY = [a for s in TINY_SYNTHETIC for a in ("--set", s)]
 

@@ -14,13 +14,13 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from scipy import stats
 
-from ltbench.api import LTData
+from ltbench.api import LTData, Method
 from ltbench.engine.augment import DeviceImages
 from ltbench.engine.models import BasicBlock, NormedLinear, build_backbone
+from ltbench.engine.progress import RunProgress
 from ltbench.engine.train import learning_rate, train
-from ltbench.hparams import LDAM_CIFAR, resolve
-from ltbench.api import Method
-from ltbench.progress import RunProgress
+from ltbench.datasets.cifar_protocols import LDAM_CIFAR
+from ltbench.hparams import resolve
 
 CPU = torch.device("cpu")
 MEAN = (0.4914, 0.4822, 0.4465)

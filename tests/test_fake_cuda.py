@@ -54,8 +54,8 @@ import torch.nn.functional as F
 from helpers import TINY_SYNTHETIC
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from ltbench import grid, registry
-from ltbench.api import LTData
+from ltbench import registry
+from ltbench.api import LTData, Method, StepContext
 from ltbench.datasets.synthetic_lt import SyntheticLT
 from ltbench.engine.augment import DeviceImages
 from ltbench.engine.grouped import GroupedResNet
@@ -63,12 +63,11 @@ from ltbench.engine.models import build_backbone
 from ltbench.engine.steps import GroupedStep, Numerics, SingleModelStep, grouped_input
 from ltbench.engine.train import MetaBatches
 from ltbench.hparams import parse_overrides
-from ltbench.api import Method, StepContext
 from ltbench.methods.ce import CrossEntropy
 from ltbench.methods.jamal import MetaCE
 from ltbench.methods.ncm import NearestClassMean
 from ltbench.methods.two_stage import image_features
-from ltbench.packing import groupable
+from ltbench.run import grid
 from ltbench.spec import RunSpec
 
 FAKE_CUDA = torch.device("cuda", 0)
@@ -84,7 +83,7 @@ EPOCHS = 10
 
 METHODS = sorted(registry.plugins("method"))
 TRAINED_ALONE = [name for name in METHODS if registry.load("method", name).stage1 is None]
-GROUPABLE = [name for name in TRAINED_ALONE if groupable(registry.load("method", name))]
+GROUPABLE = [name for name in TRAINED_ALONE if registry.load("method", name).groupable()]
 TWO_STAGE = [name for name in METHODS if name not in TRAINED_ALONE]
 
 pytestmark = pytest.mark.filterwarnings(

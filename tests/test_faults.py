@@ -24,16 +24,18 @@ from click.testing import CliRunner
 from helpers import TINY_SYNTHETIC, curves_frame, install_plugin, make_record, tree_snapshot
 
 import ltbench.engine.train as engine_train
-from ltbench import grid, registry, runner, torchfiles
+from ltbench import registry
 from ltbench.cli import cli
 from ltbench.engine.checkpoint import ResumeCheckpoint, resume_path
 from ltbench.hparams import parse_overrides
-from ltbench.integrity import find_damaged
-from ltbench.packing import pack_id, plan_packs
-from ltbench.runner import run_grid
-from ltbench.shifted import SHIFTED_SETS
-from ltbench.stages import stage1_ready, stage1_spec
-from ltbench.store import RECORD_SCHEMA, ResultStore
+from ltbench.metrics.shifted import SHIFTED_SETS
+from ltbench.run import grid, runner
+from ltbench.run.packing import pack_id, plan_packs
+from ltbench.run.runner import run_grid
+from ltbench.run.stages import stage1_ready, stage1_spec
+from ltbench.store import torchfiles
+from ltbench.store.integrity import find_damaged
+from ltbench.store.result_store import RECORD_SCHEMA, ResultStore
 
 CPU = torch.device("cpu")
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from ltbench import HARNESS_VERSION, grid, registry
+from ltbench import HARNESS_VERSION, registry
+from ltbench.datasets.cifar_protocols import JAMAL_CIFAR, LDAM_CIFAR
 from ltbench.errors import BadInput
-from ltbench.hparams import (JAMAL_CIFAR, LDAM_CIFAR, EpochOf, parse_overrides, resolve,
-                             resolve_run)
+from ltbench.hparams import EpochOf, parse_overrides, resolve, resolve_run
+from ltbench.run import grid
 from ltbench.spec import RunSpec, derive_seed
 
 

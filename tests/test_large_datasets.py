@@ -20,7 +20,7 @@ from helpers import tree_snapshot
 from image_fixtures import (count_device_copies, imagenet_lt_tree, inat_json_tree, places_lt_tree,
                             write_split_list)
 
-from ltbench import grid, registry
+from ltbench import registry
 from ltbench.cli import cli
 from ltbench.datasets.imagenet_lt import ImageNetLT
 from ltbench.datasets.inat import INaturalist2017, INaturalist2018, read_coco_json
@@ -29,10 +29,11 @@ from ltbench.datasets.reference_counts import IMAGENET_LT_TRAIN, PLACES_LT_TRAIN
 from ltbench.datasets.split_lists import SplitFileMismatch, parse_split_list, read_split_list
 from ltbench.engine.image_cache import CacheSplit
 from ltbench.errors import BadInput
-from ltbench.evaluate import shot_groups
 from ltbench.hparams import resolve_run
-from ltbench.runner import run_grid
-from ltbench.store import ResultStore
+from ltbench.metrics.headline import shot_groups
+from ltbench.run import grid
+from ltbench.run.runner import run_grid
+from ltbench.store.result_store import ResultStore
 
 #: Fixture images are about 30-50 pixels: cache them at 36 and crop 32.
 SMALL = {"resize_size": "36", "crop_size": "32", "pretrained": "none"}

@@ -22,9 +22,10 @@ import pytest
 from click.testing import CliRunner
 from helpers import TINY_SYNTHETIC, install_plugin
 
-from ltbench import claims, grid, launchers, registry
+from ltbench import registry
 from ltbench.cli import cli
-from ltbench.store import ResultStore
+from ltbench.run import claims, grid, launchers
+from ltbench.store.result_store import ResultStore
 
 TINY = [a for s in TINY_SYNTHETIC for a in ("--set", s)]
 TIMING = ["train_s", "eval_s"]
@@ -172,7 +173,7 @@ def test_a_worker_trains_a_pack(tmp_path):
     grouped pack and publishes both records."""
     results = tmp_path / "results"
     dry = invoke(*_grid_args(results, "--launcher", "dry", "--pack-size", "2"))
-    (command,) = [line for line in dry.stdout.splitlines() if "-m ltbench.worker" in line]
+    (command,) = [line for line in dry.stdout.splitlines() if "-m ltbench.run.worker" in line]
     assert f"{results.resolve()}/launch/pack-" in command and not results.exists()
     result = invoke(*_grid_args(results, "--jobs", "2", "--pack-size", "2"))
     assert result.exit_code == 0, result.output
@@ -205,7 +206,7 @@ def test_dry_launcher_prints_worker_commands_and_writes_nothing(tmp_path):
     result = invoke(*_grid_args(results, "--launcher", "dry", "--checkpoint-every", "5",
                                 "--checkpoint-every-steps", "7"))
     assert result.exit_code == 0, result.output
-    commands = [line for line in result.stdout.splitlines() if "-m ltbench.worker" in line]
+    commands = [line for line in result.stdout.splitlines() if "-m ltbench.run.worker" in line]
     assert len(commands) == 2
     assert all(f"--results {results.resolve()}" in c and "--checkpoint-every 5 " in c
                and c.endswith("--checkpoint-every-steps 7") for c in commands)
@@ -213,7 +214,7 @@ def test_dry_launcher_prints_worker_commands_and_writes_nothing(tmp_path):
 
 
 def test_a_worker_refuses_a_bad_step_count_before_anything_else(tmp_path, capsys):
-    from ltbench import worker
+    from ltbench.run import worker
 
     code = worker.main([str(tmp_path / "none.json"), "--results", str(tmp_path / "results"),
                         "--data-root", str(tmp_path), "--checkpoint-every-steps", "-5"])

@@ -12,9 +12,10 @@ import math
 import pytest
 import torch
 
-from ltbench.hparams import LDAM_CIFAR, resolve
-from ltbench.methods.balanced_softmax import BalancedSoftmax
 from ltbench.api import Method
+from ltbench.datasets.cifar_protocols import LDAM_CIFAR
+from ltbench.hparams import resolve
+from ltbench.methods.balanced_softmax import BalancedSoftmax
 from ltbench.methods.cb_ce import ClassBalancedCE
 from ltbench.methods.cb_focal import ClassBalancedFocal
 from ltbench.methods.ce import CrossEntropy

@@ -22,12 +22,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from helpers import TINY_SYNTHETIC
 
-from ltbench import grid
+from ltbench.api import StepContext, class_balanced_weights
 from ltbench.datasets.synthetic_lt import SyntheticLT
 from ltbench.engine.augment import DeviceImages
 from ltbench.engine.train import MetaBatches
 from ltbench.hparams import parse_overrides
-from ltbench.api import StepContext, class_balanced_weights
 from ltbench.methods.focal import Focal
 from ltbench.methods.jamal import MetaCE, MetaFocal, MetaLDAM, conditional_weights
 from ltbench.methods.l2rw import LearningToReweight, l2rw_weights
@@ -36,9 +35,10 @@ from ltbench.methods.lookahead import meta_gradient
 from ltbench.methods.meta_set_finetune import MetaSetFinetune
 from ltbench.methods.mwn import MetaWeightNet, build_weighting_network, normalised
 from ltbench.methods.weight_histograms import BINS, WeightHistograms
-from ltbench.runner import run_grid, train_one
+from ltbench.run import grid
+from ltbench.run.runner import run_grid, train_one
 from ltbench.spec import derive_seed
-from ltbench.store import ResultStore
+from ltbench.store.result_store import ResultStore
 
 CPU = torch.device("cpu")
 NO_AUTOCAST = contextlib.nullcontext

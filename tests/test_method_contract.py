@@ -9,12 +9,13 @@ import pytest
 import torch
 from helpers import TINY_SYNTHETIC
 
-from ltbench import grid, registry
+from ltbench import registry
 from ltbench.hparams import parse_overrides
-from ltbench.runner import run_grid
-from ltbench.shifted import SHIFTED_SETS
-from ltbench.stages import stage1_spec
-from ltbench.store import ResultStore
+from ltbench.metrics.shifted import SHIFTED_SETS
+from ltbench.run import grid
+from ltbench.run.runner import run_grid
+from ltbench.run.stages import stage1_spec
+from ltbench.store.result_store import ResultStore
 
 
 @pytest.mark.parametrize("method", list(registry.plugins("method")))

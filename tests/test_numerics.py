@@ -9,22 +9,21 @@ import functools
 
 import pytest
 import torch
-import torch.nn.functional as F
 from helpers import TINY_SYNTHETIC
 
-from ltbench import grid
+from ltbench.api import StepContext
 from ltbench.engine.grouped import GroupedResNet
 from ltbench.engine.imagenet_models import build_torchvision_backbone
 from ltbench.engine.models import build_backbone
+from ltbench.engine.progress import oversubscription_note
 from ltbench.engine.steps import Numerics, cpu_has_native_bf16, use_ieee_fp32
 from ltbench.hparams import parse_overrides
-from ltbench.api import StepContext
 from ltbench.methods.jamal import MetaCE
 from ltbench.methods.l2rw import LearningToReweight
 from ltbench.methods.mwn import MetaWeightNet
-from ltbench.progress import oversubscription_note
-from ltbench.runner import run_grid
-from ltbench.store import ResultStore
+from ltbench.run import grid
+from ltbench.run.runner import run_grid
+from ltbench.store.result_store import ResultStore
 
 CPU = torch.device("cpu")
 CPU_BF16 = functools.partial(torch.autocast, device_type="cpu", dtype=torch.bfloat16)
@@ -160,7 +159,7 @@ def test_records_state_the_numerics(tmp_path, precision):
 
 
 def test_oversubscription_is_named_only_beyond_the_cores(monkeypatch):
-    monkeypatch.setattr("ltbench.progress.usable_cores", lambda: 2)
+    monkeypatch.setattr("ltbench.engine.progress.usable_cores", lambda: 2)
     monkeypatch.setattr("os.getloadavg", lambda: (2.4, 0.0, 0.0))
     assert oversubscription_note() == ""
     monkeypatch.setattr("os.getloadavg", lambda: (3.52, 0.0, 0.0))
@@ -168,7 +167,7 @@ def test_oversubscription_is_named_only_beyond_the_cores(monkeypatch):
 
 
 def test_cpu_pool_workers_share_the_cores(monkeypatch):
-    from ltbench import launchers
+    from ltbench.run import launchers
 
     monkeypatch.setattr(launchers, "usable_cores", lambda: 16)
     assert [launchers.worker_threads(n) for n in (1, 2, 3, 16, 40)] == [16, 8, 5, 1, 1]

@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 from helpers import TINY_SYNTHETIC, tree_snapshot
 
-from ltbench import grid, registry
+from ltbench import registry
 from ltbench.cli.run import _pack_size
 from ltbench.errors import BadInput
 from ltbench.hparams import parse_overrides
-from ltbench.packing import plan_packs
-from ltbench.store import ResultStore
+from ltbench.run import grid
+from ltbench.run.packing import plan_packs
+from ltbench.store.result_store import ResultStore
 
 TINY = [a for s in TINY_SYNTHETIC for a in ("--set", s)]
 

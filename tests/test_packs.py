@@ -28,14 +28,14 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ltbench import registry
+from ltbench.api import StepContext
 from ltbench.engine.augment import DeviceImages
 from ltbench.engine.grouped import GroupedOptionAShortcut, GroupedResNet, PackSGD, member_view
 from ltbench.engine.models import OptionAShortcut, build_backbone
+from ltbench.engine.progress import RunProgress
 from ltbench.engine.steps import GroupedStep, Numerics, SingleModelStep, build_optimizer
 from ltbench.engine.train import PackMember, train, train_pack
 from ltbench.hparams import resolve_run
-from ltbench.api import StepContext
-from ltbench.progress import RunProgress
 
 CPU = torch.device("cpu")
 FP32 = Numerics("cpu", bf16=False, channels_last=False)

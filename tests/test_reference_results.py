@@ -11,11 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ltbench.check import check, to_markdown
-from ltbench.integrity import find_damaged
-from ltbench.published import default_published_dir, load_published
-from ltbench.report import write_report
-from ltbench.store import ResultStore
+from ltbench.report.check import check, to_markdown
+from ltbench.report.published import default_published_dir, load_published
+from ltbench.report.site import write_report
+from ltbench.store.integrity import find_damaged
+from ltbench.store.result_store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "results" / "reference"

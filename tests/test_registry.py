@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ltbench import registry, stages
+from ltbench import registry
 from ltbench.cli import cli
 from ltbench.errors import BadInput
+from ltbench.run import stages
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,7 +137,7 @@ def test_third_party_method_is_one_entry_point(tmp_path, monkeypatch, fresh_regi
                            "--results", str(tmp_path / "results"), *sets],
                           capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    from ltbench.store import ResultStore
+    from ltbench.store.result_store import ResultStore
 
     records = ResultStore(tmp_path / "results").read()
     assert list(records["method"]) == ["sq-hinge"]

@@ -13,11 +13,11 @@ from click.testing import CliRunner
 
 from ltbench import __version__
 from ltbench.cli import cli
-from ltbench.published import LTBENCH_COLUMNS, ORIGINAL_COLUMNS, load_published
-from ltbench.report import _cuda_of, rebin, write_report
-from ltbench.store import ResultStore
-from ltbench.tables import (FAMILY_ORDER, Cell, CellView, TableView, best_flags, error_table,
-                            format_cell, run_summary, status_counts, to_latex, to_markdown)
+from ltbench.report.published import LTBENCH_COLUMNS, ORIGINAL_COLUMNS, load_published
+from ltbench.report.site import _cuda_of, rebin, write_report
+from ltbench.report.tables import (FAMILY_ORDER, Cell, CellView, TableView, best_flags, error_table,
+                                   format_cell, run_summary, status_counts, to_latex, to_markdown)
+from ltbench.store.result_store import ResultStore
 from helpers import failed_record, make_record, small_store
 
 HPARAMS = {"epochs": 200, "lr": 0.1}

@@ -21,8 +21,8 @@ from helpers import TINY_SYNTHETIC
 
 from ltbench.cli import cli
 from ltbench.engine.checkpoint import Preempted, ResumeCheckpoint, request_stop, stop_on_signals
-from ltbench.progress import RunProgress
-from ltbench.store import ResultStore
+from ltbench.engine.progress import RunProgress
+from ltbench.store.result_store import ResultStore
 
 EPOCHS = 6
 #: Timing columns differ between any two runs; everything else must be identical.
@@ -189,15 +189,15 @@ def test_sigterm_stops_a_worker_after_its_batch_and_it_resumes_there(tmp_path,
     """A launcher stops its workers with SIGTERM: the worker checkpoints after the batch it
     is training, mid-epoch, exits 3, and a worker started again on the same spec continues
     at the next batch to the uninterrupted run's numbers."""
-    from ltbench import grid
-    from ltbench.worker import write_spec
+    from ltbench.run import grid
+    from ltbench.run.worker import write_spec
 
     results = tmp_path / "results"
     specs = grid.expand(["ce"], ["synthetic-lt"], [4.0], [0], profile="exp", split_seed=0,
                         overrides=dict(s.split("=") for s in MID_SETTINGS), epochs=MID_EPOCHS,
                         all_methods=False)
     spec = write_spec(specs, results / "launch", time.time())
-    worker = ["ltbench.worker", str(spec), "--results", str(results), "--data-root",
+    worker = ["ltbench.run.worker", str(spec), "--results", str(results), "--data-root",
               str(tmp_path / "unused"), "--device", "cpu", "--checkpoint-every", "0"]
     code, err = _signal_once_started(worker, signal.SIGTERM)
     assert code == 3, err
@@ -281,8 +281,8 @@ def _train(method: str, seeds: list[int], epochs: int, checkpoint=None, progress
     """``method`` (one run per seed, a pack when several) on tiny synthetic data (4 batches
     per epoch; 3 with MW-Net's meta set held out) through the engine, as ``ltbench run``
     trains it."""
-    from ltbench import grid
-    from ltbench.runner import _DataCache, train_specs
+    from ltbench.run import grid
+    from ltbench.run.runner import _DataCache, train_specs
 
     specs = grid.expand([method], ["synthetic-lt"], [4.0], seeds, profile="exp", split_seed=0,
                         overrides={**dict(s.split("=") for s in TINY_SYNTHETIC), **overrides},

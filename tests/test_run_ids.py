@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from ltbench import grid
+from ltbench.run import grid
 
 GOLDEN = Path(__file__).parent / "golden" / "run_ids.json"
 

@@ -22,10 +22,12 @@ import pytest
 from click.testing import CliRunner
 from helpers import TINY_SYNTHETIC, make_record, tree_snapshot
 
-from ltbench import HARNESS_VERSION, atomicfile, grid, launchers, worker
+from ltbench import HARNESS_VERSION
 from ltbench.cli import cli
-from ltbench.published import LTBENCH_COLUMNS, ORIGINAL_COLUMNS
-from ltbench.store import ResultStore
+from ltbench.report.published import LTBENCH_COLUMNS, ORIGINAL_COLUMNS
+from ltbench.run import grid, launchers, worker
+from ltbench.store import atomicfile
+from ltbench.store.result_store import ResultStore
 
 TINY = [a for s in TINY_SYNTHETIC for a in ("--set", s)]
 
@@ -70,11 +72,11 @@ def _plant_ltbench(folder: Path, marker: Path) -> None:
 @pytest.mark.slow
 def test_workers_do_not_run_code_from_the_callers_working_directory(tmp_path, monkeypatch):
     """A folder holding ``ltbench/worker.py`` is where the user starts ``ltbench run``: the
-    plain ``python -m ltbench.worker`` would run the planted module (the control below), the
+    plain ``python -m ltbench.run.worker`` would run the planted module (the control below), the
     launcher's workers run the installed one."""
     cwd, marker, results = tmp_path / "shared", tmp_path / "planted-ran", tmp_path / "results"
     _plant_ltbench(cwd, marker)
-    control = subprocess.run([sys.executable, "-m", "ltbench.worker"], cwd=cwd, timeout=60)
+    control = subprocess.run([sys.executable, "-m", "ltbench.run.worker"], cwd=cwd, timeout=60)
     assert control.returncode == 0 and marker.exists()  # the plant works on a plain start
     marker.unlink()
 
@@ -91,7 +93,7 @@ def test_workers_do_not_run_code_from_the_callers_working_directory(tmp_path, mo
 def test_the_worker_command_starts_python_without_the_working_directory(tmp_path):
     settings = launchers.WorkerSettings(tmp_path / "results", tmp_path / "data", "cpu", None)
     command = settings.command(tmp_path / "results" / "launch" / "x.json")
-    assert command[:4] == [sys.executable, "-P", "-m", "ltbench.worker"]
+    assert command[:4] == [sys.executable, "-P", "-m", "ltbench.run.worker"]
     probe = subprocess.run([*launchers.WORKER_PYTHON, "-c", "import sys; print(sys.path[0])"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert probe.stdout.strip() not in ("", str(tmp_path))

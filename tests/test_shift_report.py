@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from helpers import summarized_record
 
-from ltbench.report import write_report
-from ltbench.shifted import EVAL_COLUMNS, SHIFTED_SETS
-from ltbench.store import ResultStore
+from ltbench.metrics.shifted import EVAL_COLUMNS, SHIFTED_SETS
+from ltbench.report.site import write_report
+from ltbench.store.result_store import ResultStore
 
 
 def _evals(run_id: str, base: float) -> pd.DataFrame:

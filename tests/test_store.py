@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ltbench.errors import BadInput
-from ltbench.store import RECORD_SCHEMA, STORE_SCHEMA_VERSION, ResultStore
+from ltbench.store.result_store import RECORD_SCHEMA, STORE_SCHEMA_VERSION, ResultStore
 from helpers import curves_frame, failed_record, make_record
 
 
@@ -229,6 +229,6 @@ def test_ensure_writable_rejects_read_only_folder(tmp_path):
 
 
 def test_store_modules_do_not_import_torch():
-    code = ("import sys, ltbench.store, ltbench.tables, ltbench.report; "
+    code = ("import sys, ltbench.store.result_store, ltbench.report.tables, ltbench.report.site; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from helpers import TINY_SYNTHETIC, make_record
 
 import ltbench.engine.train as engine_train
-from ltbench import grid, registry
+from ltbench import registry
 from ltbench.datasets.profiles import split_with_validation
 from ltbench.engine.samplers import EpochSampler, class_probabilities
 from ltbench.errors import BadInput
@@ -26,10 +26,11 @@ from ltbench.methods.lade import lader_loss
 from ltbench.methods.lws import ScaledLinear
 from ltbench.methods.ncm import class_centroids
 from ltbench.methods.tau_norm import TauNormalisedLinear
-from ltbench.runner import run_grid, train_one
-from ltbench.shifted import class_budgets, shifted_accuracies, shifted_mask
-from ltbench.stages import stage1_spec
-from ltbench.store import ResultStore
+from ltbench.metrics.shifted import class_budgets, shifted_accuracies, shifted_mask
+from ltbench.run import grid
+from ltbench.run.runner import run_grid, train_one
+from ltbench.run.stages import stage1_spec
+from ltbench.store.result_store import ResultStore
 
 CPU = torch.device("cpu")
 

@@ -77,8 +77,8 @@ class Method:
       (the final epoch, nothing selected); a method that selects something (τ) sets it on the
       instance, e.g. ``"last,tau=val"`` (on the validation split, never the test set);
     * ``uses_target_prior``: True if the method's prediction rule takes the test label
-      distribution: on a shifted test set :mod:`ltbench.shifted` adds ``log p_target`` to its
-      logits (PC softmax, LADE; protocols.md §1.4).
+      distribution: on a shifted test set :mod:`ltbench.metrics.shifted` adds ``log p_target``
+      to its logits (PC softmax, LADE; protocols.md §1.4).
     """
 
     summary: ClassVar[str] = ""
@@ -109,6 +109,12 @@ class Method:
         with step.precision():
             logits = model(inputs)
         return self.loss(logits.float(), targets, epoch), logits, targets
+
+    @classmethod
+    def groupable(cls) -> bool:
+        """Whether runs of this method can share a grouped pack (architecture.md §5.1): its
+        batch loss is the default forward + :meth:`loss`, and it draws no meta-set batches."""
+        return cls.training_loss is Method.training_loss and not cls.uses_meta_set
 
     def state_dict(self) -> dict[str, Any]:
         """The method's own training state (networks, optimisers, recorded values) after any

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from .. import __version__, atomicfile
+from .. import __version__
 from ..errors import BadInput
+from ..store import atomicfile
 from .shared import load_published, published_option, read_store, results_option
 
 
@@ -46,7 +47,7 @@ def check(results, published, methods, floor, k, assumed_seed_std, allow_empty, 
     import json
 
     from .. import registry
-    from ..check import Tolerance, check as run_check, to_json, to_markdown
+    from ..report.check import Tolerance, check as run_check, to_json, to_markdown
 
     tolerance = Tolerance(_tolerance("--tolerance-floor", floor), _tolerance("--tolerance-k", k),
                           _tolerance("--assumed-seed-std", assumed_seed_std))

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from .. import atomicfile
 from ..errors import BadInput
 from ..integers import Integer
+from ..store import atomicfile
 from .shared import data_root_option, set_option, subset_options
 
 
@@ -32,10 +32,10 @@ def _dataset_and_hparams(name: str, overrides):
 
 
 def _single_factor(imb: str, profile: str) -> float:
-    from ..grid import PROFILES, parse_imb_factors
+    from ..run.grid import parse_imb_factors
+    from ..spec import check_profile
 
-    if profile not in PROFILES:
-        raise BadInput(f"unknown profile '{profile}'; choose one of {', '.join(PROFILES)}")
+    check_profile(profile)
     factors = parse_imb_factors(imb)
     if len(factors) != 1:
         raise BadInput(f"--imb takes one imbalance factor here, got '{imb}'")
@@ -49,7 +49,7 @@ def _single_factor(imb: str, profile: str) -> float:
 @set_option
 def describe(dataset, imb, profile, overrides):
     """Print the per-class training counts of a long-tailed subset."""
-    from ..evaluate import shot_groups
+    from ..metrics.headline import shot_groups
 
     plugin, hp = _dataset_and_hparams(dataset, overrides)
     counts = plugin.class_counts(_single_factor(imb, profile), profile, hp)

@@ -1,7 +1,7 @@
 """``ltbench run``'s launch options (``--launcher`` and friends) and their dispatch.
 
 Kept apart from :mod:`ltbench.cli` so the command itself only validates, prepares and runs a
-:class:`LaunchOptions`; the launchers are in :mod:`ltbench.launchers`.
+:class:`LaunchOptions`; the launchers are in :mod:`ltbench.run.launchers`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class LaunchOptions:
         """``--min-free-gb``, options another launcher would ignore and optional
         dependencies, before anything is read or written (the integer options' ranges are
         their types')."""
-        from ..launchers import check_available
+        from ..run.launchers import check_available
 
         if not (math.isfinite(self.min_free_gb) and self.min_free_gb >= 0):
             raise BadInput(f"--min-free-gb must be a finite number >= 0, got {self.min_free_gb}")
@@ -62,7 +62,7 @@ class LaunchOptions:
         return 0 if device == "cpu" and "gpus_per_job" not in self.given else self.gpus_per_job
 
     def _settings(self, results: Path, data_root: Path, device: str):
-        from ..launchers import WorkerSettings
+        from ..run.launchers import WorkerSettings
 
         return WorkerSettings(Path(results).resolve(), Path(data_root).resolve(), device,
                               self.checkpoint_every, self.precision, self.deterministic,
@@ -72,8 +72,8 @@ class LaunchOptions:
                           pack_size: int | None) -> str:
         """The worker commands of ``todo`` in packs of up to ``pack_size`` (None: 1, as the
         automatic size needs the device)."""
-        from ..launchers import describe_commands
-        from ..packing import plan_packs
+        from ..run.launchers import describe_commands
+        from ..run.packing import plan_packs
 
         return describe_commands(plan_packs(todo, pack_size or 1),
                                  self._settings(results, data_root, device))
@@ -81,8 +81,8 @@ class LaunchOptions:
     def prepare(self, device: str) -> str:
         """Resolve the local device and pool (:class:`BadInput` on impossible requests);
         returns where the runs will train, for the start line."""
-        from ..launchers import local_slots
-        from ..runner import resolve_device
+        from ..run.launchers import local_slots
+        from ..run.runner import resolve_device
 
         if self.launcher == "slurm":
             self.device = device
@@ -97,7 +97,7 @@ class LaunchOptions:
         return f"in {len(self.slots)} worker processes on {self.device.type}"
 
     def check_free_space(self, root: Path) -> None:
-        from ..integrity import check_free_space
+        from ..store.integrity import check_free_space
 
         check_free_space(root, self.min_free_gb)
 
@@ -108,9 +108,9 @@ class LaunchOptions:
 
     def pack_size(self, requested: int | None, batch_size: int) -> int:
         """The pack size of this launch: ``requested``, or when None the automatic one of the
-        local device (:func:`ltbench.packing.auto_pack_size`, shared by the workers of one
+        local device (:func:`ltbench.run.packing.auto_pack_size`, shared by the workers of one
         GPU); 1 for Slurm and Ray, whose devices this process cannot see."""
-        from ..packing import auto_pack_size
+        from ..run.packing import auto_pack_size
 
         if requested is not None:
             return requested
@@ -124,11 +124,11 @@ class LaunchOptions:
         SIGTERM / SIGUSR1 / Ctrl-C after checkpointing (in this process: after the current
         batch; a second Ctrl-C aborts without a checkpoint), and also when a local pool's
         launcher gets SIGTERM (its workers checkpoint after their batch)."""
-        from .. import launchers
         from ..engine.checkpoint import Preempted, stop_on_signals
         from ..engine.steps import Numerics
-        from ..packing import plan_packs
-        from ..runner import run_grid
+        from ..run import launchers
+        from ..run.packing import plan_packs
+        from ..run.runner import run_grid
 
         if self.in_process():
             numerics = Numerics.for_device(self.device, self.precision, self.deterministic)

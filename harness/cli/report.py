@@ -16,7 +16,7 @@ from .shared import DEFAULT_REPORTS, load_published, published_option, read_stor
 @published_option
 def report(results, out, published):
     """Write the static HTML report, Markdown / LaTeX tables and plot data of the store."""
-    from ..report import write_report
+    from ..report.site import write_report
 
     store = read_store(results)
     _, rows = load_published(published, required=False)

@@ -47,12 +47,13 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
     training after its current batch and stops (exit code 3; 130 with a worker pool); in
     this process, a second Ctrl-C aborts at once, without a checkpoint.
     """
-    from .. import grid, registry
+    from .. import registry
     from ..hparams import parse_overrides
-    from ..integrity import usable_statuses
-    from ..runner import check_store_writable, describe_plan, pending
-    from ..stages import with_stage1
-    from ..store import ResultStore
+    from ..run import grid
+    from ..run.runner import check_store_writable, describe_plan, pending
+    from ..run.stages import with_stage1
+    from ..store.integrity import usable_statuses
+    from ..store.result_store import ResultStore
 
     requested_pack_size = _pack_size(pack_size)
     specs = grid.expand(
@@ -118,7 +119,7 @@ def _pack_size(text: str) -> int | None:
 
 
 def _print_summary(store, run_ids: set[str]) -> None:
-    from ..tables import run_summary
+    from ..report.tables import run_summary
 
     records = store.read()
     click.echo(run_summary(records[records["run_id"].isin(run_ids)]))

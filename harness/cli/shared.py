@@ -49,9 +49,9 @@ def published_option(f):
 
 
 def read_store(results: Path):
-    from ..store import ResultStore
+    from ..store.result_store import ResultStore
 
-    from ..integrity import find_damaged
+    from ..store.integrity import find_damaged
 
     store = ResultStore(results)
     if not store.runs_dir.is_dir():
@@ -66,7 +66,7 @@ def read_store(results: Path):
 def load_published(path: Path | None, required: bool):
     """The published rows of ``path`` (default: the checkout's), or () if optional and absent."""
     from .. import registry
-    from ..published import default_published_dir, load_published
+    from ..report.published import default_published_dir, load_published
 
     if path is None:
         path = default_published_dir()

@@ -19,9 +19,11 @@ from .shared import results_option
                                              "of their runs) to <results>/corrupt/.")
 def status(results, methods, datasets, imb, seeds, repair):
     """Done / failed / missing seed counts per (dataset, imb, method), and damaged files."""
-    from .. import grid, integrity, registry
-    from ..statusview import status_table
-    from ..store import ResultStore
+    from .. import registry
+    from ..report.status import status_table
+    from ..run import grid
+    from ..store import integrity
+    from ..store.result_store import ResultStore
 
     store = ResultStore(results)
     if not store.runs_dir.is_dir():

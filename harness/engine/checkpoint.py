@@ -48,8 +48,8 @@ from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import torch
 
-from .. import torchfiles
-from ..atomicfile import atomic_write
+from ..store import torchfiles
+from ..store.atomicfile import atomic_write
 
 #: Default number of epochs between checkpoints.
 DEFAULT_EVERY = 10
@@ -156,7 +156,7 @@ class ResumeCheckpoint:
              optional: tuple[str, ...] = ()) -> dict[str, Any] | None:
         """Restore ``parts`` from the checkpoint and return ``{"epoch", **extra}`` and those
         of the ``optional`` keys it has; None (parts as they were) when there is no usable
-        checkpoint: none, a damaged file (:mod:`ltbench.torchfiles`), another run's, one
+        checkpoint: none, a damaged file (:mod:`ltbench.store.torchfiles`), another run's, one
         without exactly these parts and ``extra`` keys, or with other keys besides
         ``optional`` ones (another engine version), or one a part refuses (tensors of other
         shapes)."""

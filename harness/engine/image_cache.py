@@ -41,9 +41,9 @@ from typing import Iterable, Iterator, TextIO
 
 import numpy as np
 
-from ..atomicfile import atomic_write, write_bytes, write_text
 from ..errors import BadInput
-from ..progress import RunProgress
+from ..store.atomicfile import atomic_write, write_bytes, write_text
+from .progress import RunProgress
 
 SHORT_SIDE = 256
 CHUNK_IMAGES = 256

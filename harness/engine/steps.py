@@ -32,7 +32,6 @@ import torch
 import torch.nn as nn
 
 from ..api import Method, StepContext
-from ..packing import groupable
 from .augment import DeviceImages
 from .grouped import GroupedResNet, PackSGD
 
@@ -188,7 +187,7 @@ class SingleModelStep:
         self.model, forward = numerics.prepare(model, device)
         # A method with its own training_loss may address the parameters by name
         # (functional_call), which a compiled wrapper renames: it gets the plain model.
-        self._forward = forward if groupable(type(method)) else self.model
+        self._forward = forward if type(method).groupable() else self.model
         self.method = method
         self.optimizer = build_optimizer(self.model, hparams)
         self.numerics = numerics
@@ -246,7 +245,7 @@ class GroupedStep:
     forward gives every run's logits, each run's own :meth:`Method.loss` scores them, and the
     backward of the sum of the losses gives every model exactly its own gradient.
 
-    Only methods for which :func:`ltbench.packing.groupable` holds can be grouped.
+    Only methods for which :meth:`ltbench.api.Method.groupable` holds can be grouped.
     :meth:`set_active` masks runs that have stopped (diverged): their loss leaves the sum and
     the caller sets their learning rate to zero, so their parameters stay as they were.
     """
@@ -254,7 +253,7 @@ class GroupedStep:
     def __init__(self, models: Sequence[nn.Module], methods: Sequence[Method],
                  hparams: Sequence[Mapping[str, Any]], device: torch.device,
                  numerics: Numerics):
-        blocked = [type(m).__name__ for m in methods if not groupable(type(m))]
+        blocked = [type(m).__name__ for m in methods if not type(m).groupable()]
         if blocked:
             raise ValueError(f"methods with their own training_loss train alone: {blocked}")
         if len({bool(h["nesterov"]) for h in hparams}) != 1:

@@ -9,7 +9,7 @@ loss comes from :meth:`Method.training_loss <ltbench.api.Method.training_loss>`,
 :class:`~ltbench.api.StepContext`. The reported train loss is the sample-weighted mean
 of the batch losses and the train accuracy the plain top-1 over the samples trained on (the
 reference's ``AverageMeter``s); the test accuracy is the mean per-class accuracy
-(:func:`ltbench.evaluate.summarize`).
+(:func:`ltbench.metrics.headline.summarize`).
 
 Random streams are independent and named: the model's initialisation draws from a CPU
 generator seeded with ``derive_seed(seed, "init")``, the data order and augmentation from a
@@ -52,16 +52,15 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from ..api import LTData
-from ..evaluate import summarize
-from ..api import Method, StepContext, step_decay
-from ..packing import PACK_SHARED_HPARAMS
-from ..progress import RunProgress
+from ..api import LTData, Method, StepContext, step_decay
+from ..hparams import PACK_SHARED_HPARAMS
+from ..metrics.headline import summarize
 from ..spec import derive_seed
-from ..store import CURVE_COLUMNS
+from ..store.result_store import CURVE_COLUMNS
 from .augment import DeviceImages
 from .checkpoint import GeneratorState, ResumeCheckpoint, Stateful
 from .models import build_backbone
+from .progress import RunProgress
 from .samplers import EpochSampler
 from .sources import CachedImages, image_source
 from .steps import EVAL_BATCH_SIZE, GroupedStep, Numerics, Precision, SingleModelStep
@@ -184,7 +183,7 @@ def _meta_batches(data: LTData, member: PackMember, device: torch.device,
 
 def check_packable(members: Sequence[PackMember]) -> None:
     """Raise ``ValueError`` unless the runs agree on everything a pack shares
-    (:data:`ltbench.packing.PACK_SHARED_HPARAMS` and the head)."""
+    (:data:`ltbench.hparams.PACK_SHARED_HPARAMS` and the head)."""
     first = members[0]
     for member in members[1:]:
         differing = [key for key in PACK_SHARED_HPARAMS

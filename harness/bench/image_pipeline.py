@@ -2,7 +2,7 @@
 
 Not a test: run it by hand on the machine you care about (``--device cuda`` on a GPU box)::
 
-    python benchmarks/image_pipeline.py --images 300 --jobs 2
+    python -m ltbench.bench.image_pipeline --images 300 --jobs 2
 
 It writes ``--images`` JPEGs of about 500x375 (ImageNet's typical size; alternating landscape
 and portrait, smooth content plus noise, quality 90) into a scratch folder, then measures, on

@@ -18,17 +18,13 @@ from __future__ import annotations
 import hashlib
 from typing import Hashable
 
-from . import registry
-from .api import Method
-from .spec import RunSpec, canonical_json
+from .. import registry
+from ..hparams import PACK_SHARED_HPARAMS
+from ..spec import RunSpec, canonical_json
 
 #: Backbones the grouped network implements (:class:`ltbench.engine.grouped.GroupedResNet`);
 #: runs of any other backbone train alone.
 GROUPED_BACKBONES = ("resnet32",)
-
-#: Hyper-parameters every run of a pack must share (checked again by the engine).
-PACK_SHARED_HPARAMS = ("backbone", "epochs", "batch_size", "eval_every", "pad", "pad_mode",
-                       "mean", "std", "nesterov")
 
 #: Estimated training memory of one ResNet-32 at batch 128 in bf16, activations and
 #: optimizer state (architecture.md §7: ~0.35 GB of activations per model), with headroom.
@@ -38,18 +34,12 @@ BYTES_PER_MODEL_AT_BATCH_128 = 0.5e9
 MAX_AUTO_PACK_SIZE = 32
 
 
-def groupable(method_cls: type[Method]) -> bool:
-    """Whether runs of ``method_cls`` can share a grouped pack: its batch loss must be the
-    default forward + :meth:`Method.loss`, and it must not draw meta-set batches."""
-    return method_cls.training_loss is Method.training_loss and not method_cls.uses_meta_set
-
-
 def pack_key(spec: RunSpec) -> Hashable:
     """Runs with equal keys can train in one pack; a run that trains alone (its method is not
-    :func:`groupable` or is a two-stage method, or its backbone is not in
+    :meth:`~ltbench.api.Method.groupable` or is a two-stage method, or its backbone is not in
     :data:`GROUPED_BACKBONES`) gets its run id as key (a pack of one)."""
     method_cls = registry.load("method", spec.method)
-    if (not groupable(method_cls) or method_cls.stage1 is not None
+    if (not method_cls.groupable() or method_cls.stage1 is not None
             or spec.hparams.get("backbone") not in GROUPED_BACKBONES):
         return ("alone", spec.run_id)
     dataset_cls = registry.load("dataset", spec.dataset)

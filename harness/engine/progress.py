@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TextIO
 
-from .envinfo import usable_cores
+from ..envinfo import usable_cores
 
 
 def oversubscription_note() -> str:

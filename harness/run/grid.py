@@ -9,12 +9,11 @@ from __future__ import annotations
 import difflib
 import math
 
-from . import hparams as hp
-from . import registry
-from .datasets.profiles import PROFILES
-from .errors import BadInput
-from .integers import parse_int_list
-from .spec import MAX_SPLIT_SEED, RunSpec
+from .. import hparams as hp
+from .. import registry
+from ..errors import BadInput
+from ..integers import parse_int_list
+from ..spec import MAX_SPLIT_SEED, RunSpec, check_profile
 
 
 def parse_imb_factors(text: str) -> list[float]:
@@ -62,8 +61,7 @@ def expand(methods: list[str], datasets: list[str], imb_factors: list[float] | N
     :data:`DEFAULT_IMB_FACTOR` when it has none.
     """
     overrides = overrides or {}
-    if profile not in PROFILES:
-        raise BadInput(f"unknown profile '{profile}'; choose one of {', '.join(PROFILES)}")
+    check_profile(profile)
     if not 0 <= split_seed <= MAX_SPLIT_SEED:
         raise BadInput(f"split seed must be in 0 ... {MAX_SPLIT_SEED}, got {split_seed}")
     specs: list[RunSpec] = []

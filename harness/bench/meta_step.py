@@ -4,9 +4,9 @@ Times full training steps (``Method.training_loss``, backward, SGD step) of the 
 on batch-100 CIFAR-shaped random uint8 images (values 1 ... 255, never all zeros) with the
 Jamal protocol's augmentation, for ``ce`` and for the stage-2 steps of ``meta-ce`` (Jamal et
 al.), ``l2rw`` and ``mwn``, whose look-ahead adds a meta batch of 100. Prints the median seconds
-per step and the ratio to ``ce``. Run from the repository root::
+per step and the ratio to ``ce``::
 
-    .venv/bin/python benchmarks/meta_step.py [--device cpu] [--steps 10] [--threads N]
+    python -m ltbench.bench.meta_step [--device cpu] [--steps 10] [--threads N]
 
 On a machine shared with other processes, ``--threads 1`` avoids OpenMP oversubscription,
 which can slow PyTorch's CPU kernels down by an order of magnitude.
@@ -21,12 +21,12 @@ import time
 import torch
 
 from ltbench import registry
+from ltbench.api import StepContext
 from ltbench.engine.augment import DeviceImages
 from ltbench.engine.models import build_backbone
 from ltbench.engine.steps import Numerics, build_optimizer
 from ltbench.engine.train import MetaBatches
 from ltbench.hparams import resolve_run
-from ltbench.api import StepContext
 from ltbench.spec import derive_seed
 
 METHODS = ("ce", "meta-ce", "l2rw", "mwn")

@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    python results/published/make_published.py ../shared/reference/published.csv
+    python tools/make_published.py ../shared/reference/published.csv
 
 The committed ``published.csv`` is the source of truth; this script records how its ltbench
 columns were decided. Every original column and row is kept verbatim (same order); added:
@@ -32,7 +32,7 @@ import csv
 import sys
 from pathlib import Path
 
-OUT = Path(__file__).with_name("published.csv")
+OUT = Path(__file__).resolve().parents[1] / "results" / "published" / "published.csv"
 
 METHODS = {
     "Cross-entropy training": "ce", "Cross-entropy training* (reported in MWN paper)": "ce",

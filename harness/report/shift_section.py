@@ -1,9 +1,9 @@
 """The report's shifted-test-distribution section: a LADE-style table and a chart per IF.
 
 Rows are the dataset page's configurations, columns the 11 shifted test sets of
-:mod:`ltbench.shifted` (F50 … U1 … B50, as Hong et al., CVPR 2021, arXiv:2012.00321, Table 3);
-cells are mean ± sample std over the ok runs that stored ``evals``. This module must not import
-torch.
+:mod:`ltbench.metrics.shifted` (F50 … U1 … B50, as Hong et al., CVPR 2021, arXiv:2012.00321,
+Table 3); cells are mean ± sample std over the ok runs that stored ``evals``. This module must
+not import torch.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..metrics.shifted import SHIFTED_SETS
+from ..spec import format_imb
+from ..store.result_store import ResultStore
 from . import figures
-from .shifted import SHIFTED_SETS
-from .spec import format_imb
-from .store import ResultStore
 from .tables import Cell, CellView, TableView, best_flags, format_cell
 
 SHIFT_NOTE = ("Top-1 accuracy (%) of the final model on test sets drawn from the balanced test "

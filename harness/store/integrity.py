@@ -4,8 +4,8 @@ A killed writer never leaves a partial *final* file (the store writes a temporar
 renames it), but a full disk, a failing device, a bad copy or a stray file can still leave a
 final ``<folder>/<run_id>.parquet`` that cannot be trusted: unreadable, failing its page
 checksums, a foreign or misnamed record, curves without their columns (the store's
-:class:`~ltbench.store.DamagedFile`). Readers of the store skip such files
-(:mod:`ltbench.store`); this module names them:
+:class:`~ltbench.store.result_store.DamagedFile`). Readers of the store skip such files
+(:mod:`ltbench.store.result_store`); this module names them:
 
 * :func:`find_damaged` reads every record and every artifact in full (so every page checksum
   is verified) and returns one :class:`Damage` per damaged file;
@@ -27,8 +27,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BadInput
-from .store import DamagedFile, ResultStore
+from ..errors import BadInput
+from .result_store import DamagedFile, ResultStore
 
 #: Folders of a store that hold no per-run parquet files of their own.
 NOT_ARTIFACTS = {"runs", "corrupt", "claims", "resume", "launch", "slurm", "published",

@@ -9,7 +9,7 @@ file that opens from disk with no request. Figures are built on
 the SVG backend with a fixed hash salt and no date, so the same data gives the same bytes.
 
 Head / medium / tail are the many / medium / few training-count groups (> 100, 20–100, < 20
-images; :func:`ltbench.evaluate.shot_groups`, protocols.md §1.2).
+images; :func:`ltbench.metrics.headline.shot_groups`, protocols.md §1.2).
 
 This module must not import torch.
 """
@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .evaluate import FEW_THRESHOLD, MANY_THRESHOLD, shot_groups
-from .spec import format_imb
+from ..metrics.headline import FEW_THRESHOLD, MANY_THRESHOLD, shot_groups
+from ..spec import format_imb
 
 #: Display names of the training-count groups in ε plots.
 GROUP_NAMES = {"many": "head", "medium": "medium", "few": "tail"}
@@ -266,7 +266,7 @@ def group_of_classes(train_counts: Sequence[int]) -> np.ndarray:
 def shifted_accuracy(dataset: str, imb: float, eval_sets: Sequence[str],
                      series: Sequence[tuple[str, np.ndarray, int]],
                      style_of: Mapping[str, int]) -> Plot:
-    """Top-1 accuracy on the shifted test sets (LADE protocol, :mod:`ltbench.shifted`), one
+    """Top-1 accuracy on the shifted test sets (LADE protocol, :mod:`ltbench.metrics.shifted`), one
     line per row label; ``series``: (label, mean accuracy per set in ``eval_sets`` order,
     number of runs)."""
     positions = np.arange(len(eval_sets))

@@ -12,19 +12,19 @@ quota, remounted read-only, or with a folder replaced by a file) stops the grid 
 :class:`StoreFailed` (one ``Error:`` line, exit 2), and the run that could not be written is
 left unpublished (its last resume checkpoint kept), so a rerun of the same command trains it.
 
-A two-stage run (:mod:`ltbench.stages`) first makes sure its stage-1 run is published with its
+A two-stage run (:mod:`ltbench.run.stages`) first makes sure its stage-1 run is published with its
 final model, training it (as a run of its own) when it is not. Every ok run is also scored on
-the 11 shifted test sets (:mod:`ltbench.shifted`), stored as its ``evals`` artifact.
+the 11 shifted test sets (:mod:`ltbench.metrics.shifted`), stored as its ``evals`` artifact.
 
 Publish first, optional artifacts after: a trained run's record (with its curves and its
 method's artifacts) is published as soon as its pack finishes; then its ``evals`` and, for a
 stage-1 run, its final model are stored. A failure there never fails the run: the record is
 rewritten with the reason in ``artifact_error`` (a stage-1 run without its model is not
-:func:`~ltbench.stages.stage1_ready`, so its dependents in the same grid fail saying so, and a
+:func:`~ltbench.run.stages.stage1_ready`, so its dependents in the same grid fail saying so, and a
 later grid trains it again).
 
 Several ``ltbench run`` processes (or launcher workers) may share one store: each run is
-claimed first (:mod:`ltbench.claims`) and skipped when another live process holds it or
+claimed first (:mod:`ltbench.run.claims`) and skipped when another live process holds it or
 published it meanwhile. A run checkpoints while it trains (:mod:`ltbench.engine.checkpoint`)
 and a restarted run continues from its checkpoint.
 """
@@ -41,16 +41,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
-from . import claims, registry
-from .envinfo import device_name, git_commit
-from .errors import BadInput
-from .evaluate import summarize
+from .. import registry
+from ..engine.progress import RunProgress
+from ..envinfo import device_name, git_commit
+from ..errors import BadInput
+from ..metrics.headline import summarize
+from ..metrics.shifted import evaluate_shifted
+from ..spec import RunSpec, canonical_json, format_imb
+from ..store.result_store import ResultStore
+from . import claims
 from .packing import pack_id, plan_packs
-from .progress import RunProgress
-from .shifted import evaluate_shifted
-from .spec import RunSpec, canonical_json, format_imb
 from .stages import keeps_final_model, load_stage1_model, stage1_ready, stage1_spec
-from .store import ResultStore
 
 RETRYABLE = ("failed", "diverged")
 
@@ -107,14 +108,14 @@ def pending(specs: list[RunSpec], statuses: dict[str, str], *, force: bool = Fal
 
 def check_store_writable(store: ResultStore) -> None:
     """:class:`~ltbench.errors.BadInput` unless every folder a grid writes in ``store`` can be
-    written (:func:`ltbench.writable.check_writable`), so that a read-only or blocked store
+    written (:func:`ltbench.store.writable.check_writable`), so that a read-only or blocked store
     fails before anything trains: the records and curves, the claims, resume checkpoints,
     launch spec files, stage-1 models and shifted-test evals, and the artifact folders already
     there (one a method creates anew needs only a writable root, checked first)."""
-    from .engine.checkpoint import resume_path
-    from .integrity import NOT_ARTIFACTS
+    from ..engine.checkpoint import resume_path
+    from ..store.integrity import NOT_ARTIFACTS
+    from ..store.writable import check_writable
     from .launchers import spec_folder
-    from .writable import check_writable
 
     written = [store.root, store.runs_dir, store.curves_dir, store.root / "evals",
                claims.claims_dir(store.root), resume_path(store.root, "any").parent,
@@ -130,7 +131,7 @@ def resolve_device(name: str):
     """``auto`` → CUDA when available, else CPU; asking for CUDA without one is bad input."""
     import torch
 
-    from .errors import BadInput
+    from ..errors import BadInput
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -216,8 +217,8 @@ def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None
     train and evaluate with (default: the device's automatic ones)."""
     import torch
 
-    from .engine.steps import Numerics
-    from .engine.train import PackMember, train, train_pack
+    from ..engine.steps import Numerics
+    from ..engine.train import PackMember, train, train_pack
 
     numerics = numerics if numerics is not None else Numerics.for_device(device)
 
@@ -275,9 +276,9 @@ def _reported(exc: Exception, stream: TextIO) -> OSError | None:
 def store_optional_artifacts(spec: RunSpec, record: dict[str, Any], model, data, device,
                              numerics, store: ResultStore, stream: TextIO) -> None:
     """After the ok run ``spec``'s ``record`` is published: store its shifted-test ``evals``
-    (:func:`~ltbench.shifted.evaluate_shifted` of its final ``model``, in the run's
+    (:func:`~ltbench.metrics.shifted.evaluate_shifted` of its final ``model``, in the run's
     ``numerics``) and, when some method starts from runs of its method, the model itself
-    (:mod:`ltbench.stages`). What failed (tracebacks to ``stream``, :func:`_reported`) is set
+    (:mod:`ltbench.run.stages`). What failed (tracebacks to ``stream``, :func:`_reported`) is set
     as the record's ``artifact_error`` and the record published again; a model that could not
     be saved leaves no file behind, not even one of an earlier training of the run. A failure
     because the store takes no more data (:data:`NO_MORE_DATA`) then raises
@@ -403,10 +404,10 @@ def _train_chunk(chunk: list, label: str, store: ResultStore, cache: _DataCache,
                  numerics, stream: TextIO,
                  checkpoints: _Checkpoints) -> list[dict[str, Any]] | None:
     """Train the claimed runs ``chunk`` as one pack (resuming from its checkpoint, keyed by
-    its :func:`~ltbench.packing.pack_id`) and publish each: its record first, then its
+    its :func:`~ltbench.run.packing.pack_id`) and publish each: its record first, then its
     optional artifacts (:func:`store_optional_artifacts`); return the records written, or
     None when a pack of several runs ran out of device memory (nothing published)."""
-    from .engine.checkpoint import DEFAULT_EVERY, ResumeCheckpoint, resume_path
+    from ..engine.checkpoint import DEFAULT_EVERY, ResumeCheckpoint, resume_path
 
     pack = [spec for spec, _ in chunk]
     key = pack_id(pack)
@@ -476,14 +477,14 @@ def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
     """Train ``specs``; return the records this process wrote, in grid order.
 
     Runs are trained in packs of up to ``pack_size`` compatible runs
-    (:func:`ltbench.packing.plan_packs`; 1: one run after the other, in grid order); every
+    (:func:`ltbench.run.packing.plan_packs`; 1: one run after the other, in grid order); every
     run's record is written as soon as its pack finishes (``wall_s`` is the pack's). Two-stage
-    runs (:mod:`ltbench.stages`) train alone after all the others, so the stage-1 runs of the
+    runs (:mod:`ltbench.run.stages`) train alone after all the others, so the stage-1 runs of the
     grid are published first; a stage-1 run that is neither in the store nor in ``specs`` is
     trained right before its first dependent (published like any run, not returned), and a
     stage 1 that failed in this call is not tried again.
 
-    Every run is trained under its claim (:mod:`ltbench.claims`). ``checkpoint_every``: epochs
+    Every run is trained under its claim (:mod:`ltbench.run.claims`). ``checkpoint_every``: epochs
     between resume checkpoints (default :data:`~ltbench.engine.checkpoint.DEFAULT_EVERY`; 0:
     none); ``checkpoint_every_steps``: training steps between those within an epoch (0:
     none); either way a stop request (SIGTERM, SIGUSR1, Ctrl-C under
@@ -494,7 +495,7 @@ def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
     (:class:`~ltbench.engine.steps.Numerics`; default: the device's automatic precision),
     recorded in each record's ``precision``, ``memory_format`` and ``deterministic``.
     """
-    from .engine.steps import Numerics
+    from ..engine.steps import Numerics
 
     stream = stream if stream is not None else sys.stderr
     numerics = numerics if numerics is not None else Numerics.for_device(device)

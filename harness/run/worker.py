@@ -1,11 +1,11 @@
 """One run, or one pack of runs, in its own process: the entry point every launcher starts.
 
-``python -P -m ltbench.worker SPEC.json --results DIR --data-root DIR
+``python -P -m ltbench.run.worker SPEC.json --results DIR --data-root DIR
 --device auto|cpu|cuda [--precision auto|bf16|fp32] [--deterministic] [--checkpoint-every K]
 [--checkpoint-every-steps K]`` trains the runs described by ``SPEC.json`` (written by
-:func:`write_spec`; several runs train as one pack, :mod:`ltbench.packing`) exactly as
+:func:`write_spec`; several runs train as one pack, :mod:`ltbench.run.packing`) exactly as
 ``ltbench run`` would in-process: under their claims, resuming from their checkpoint,
-publishing their records (:func:`ltbench.runner.run_grid`). Launchers move spec files and exit
+publishing their records (:func:`ltbench.run.runner.run_grid`). Launchers move spec files and exit
 codes only, never data (architecture.md §5.2). A spec file sits in the results folder, which
 other users of a shared store may write to: :func:`read_spec` checks it as untrusted input,
 and the worker removes it once the pack is done.
@@ -14,7 +14,7 @@ Exit codes: 0 the runs were trained and recorded (whatever their status) or were
 because another process holds or published them; 2 bad input (``Error:`` line); 3 stopped on SIGTERM /
 SIGUSR1 / SIGINT after writing its resume checkpoint (after the batch it was training,
 :mod:`ltbench.engine.checkpoint`); 4 the results store refused a write
-(:class:`~ltbench.runner.StoreFailed`, ``Error:`` line; its runs are not recorded); 130
+(:class:`~ltbench.run.runner.StoreFailed`, ``Error:`` line; its runs are not recorded); 130
 interrupted.
 """
 
@@ -30,12 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import HARNESS_VERSION, atomicfile, registry
-from .errors import BadInput
-from .hparams import check_values
-from .integers import INT64_MAX, INT64_MIN
+from .. import HARNESS_VERSION, registry
+from ..errors import BadInput
+from ..hparams import check_values
+from ..integers import INT64_MAX, INT64_MIN
+from ..spec import RunSpec
+from ..store import atomicfile
 from .packing import pack_id
-from .spec import RunSpec
 
 EXIT_PREEMPTED = 3
 EXIT_STORE_FAILED = 4
@@ -48,7 +49,7 @@ _RUN_FIELDS = frozenset(field.name for field in dataclasses.fields(RunSpec))
 
 
 def spec_path(pack: list[RunSpec], folder: Path) -> Path:
-    """A fresh ``<folder>/<pack id>.<random>.json`` (:func:`ltbench.packing.pack_id`: a lone
+    """A fresh ``<folder>/<pack id>.<random>.json`` (:func:`ltbench.run.packing.pack_id`: a lone
     run's id): each launch writes its own file, so two launchers planning the same pack on one
     store never read or remove each other's."""
     return folder / f"{pack_id(pack)}.{secrets.token_hex(4)}.json"
@@ -61,7 +62,7 @@ def spec_pack(path: str | Path) -> str:
 
 def write_spec(pack: list[RunSpec], folder: Path, planned_at: float) -> Path:
     """A new :func:`spec_path` holding the identities of the runs of ``pack`` and when the
-    launcher read the store to plan them (see :func:`ltbench.runner.run_grid`), atomically
+    launcher read the store to plan them (see :func:`ltbench.run.runner.run_grid`), atomically
     written. It is removed when its worker completes the pack (:func:`run_worker`)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = spec_path(pack, folder)
@@ -122,9 +123,9 @@ def run_worker(spec_path: str | Path, results: str | Path, data_root: str | Path
     ``checkpoint_every`` and ``checkpoint_every_steps`` see :func:`run_grid`. A worker that
     stops without completing (preempted, interrupted, the store refusing a write) leaves the
     spec file for the task that continues."""
-    from .engine.steps import Numerics
+    from ..engine.steps import Numerics
+    from ..store.result_store import ResultStore
     from .runner import resolve_device, run_grid
-    from .store import ResultStore
 
     pack, planned_at = read_spec(Path(spec_path))
     resolved = resolve_device(device)
@@ -136,11 +137,11 @@ def run_worker(spec_path: str | Path, results: str | Path, data_root: str | Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .engine.checkpoint import Preempted, stop_on_signals
-    from .integers import parse_int
+    from ..engine.checkpoint import Preempted, stop_on_signals
+    from ..integers import parse_int
     from .runner import StoreFailed
 
-    parser = argparse.ArgumentParser(prog="python -m ltbench.worker",
+    parser = argparse.ArgumentParser(prog="python -m ltbench.run.worker",
                                      description="Train the run (or pack of runs) of a spec file.")
     parser.add_argument("spec")
     parser.add_argument("--results", required=True)

@@ -1,12 +1,12 @@
 """Launchers: where the pending runs of ``ltbench run`` execute (``--launcher``).
 
-Every backend starts the same entry point, :mod:`ltbench.worker`, once per pack of runs (often
-one run; :func:`ltbench.packing.plan_packs` with ``--pack-size``) in a fresh process
+Every backend starts the same entry point, :mod:`ltbench.run.worker`, once per pack of runs (often
+one run; :func:`ltbench.run.packing.plan_packs` with ``--pack-size``) in a fresh process
 (architecture.md §5.2), and passes it a spec file under ``<results>/launch/`` — paths, never
 data or pickled objects (pitfall 19). The worker's interpreter is :data:`WORKER_PYTHON`, never
 a module search that starts in the user's working directory. A spec file has a name of its own
 per launch, is read as untrusted input and is removed once its pack is done
-(:func:`ltbench.worker.read_spec`). Each worker claims its runs, resumes from its checkpoint
+(:func:`ltbench.run.worker.read_spec`). Each worker claims its runs, resumes from its checkpoint
 and publishes their records, so the launchers only start, wait and stop processes:
 
 * ``local``: a slot pool. With CUDA, one slot per visible GPU × ``--jobs-per-gpu``, the GPU list
@@ -27,13 +27,13 @@ and publishes their records, so the launchers only start, wait and stop processe
 * ``ray``: ``pip install 'ltbench[ray]'``; one task per pack with ``num_gpus`` and
   ``max_calls=1`` (a fresh worker process per task: ray #29606, reused workers hold CUDA
   memory) and Ray's default of one CPU (Ray sets the worker's ``OMP_NUM_THREADS`` to it),
-  calling :func:`~ltbench.worker.run_worker`. It runs on the cluster ``ray.init()`` connects
+  calling :func:`~ltbench.run.worker.run_worker`. It runs on the cluster ``ray.init()`` connects
   to: the one ``RAY_ADDRESS`` names (what a user with a Ray cluster sets), else the latest
   one ``ray start`` started on this machine, else a new local Ray instance that ends with the
   launch. As for Slurm, the results folder must be on storage the nodes share. A task that
   raises is reported and its runs stay pending; one whose worker died Ray itself retries (3
   times by default), resuming from the run's checkpoint (or skipping the run while the dead
-  worker's claim is not yet stale, :mod:`ltbench.claims`). For users who already run Ray
+  worker's claim is not yet stale, :mod:`ltbench.run.claims`). For users who already run Ray
   clusters; never the Slurm path (pitfall 18).
 * ``dry``: prints the worker command of every pending run.
 """
@@ -54,11 +54,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, TextIO
 
-from .envinfo import usable_cores
-from .errors import BadInput
-from .spec import RunSpec
-from .worker import (EXIT_PREEMPTED, EXIT_STORE_FAILED, run_worker, spec_pack, spec_path,
-                     write_spec)
+from ..envinfo import usable_cores
+from ..errors import BadInput
+from ..spec import RunSpec
+from .worker import EXIT_PREEMPTED, EXIT_STORE_FAILED, run_worker, spec_pack, spec_path, write_spec
 
 LAUNCHERS = ("local", "slurm", "ray", "dry")
 #: How a worker's Python starts: this interpreter with ``-P``, so that the folder the user
@@ -82,7 +81,7 @@ class WorkerSettings:
     checkpoint_every_steps: int = 0
 
     def command(self, spec_path: Path) -> list[str]:
-        command = [*WORKER_PYTHON, "-m", "ltbench.worker", str(spec_path),
+        command = [*WORKER_PYTHON, "-m", "ltbench.run.worker", str(spec_path),
                    "--results", str(self.results), "--data-root", str(self.data_root),
                    "--device", self.device, "--precision", self.precision]
         if self.checkpoint_every is not None:
@@ -94,7 +93,7 @@ class WorkerSettings:
         return command
 
     def worker_arguments(self, spec_path: Path) -> dict:
-        """:func:`~ltbench.worker.run_worker`'s arguments for ``spec_path``: what the Slurm
+        """:func:`~ltbench.run.worker.run_worker`'s arguments for ``spec_path``: what the Slurm
         and Ray tasks call it with, the counterpart of :meth:`command`."""
         return {"spec_path": spec_path, "results": self.results, "data_root": self.data_root,
                 "device": self.device, "checkpoint_every": self.checkpoint_every,
@@ -192,7 +191,7 @@ def launch_local(packs: list[list[RunSpec]], settings: WorkerSettings,
     named on ``stream``). A worker whose results store refused a write (its own ``Error:``
     line) stops the pool: no further worker starts, the running ones finish, then
     :class:`BadInput` says so. ``planned_at``: when the store was read to pick the runs
-    (:func:`ltbench.runner.run_grid`). A worker's spec file is written when it starts and
+    (:func:`ltbench.run.runner.run_grid`). A worker's spec file is written when it starts and
     removed when it exits: a pack it did not finish is planned again by the next run."""
     stream = stream if stream is not None else sys.stderr
     folder = spec_folder(settings.results)

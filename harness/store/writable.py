@@ -11,7 +11,7 @@ import os
 import uuid
 from pathlib import Path
 
-from .errors import BadInput
+from ..errors import BadInput
 
 
 def check_writable(folder: Path, what: str) -> None:

@@ -33,8 +33,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .spec import canonical_json, format_imb
-from .store import STATUSES
+from ..spec import canonical_json, format_imb
+from ..store.result_store import STATUSES
 
 MISSING = "—"
 

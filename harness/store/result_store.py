@@ -5,20 +5,21 @@ Layout under the store root::
     runs/<run_id>.parquet      one row, schema :data:`RECORD_SCHEMA` (the result record)
     curves/<run_id>.parquet    per-epoch curves of that run (:data:`CURVE_COLUMNS`, and any others)
     <name>/<run_id>.parquet    other per-run artifacts a method produces (free-form columns)
-    evals/<run_id>.parquet     its accuracies on the shifted test sets (:mod:`ltbench.shifted`)
+    evals/<run_id>.parquet     its accuracies on the shifted test sets
+                               (:mod:`ltbench.metrics.shifted`)
     models/<run_id>.pt         the final model of a stage-1 run (a torch ``state_dict``,
-                               verified before use: :mod:`ltbench.torchfiles`)
+                               verified before use: :mod:`ltbench.store.torchfiles`)
 
 A run exists only once its record file exists (architecture.md §8 pitfall 1: DomainBed's
 ``load_records`` counted partial runs). Every file is written by
-:func:`ltbench.atomicfile.atomic_write` (a fresh hidden name in the same folder, fsynced, moved
-into place with ``os.replace``), so a reader never sees a partial parquet file (pitfall 20:
+:func:`ltbench.store.atomicfile.atomic_write` (a fresh hidden name in the same folder, fsynced,
+moved into place with ``os.replace``), so a reader never sees a partial parquet file (pitfall 20:
 parquet-mr #446, arrow-rs #1717, polars #17358, SPARK-8406), and readers only ever open final
 ``<run_id>.parquet`` names. Artifacts (curves included) are published before the record: the
 record's appearance is the commit point, and artifacts whose record is missing are treated as
 absent. A run's optional artifacts (its ``evals``, its model) are published after its record, so
 a failure producing them never loses the trained run; the record's ``artifact_error`` then says
-what is missing (:mod:`ltbench.runner`).
+what is missing (:mod:`ltbench.run.runner`).
 
 Every parquet file is written with page checksums (CRC-32 of each page) and read verifying
 them, so a flipped bit in a value is an error rather than another number; files written before
@@ -27,7 +28,7 @@ carry none and read unverified. A file that cannot be trusted all the same is *d
 failing its checksums, a record that is not one row of :data:`RECORD_SCHEMA` named after its
 ``run_id`` (a foreign file, a copy under another name), curves without :data:`CURVE_COLUMNS`.
 Every reader skips a damaged file, as if the run were missing, so it is re-run; it is found,
-reported and moved aside by :mod:`ltbench.integrity` (``ltbench status [--repair]``).
+reported and moved aside by :mod:`ltbench.store.integrity` (``ltbench status [--repair]``).
 
 The store schema version and the shot-group thresholds live in the parquet schema metadata, as
 in benchopt/benchopt : benchopt/results/parquet.py. This module must not import torch: the
@@ -49,10 +50,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import BadInput
+from ..metrics.headline import FEW_THRESHOLD, MANY_THRESHOLD
 from . import torchfiles
 from .atomicfile import atomic_write
-from .errors import BadInput
-from .evaluate import FEW_THRESHOLD, MANY_THRESHOLD
 
 STORE_SCHEMA_VERSION = "1"
 _VERSION_KEY = b"ltbench.store_schema_version"
@@ -425,7 +426,7 @@ class ResultStore:
 
     def has_model(self, run_id: str) -> bool:
         """Whether run ``run_id`` is published with its final model, intact (a damaged model
-        file is as good as none: :mod:`ltbench.torchfiles`)."""
+        file is as good as none: :mod:`ltbench.store.torchfiles`)."""
         try:
             return ((self.runs_dir / f"{run_id}.parquet").exists()
                     and torchfiles.damage(self.model_path(run_id)) is None)
@@ -435,6 +436,6 @@ class ResultStore:
     def load_model(self, run_id: str, model):
         """Load run ``run_id``'s saved ``state_dict`` into ``model`` (same architecture) and
         return it; the tensors are read onto the CPU. Raises
-        :class:`~ltbench.torchfiles.DamagedTorchFile` for a damaged file."""
+        :class:`~ltbench.store.torchfiles.DamagedTorchFile` for a damaged file."""
         model.load_state_dict(torchfiles.load(self.model_path(run_id)))
         return model

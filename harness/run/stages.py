@@ -13,10 +13,10 @@ per (dataset, imbalance factor, seed).
 from __future__ import annotations
 
 
-from . import registry
-from .errors import BadInput
-from .spec import RunSpec
-from .store import ResultStore
+from .. import registry
+from ..errors import BadInput
+from ..spec import RunSpec
+from ..store.result_store import ResultStore
 
 
 def stage1_spec(spec: RunSpec) -> RunSpec | None:
@@ -68,7 +68,7 @@ def load_stage1_model(store: ResultStore, stage1: RunSpec, num_classes: int):
     """The final model of the published run ``stage1``, on the CPU."""
     import torch
 
-    from .engine.models import build_backbone
+    from ..engine.models import build_backbone
 
     head = registry.load("method", stage1.method).head
     # Every weight is overwritten by the saved state; the generator only fills the shell.

@@ -55,9 +55,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
-from . import __version__, atomicfile, registry
-from .hparams import resolve_run
-from .progress import RunProgress
+from .. import __version__, registry
+from ..engine.progress import RunProgress
+from ..hparams import resolve_run
+from ..store import atomicfile
 
 IMB_FACTOR = 100.0
 EPOCHS = 200
@@ -109,7 +110,7 @@ class BenchData:
 def has_cifar10_lt(data_root: Path) -> bool:
     """Whether ``data_root`` serves the CIFAR-10-LT IF 100 subset (split seed 0): the official
     folder, or a data pack holding it (:mod:`ltbench.datasets.cifar_pack`). Never downloads."""
-    from .errors import BadInput
+    from ..errors import BadInput
 
     root = Path(data_root)
     if not ((root / "cifar-10-batches-py").is_dir() or any(root.glob("*.ltpack"))):
@@ -280,8 +281,8 @@ def _reference_style(settings: Settings, data: BenchData, hparams, stream) -> fl
     import torchvision.transforms as T
     from torch.utils.data import DataLoader, Subset
 
-    from .engine.models import build_backbone
-    from .engine.steps import build_optimizer, use_ieee_fp32
+    from ..engine.models import build_backbone
+    from ..engine.steps import build_optimizer, use_ieee_fp32
 
     device = settings.device
     transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
@@ -328,12 +329,12 @@ def _engine(settings: Settings, data: BenchData, hparams, models: int, numerics,
     """Seconds per pass and warm-up seconds of the engine's loop with ``models`` runs."""
     import torch
 
-    from .engine.augment import DeviceImages
-    from .engine.models import build_backbone
-    from .engine.samplers import EpochSampler
-    from .engine.train import PackMember, build_step, train_epoch
-    from .api import StepContext
-    from .spec import derive_seed
+    from ..api import StepContext
+    from ..engine.augment import DeviceImages
+    from ..engine.models import build_backbone
+    from ..engine.samplers import EpochSampler
+    from ..engine.train import PackMember, build_step, train_epoch
+    from ..spec import derive_seed
 
     device = settings.device
     counts = torch.tensor(data.class_counts, dtype=torch.float64, device=device)
@@ -386,7 +387,7 @@ def run_bench(settings: Settings, data_root: Path, stream: TextIO) -> tuple[list
     """Time every variant; returns the rows and the run's metadata (machine, data, settings)."""
     import torch
 
-    from .engine.steps import Numerics
+    from ..engine.steps import Numerics
 
     device = settings.device
     on_cuda = device.type == "cuda"

@@ -94,7 +94,7 @@ def evaluate_shifted(run_id: str, model, data, hparams, uses_target_prior: bool,
     """:func:`shifted_accuracies` of ``model`` on ``data``'s test set (one inference pass,
     unaugmented, normalised with ``hparams``' constants, under ``precision``: the run's, as its
     per-epoch test evaluation)."""
-    from .engine.train import predict_logits, unaugmented_images
+    from ..engine.train import predict_logits, unaugmented_images
 
     test = unaugmented_images(data.test_images, data.test_labels, hparams, device)
     logits = predict_logits(model, test, precision)

@@ -11,10 +11,10 @@ Files written to the report folder:
 * ``results.md`` and ``results.tex`` (booktabs): the same tables;
 * ``data/*.csv``: the numbers behind every table and plot.
 
-Tables (:mod:`ltbench.tables`): rows are configurations in :data:`~ltbench.tables.FAMILY_ORDER`;
-cells are mean ± sample std of the final-epoch metric over the ok runs, with n and the counts of
+Tables (:mod:`ltbench.report.tables`): rows are configurations in
+:data:`~ltbench.report.tables.FAMILY_ORDER`; cells are mean ± sample std of the final-epoch metric over the ok runs, with n and the counts of
 failed / missing runs; "—" where no ok run exists. The best cell per column is bold. A
-published number (:mod:`ltbench.published`) stands beside a cell exactly when ``ltbench
+published number (:mod:`ltbench.report.published`) stands beside a cell exactly when ``ltbench
 check`` would compare it with that configuration; Δ is computed against the ltbench number with
 the paper's model selection (the best test epoch for kaidic/LDAM-DRW-style numbers, flagged
 "best ep."; protocols.md §1.3), which is otherwise never shown as a result.
@@ -22,7 +22,7 @@ the paper's model selection (the best test epoch for kaidic/LDAM-DRW-style numbe
 Every page is self-contained (inline CSS, plots as ``data:`` SVG, no scripts, no links to other
 hosts), so it opens from disk and makes no network request. A new kind of result, such as the
 shifted-test-prior accuracies of the LADE protocol (protocols.md §1.4) once records carry
-them, is one more section of :class:`~ltbench.figures.Plot` s in :func:`_plot_sections`.
+them, is one more section of :class:`~ltbench.report.figures.Plot` s in :func:`_plot_sections`.
 
 This module must not import torch.
 """
@@ -41,18 +41,30 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from . import __version__, atomicfile, figures
-from .envinfo import git_commit
-from .errors import BadInput
-from .evaluate import FEW_THRESHOLD, MANY_THRESHOLD
-from .published import (SELECTION_TEXT, PublishedRow, comparable, skip_reason,
-                        with_compared_metrics)
-from .shift_report import SHIFT_NOTE, shifted_section
-from .spec import format_imb
-from .store import ResultStore
-from .tables import (CellView, Configuration, ErrorTable, TableView, best_flags, column_header,
-                     configurations, error_table, format_cell, markdown_escape, status_counts,
-                     to_latex, to_markdown)
+from .. import __version__
+from ..envinfo import git_commit
+from ..errors import BadInput
+from ..metrics.headline import FEW_THRESHOLD, MANY_THRESHOLD
+from ..spec import format_imb
+from ..store import atomicfile
+from ..store.result_store import ResultStore
+from . import figures
+from .published import SELECTION_TEXT, PublishedRow, comparable, skip_reason, with_compared_metrics
+from .shift_section import SHIFT_NOTE, shifted_section
+from .tables import (
+                     CellView,
+                     Configuration,
+                     ErrorTable,
+                     TableView,
+                     best_flags,
+                     column_header,
+                     configurations,
+                     error_table,
+                     format_cell,
+                     markdown_escape,
+                     status_counts,
+                     to_latex,
+                     to_markdown)
 
 METRIC_NOTE = ("Top-1 error (%) at the final epoch on the balanced test set; mean ± sample "
                "standard deviation over seeds, n = number of successful runs. Only runs with "
@@ -452,7 +464,7 @@ def _latex(pages: list[DatasetPage], generated: str) -> str:
 
 
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.PackageLoader("ltbench", "templates"),
+    return jinja2.Environment(loader=jinja2.PackageLoader("ltbench.report", "templates"),
                               autoescape=True, undefined=jinja2.StrictUndefined,
                               trim_blocks=True, lstrip_blocks=True)
 
@@ -461,8 +473,8 @@ def write_report(store: ResultStore, out_dir: Path, method_order: Sequence[str] 
                  published: Sequence[PublishedRow] = ()) -> Path:
     """Write the report of ``store`` into ``out_dir``; return the path of ``index.html``.
 
-    Rows are ordered by ``method_order`` (default :data:`~ltbench.tables.FAMILY_ORDER`), then
-    the other methods sorted; ``published`` rows (:func:`~ltbench.published.load_published`)
+    Rows are ordered by ``method_order`` (default :data:`~ltbench.report.tables.FAMILY_ORDER`), then
+    the other methods sorted; ``published`` rows (:func:`~ltbench.report.published.load_published`)
     are shown beside the error-table cells they match. An empty store still gets a page that
     says so. Files are replaced atomically; other files in ``out_dir`` are left alone.
     """

@@ -4,7 +4,7 @@ One row per (paper, table, method, dataset, imbalance factor, split, metric): th
 reference table's columns (``value``, ``source``, ``provenance``, ``note``, ...) plus ltbench's
 (``ltbench_method``, ``ltbench_dataset``, ``ltbench_profile``, ``ltbench_protocol``,
 ``protocol_epochs``, ``selection``, ``selection_source``, ``mapping_note``; see
-``results/published/make_published.py`` for how each was decided).
+``tools/make_published.py`` for how each was decided).
 
 Matching rules, shared by ``ltbench check`` and the report:
 
@@ -38,8 +38,9 @@ from typing import Sequence
 
 import pandas as pd
 
-from .errors import BadInput
-from .integers import parse_int
+from ..errors import BadInput
+from ..integers import parse_int
+from ..spec import PROFILES
 from .tables import FAMILY_ORDER, Configuration
 
 ORIGINAL_COLUMNS = ("paper", "table", "method", "dataset", "imbalance_factor", "split",
@@ -57,7 +58,6 @@ METRICS = ("top1_err", "top1_acc")
 SHOT_SPLITS = ("many", "medium", "few")
 SHIFTED_SPLITS = ("F50", "F25", "F10", "F5", "F2", "U1", "B2", "B5", "B10", "B25", "B50")
 SPLITS = ("all",) + SHOT_SPLITS + SHIFTED_SPLITS
-PROFILES = ("exp", "step")
 PROTOCOLS = ("ldam", "jamal")
 
 
@@ -101,7 +101,7 @@ class PublishedRow:
 
 def default_published_dir() -> Path:
     """``results/published`` of the source checkout ltbench is installed from."""
-    return Path(__file__).resolve().parent.parent / "results" / "published"
+    return Path(__file__).resolve().parents[2] / "results" / "published"
 
 
 def _number(text: str, what: str, where: str) -> float:
@@ -150,7 +150,7 @@ def _parse(row: dict[str, str], where: str, known_methods: Sequence[str]) -> Pub
 def load_published(path: Path, extra_methods: Sequence[str] = ()) -> list[PublishedRow]:
     """Every row of ``path`` (a CSV file, or a folder whose ``*.csv`` files are read in order).
 
-    ``ltbench_method`` must be empty, one of :data:`~ltbench.tables.FAMILY_ORDER` or one of
+    ``ltbench_method`` must be empty, one of :data:`~ltbench.report.tables.FAMILY_ORDER` or one of
     ``extra_methods`` (e.g. third-party registered names). Raises
     :class:`~ltbench.errors.BadInput` naming the file and line of the first bad row.
     """

@@ -1,11 +1,11 @@
 """``ltbench check``: the store's means over seeds against the published numbers.
 
-Scope: the published rows (:mod:`ltbench.published`) of the checked methods (default: the
+Scope: the published rows (:mod:`ltbench.report.published`) of the checked methods (default: the
 methods in the store) on the datasets the store has runs of. Each row in scope is either *not
-compared* — :func:`~ltbench.published.skip_reason` (unknown model selection, shifted split,
+compared* — :func:`~ltbench.report.published.skip_reason` (unknown model selection, shifted split,
 ...), or no run of any method in the store has the row's setting (imbalance factor, count
 profile, protocol preset and length), so nobody tried to reproduce it — or compared with every
-store configuration that matches it (:func:`~ltbench.published.comparable`) and has runs at
+store configuration that matches it (:func:`~ltbench.report.published.comparable`) and has runs at
 its imbalance factor:
 
 * *missing*: no such configuration has a run there, or none of its runs is ``ok`` with a finite
@@ -42,9 +42,16 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .published import (SELECTION_TEXT, PublishedRow, comparable, compared_column,
-                        matches_setting, setting, skip_reason, with_compared_metrics)
-from .spec import format_imb
+from .published import (
+                        SELECTION_TEXT,
+                        PublishedRow,
+                        comparable,
+                        compared_column,
+                        matches_setting,
+                        setting,
+                        skip_reason,
+                        with_compared_metrics)
+from ..spec import format_imb
 from .tables import configurations, markdown_escape, method_rank
 
 #: Outcomes in the order the summary lists them.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .spec import format_imb
+from ..spec import format_imb
 
 _RANK = {"ok": 0, "diverged": 1, "failed": 2}
 

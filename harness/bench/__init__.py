@@ -1,0 +1,1 @@
+"""Benchmarks: ``ltbench bench`` (throughput), the meta-step cost and the image pipeline."""

@@ -1,0 +1,1 @@
+"""Metrics computed from a run's predictions: headline accuracies and the shifted test sets."""
