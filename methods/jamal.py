@@ -23,10 +23,10 @@ the same fixed step η_ε = 0.01 the effective step differs per class (protocols
 
 Defaults and their sources (the run record's hparams state every value):
 
-* protocol ``jamal`` (:data:`ltbench.datasets.cifar_protocols.JAMAL_CIFAR`): 200 epochs,
-  batch 100, lr 0.1 ×0.01 at epochs 159 and 179, Nesterov momentum 0.9, weight decay 5e-4, reflect padding, the
-  reference's normalisation — C-LT/main.py argparse defaults and ``adjust_learning_rate``
-  (called with epoch + 1); 10 meta images per class removed before the 4990 / 490-cap subset —
+* protocol ``jamal`` (:data:`ltbench.datasets.cifar_protocols.JAMAL_CIFAR`): 200 epochs, batch 100,
+  lr 0.1 ×0.01 at epochs 159 and 179, Nesterov momentum 0.9, weight decay 5e-4, reflect padding, the
+  reference's normalisation — C-LT/main.py argparse defaults and ``adjust_learning_rate`` (called
+  with epoch + 1); 10 meta images per class removed before the 4990 / 490-cap subset —
   C-LT/data_utils.py ``num_meta`` and main.py (datasets.md §2.5);
 * ``meta_start_epoch`` 160: main.py (``if epoch < 160: train(...) else: train_meta(...)``);
 * ``beta`` 0.9999: main.py ``per_cls_weights``;

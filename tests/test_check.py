@@ -477,5 +477,6 @@ def test_bad_published_file_is_exit_2(tmp_path):
 @pytest.mark.slow
 def test_check_and_report_modules_do_not_import_torch():
     code = ("import sys, ltbench.cli, ltbench.report.check, ltbench.report.published, "
-            "ltbench.report.figures, ltbench.report.site; sys.exit(1 if 'torch' in sys.modules else 0)")
+            "ltbench.report.figures, ltbench.report.site; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

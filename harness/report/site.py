@@ -12,12 +12,12 @@ Files written to the report folder:
 * ``data/*.csv``: the numbers behind every table and plot.
 
 Tables (:mod:`ltbench.report.tables`): rows are configurations in
-:data:`~ltbench.report.tables.FAMILY_ORDER`; cells are mean ± sample std of the final-epoch metric over the ok runs, with n and the counts of
-failed / missing runs; "—" where no ok run exists. The best cell per column is bold. A
-published number (:mod:`ltbench.report.published`) stands beside a cell exactly when ``ltbench
-check`` would compare it with that configuration; Δ is computed against the ltbench number with
-the paper's model selection (the best test epoch for kaidic/LDAM-DRW-style numbers, flagged
-"best ep."; protocols.md §1.3), which is otherwise never shown as a result.
+:data:`~ltbench.report.tables.FAMILY_ORDER`; cells are mean ± sample std of the final-epoch metric
+over the ok runs, with n and the counts of failed / missing runs; "—" where no ok run exists. The
+best cell per column is bold. A published number (:mod:`ltbench.report.published`) stands beside a
+cell exactly when ``ltbench check`` would compare it with that configuration; Δ is computed against
+the ltbench number with the paper's model selection (the best test epoch for kaidic/LDAM-DRW-style
+numbers, flagged "best ep."; protocols.md §1.3), which is otherwise never shown as a result.
 
 Every page is self-contained (inline CSS, plots as ``data:`` SVG, no scripts, no links to other
 hosts), so it opens from disk and makes no network request. A new kind of result, such as the
