@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import signal
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -10,6 +11,14 @@ import pandas as pd
 
 from ltbench.metrics.headline import summarize
 from ltbench.store.result_store import ResultStore
+
+def with_default_ctrl_c() -> None:
+    """``preexec_fn`` of a child that a test sends SIGINT as Ctrl-C would: Python's default
+    SIGINT handling, as in a foreground process, even when the suite itself was started in the
+    background (SIGINT is then ignored, and children inherit that; ltbench leaves an ignored
+    SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 
 #: ``--set`` values that make a synthetic-lt run take about a second on one CPU core.
 TINY_SYNTHETIC = ("classes=4", "n_max=24", "test_per_class=5", "batch_size=16")

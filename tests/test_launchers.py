@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import TINY_SYNTHETIC, install_plugin
+from helpers import TINY_SYNTHETIC, install_plugin, with_default_ctrl_c
 
 from ltbench import registry
 from ltbench.cli import cli
@@ -118,7 +118,8 @@ def test_local_pool_pins_one_gpu_per_worker(tmp_path, monkeypatch):
 def _ltbench(args: list, **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "ltbench", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+                            preexec_fn=with_default_ctrl_c)
 
 
 def _count(folder: Path, pattern: str) -> int:

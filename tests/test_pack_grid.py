@@ -90,15 +90,18 @@ def test_pack_size_must_be_auto_or_positive(tmp_path):
 @pytest.fixture(scope="module")
 def grids(tmp_path_factory):
     """The same grid trained with --pack-size 1 and 4: ce + focal (one linear-head pack of 4
-    runs) and ldam (a cosine-head pack of 2), 1 epoch. A small learning rate keeps fp32
-    rounding (which differs between the grouped and the plain kernels) from moving an argmax
-    on this tiny set (see test_packs.py)."""
+    runs) and ldam (a cosine-head pack of 2), 1 epoch, in fp32 whatever the CPU (``auto`` is
+    bf16 on CPUs with native bf16, whose grouped and plain kernels round differently by more
+    than 1e-3 on some: measured on an AMD EPYC with AVX512-BF16). A small learning rate keeps
+    fp32 rounding (which differs between the grouped and the plain kernels) from moving an
+    argmax on this tiny set (see test_packs.py)."""
     out = {}
     for pack_size in (1, 4):
         work = tmp_path_factory.mktemp(f"pack{pack_size}")
         proc = ltbench("run", "--methods", "ce,focal,ldam", "--datasets", "synthetic-lt",
                        "--imb", "10", "--seeds", "0,1", "--epochs", "1", "--device", "cpu",
-                       "--pack-size", pack_size, "--set", "lr=0.002", *TINY, cwd=work)
+                       "--pack-size", pack_size, "--precision", "fp32", "--set", "lr=0.002",
+                       *TINY, cwd=work)
         out[pack_size] = (ResultStore(work / "results"), proc.stderr)
     return out
 

@@ -432,11 +432,11 @@ def test_pack_trains_like_the_runs_alone(names, seeds, lrs):
     packed = [make_method(n, h, data.class_counts, record=True) for n, h in zip(names, hparams)]
     progress = RunProgress("pack", stream=io.StringIO())
     results = train_pack(data, [PackMember(m, h, s) for m, h, s in zip(packed, hparams, seeds)],
-                         CPU, progress)
+                         CPU, progress, numerics=FP32)
     assert progress.done == progress.total == 3 * 3
     for k, (name, h, seed) in enumerate(zip(names, hparams, seeds)):
         alone_method = make_method(name, h, data.class_counts, record=True)
-        alone = train(data, alone_method, h, seed, CPU)
+        alone = train(data, alone_method, h, seed, CPU, numerics=FP32)
         assert results[k].status == alone.status == "ok"
         assert results[k].epochs_completed == alone.epochs_completed == 3
         assert len(packed[k].batch_losses) == len(alone_method.batch_losses) == 9

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import TINY_SYNTHETIC
+from helpers import TINY_SYNTHETIC, with_default_ctrl_c
 
 from ltbench.cli import cli
 from ltbench.engine.checkpoint import Preempted, ResumeCheckpoint, request_stop, stop_on_signals
@@ -124,7 +124,8 @@ def _signal_once_started(command: list[str], signum: int) -> tuple[int, str]:
     batch is training), and return its exit code and its whole stderr."""
     process = subprocess.Popen([sys.executable, "-m", *command], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+                               env={**os.environ, "OMP_NUM_THREADS": "1"},
+                               preexec_fn=with_default_ctrl_c)
     lines = []
     while not (lines and lines[-1].rstrip().endswith(" started")):
         lines.append(process.stderr.readline())

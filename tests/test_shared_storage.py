@@ -64,14 +64,15 @@ pathlib.Path({marker!r}).write_text(" ".join(sys.argv))
 
 
 def _plant_ltbench(folder: Path, marker: Path) -> None:
-    (folder / "ltbench").mkdir(parents=True)
+    (folder / "ltbench" / "run").mkdir(parents=True)
     (folder / "ltbench" / "__init__.py").write_text("")
-    (folder / "ltbench" / "worker.py").write_text(PLANTED_WORKER.format(marker=str(marker)))
+    (folder / "ltbench" / "run" / "__init__.py").write_text("")
+    (folder / "ltbench" / "run" / "worker.py").write_text(PLANTED_WORKER.format(marker=str(marker)))
 
 
 @pytest.mark.slow
 def test_workers_do_not_run_code_from_the_callers_working_directory(tmp_path, monkeypatch):
-    """A folder holding ``ltbench/worker.py`` is where the user starts ``ltbench run``: the
+    """A folder holding ``ltbench/run/worker.py`` is where the user starts ``ltbench run``: the
     plain ``python -m ltbench.run.worker`` would run the planted module (the control below), the
     launcher's workers run the installed one."""
     cwd, marker, results = tmp_path / "shared", tmp_path / "planted-ran", tmp_path / "results"

@@ -1,7 +1,8 @@
 """``ltbench run``'s launch options (``--launcher`` and friends) and their dispatch.
 
-Kept apart from :mod:`ltbench.cli` so the command itself only validates, prepares and runs a
-:class:`LaunchOptions`; the launchers are in :mod:`ltbench.run.launchers`.
+Kept apart from :mod:`ltbench.cli.run` so the command itself only validates a
+:class:`LaunchOptions`, turns it into a :class:`LaunchPlan` (:meth:`LaunchOptions.plan`) and runs
+that; the launchers are in :mod:`ltbench.run.launchers`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -24,8 +26,10 @@ EXIT_WORKERS_FAILED = 1
 DEFAULT_MIN_FREE_GB = 1.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class LaunchOptions:
+    """The launch options as given (``given``: those of :data:`LAUNCHER_ONLY` that were)."""
+
     launcher: str
     jobs: int
     jobs_per_gpu: int
@@ -38,9 +42,7 @@ class LaunchOptions:
     array_parallelism: int
     precision: str
     deterministic: bool
-    given: frozenset = frozenset()  # the launch options given on the command line
-    device: object = None  # the resolved torch.device of a local launch (prepare)
-    slots: list | None = None
+    given: frozenset = frozenset()
 
     def validate(self) -> None:
         """``--min-free-gb``, options another launcher would ignore and optional
@@ -56,12 +58,13 @@ class LaunchOptions:
                                f"{' or '.join(launchers)} only, not {self.launcher}")
         check_available(self.launcher)
 
-    def _gpus_per_job(self, device: str) -> int:
+    def gpus_per_job_on(self, device: str) -> int:
         """``--gpus-per-job``, or 0 for ``--device cpu`` when it was not given: a task that
         asks for a GPU on a cluster without one waits forever (Ray only logs a warning)."""
         return 0 if device == "cpu" and "gpus_per_job" not in self.given else self.gpus_per_job
 
-    def _settings(self, results: Path, data_root: Path, device: str):
+    def worker_settings(self, results: Path, data_root: Path, device: str):
+        """What every worker of this launch is started with (paths made absolute)."""
         from ..run.launchers import WorkerSettings
 
         return WorkerSettings(Path(results).resolve(), Path(data_root).resolve(), device,
@@ -76,35 +79,46 @@ class LaunchOptions:
         from ..run.packing import plan_packs
 
         return describe_commands(plan_packs(todo, pack_size or 1),
-                                 self._settings(results, data_root, device))
+                                 self.worker_settings(results, data_root, device))
 
-    def prepare(self, device: str) -> str:
-        """Resolve the local device and pool (:class:`BadInput` on impossible requests);
-        returns where the runs will train, for the start line."""
+    def plan(self, device: str) -> LaunchPlan:
+        """Where this launch trains: the local device and pool resolved (:class:`BadInput` on
+        impossible requests); Slurm and Ray keep the device's name, as their devices are on
+        other machines."""
         from ..run.launchers import local_slots
         from ..run.runner import resolve_device
 
         if self.launcher == "slurm":
-            self.device = device
-            return "as one Slurm job array"
+            return LaunchPlan(self, device, (), "as one Slurm job array")
         if self.launcher == "ray":
-            self.device = device
-            return "as Ray tasks"
-        self.device = resolve_device(device)
-        self.slots = local_slots(self.device.type, self.jobs, self.jobs_per_gpu)
-        if len(self.slots) == 1:
-            return f"on {self.device.type}"
-        return f"in {len(self.slots)} worker processes on {self.device.type}"
+            return LaunchPlan(self, device, (), "as Ray tasks")
+        torch_device = resolve_device(device)
+        slots = tuple(local_slots(torch_device.type, self.jobs, self.jobs_per_gpu))
+        where = (f"on {torch_device.type}" if len(slots) == 1
+                 else f"in {len(slots)} worker processes on {torch_device.type}")
+        return LaunchPlan(self, torch_device, slots, where)
 
     def check_free_space(self, root: Path) -> None:
         from ..store.integrity import check_free_space
 
         check_free_space(root, self.min_free_gb)
 
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """A launch ready to run: its options, the device (a ``torch.device`` for the local
+    launcher, the ``--device`` name for Slurm and Ray), the local pool's slots (empty for Slurm
+    and Ray) and where the runs train, in words for the start line."""
+
+    options: LaunchOptions
+    device: Any
+    slots: tuple
+    where: str
+
     def in_process(self) -> bool:
         """Whether the runs train in this process: the local launcher with one slot (one GPU
         and one job per GPU, or the CPU with one job)."""
-        return self.launcher == "local" and len(self.slots) == 1
+        return self.options.launcher == "local" and len(self.slots) == 1
 
     def pack_size(self, requested: int | None, batch_size: int) -> int:
         """The pack size of this launch: ``requested``, or when None the automatic one of the
@@ -114,9 +128,9 @@ class LaunchOptions:
 
         if requested is not None:
             return requested
-        if self.launcher != "local":
+        if self.options.launcher != "local":
             return 1
-        return max(1, auto_pack_size(self.device, batch_size) // self.jobs_per_gpu)
+        return max(1, auto_pack_size(self.device, batch_size) // self.options.jobs_per_gpu)
 
     def run(self, todo, store, data_root: Path, planned_at: float, pack_size: int = 1) -> None:
         """Train ``todo``, planned from the store as read at ``planned_at``, in packs of up to
@@ -130,36 +144,37 @@ class LaunchOptions:
         from ..run.packing import plan_packs
         from ..run.runner import run_grid
 
+        options = self.options
         if self.in_process():
-            numerics = Numerics.for_device(self.device, self.precision, self.deterministic)
+            numerics = Numerics.for_device(self.device, options.precision, options.deterministic)
             try:
                 with stop_on_signals():
                     run_grid(todo, store, data_root, self.device, pack_size=pack_size,
-                             checkpoint_every=self.checkpoint_every,
-                             checkpoint_every_steps=self.checkpoint_every_steps,
+                             checkpoint_every=options.checkpoint_every,
+                             checkpoint_every_steps=options.checkpoint_every_steps,
                              planned_at=planned_at, numerics=numerics)
             except Preempted as exc:
                 click.echo(f"stopped: {exc}", err=True)
                 sys.exit(launchers.EXIT_PREEMPTED)
             return
         device = self.device if isinstance(self.device, str) else self.device.type
-        settings = self._settings(store.root, data_root, device)
+        settings = options.worker_settings(store.root, data_root, device)
         packs = plan_packs(todo, pack_size)
-        if self.launcher == "local":
+        if options.launcher == "local":
             try:
                 failed = launchers.launch_local(packs, settings, self.slots, planned_at)
             except launchers.PoolStopped as exc:  # as an in-process run stopped by SIGTERM
                 click.echo(f"{exc}: the workers checkpointed and stopped; rerun the same "
                            f"command to continue", err=True)
                 sys.exit(launchers.EXIT_PREEMPTED)
-        elif self.launcher == "slurm":
+        elif options.launcher == "slurm":
             failed = launchers.launch_slurm(
-                packs, settings, planned_at, partition=self.slurm_partition,
-                gpus_per_job=self._gpus_per_job(device), timeout_min=self.timeout_min,
-                array_parallelism=self.array_parallelism)
+                packs, settings, planned_at, partition=options.slurm_partition,
+                gpus_per_job=options.gpus_per_job_on(device), timeout_min=options.timeout_min,
+                array_parallelism=options.array_parallelism)
         else:
             failed = launchers.launch_ray(packs, settings, planned_at,
-                                          gpus_per_job=self._gpus_per_job(device))
+                                          gpus_per_job=options.gpus_per_job_on(device))
         if failed:  # exit 1: a script or CI job must not take a grid with holes for done
             click.echo(f"{failed} worker(s) ended abnormally; their runs stay pending "
                        f"(re-run the same command to retry them)", err=True)

@@ -78,16 +78,16 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
                    f"{len(todo)} to train")
         return
     _check_data(todo, data_root)
-    where = launch.prepare(device)
+    plan = launch.plan(device)
     launch.check_free_space(store.root)
     check_store_writable(store)
     store.ensure_writable()
-    pack_size = launch.pack_size(requested_pack_size,
-                                 max((s.hparams["batch_size"] for s in todo), default=1))
+    pack_size = plan.pack_size(requested_pack_size,
+                               max((s.hparams["batch_size"] for s in todo), default=1))
     click.echo(f"{len(specs)} runs in the grid, {len(specs) - len(todo)} already done, "
-               f"{len(todo)} to train {where}"
+               f"{len(todo)} to train {plan.where}"
                + f" in packs of up to {pack_size}", err=True)
-    launch.run(todo, store, data_root, planned_at, pack_size)
+    plan.run(todo, store, data_root, planned_at, pack_size)
     _print_summary(store, {s.run_id for s in specs})
 
 
