@@ -43,8 +43,8 @@ def bench(device, data_root, packs, steps, warmup, repeats, workers, cpu_compile
     long-tailed class counts. A benchmark, not a test: numbers depend on the machine and its
     load; compare them as ratios within one run.
     """
-    from ..bench.throughput import (CPU_DEFAULTS, CUDA_DEFAULTS, Settings, format_table,
-                                    run_bench, write_results)
+    from ..bench.throughput import (CPU_DEFAULTS, CUDA_DEFAULTS, Settings, format_table, run_bench,
+                                    write_results)
     from ..integers import parse_int_list
     from ..run.runner import resolve_device
     from ..store.writable import check_writable

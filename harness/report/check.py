@@ -42,15 +42,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .published import (
-                        SELECTION_TEXT,
-                        PublishedRow,
-                        comparable,
-                        compared_column,
-                        matches_setting,
-                        setting,
-                        skip_reason,
-                        with_compared_metrics)
+from .published import (SELECTION_TEXT, PublishedRow, comparable, compared_column, matches_setting,
+                        setting, skip_reason, with_compared_metrics)
 from ..spec import format_imb
 from .tables import configurations, markdown_escape, method_rank
 

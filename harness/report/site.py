@@ -51,20 +51,9 @@ from ..store.result_store import ResultStore
 from . import figures
 from .published import SELECTION_TEXT, PublishedRow, comparable, skip_reason, with_compared_metrics
 from .shift_section import SHIFT_NOTE, shifted_section
-from .tables import (
-                     CellView,
-                     Configuration,
-                     ErrorTable,
-                     TableView,
-                     best_flags,
-                     column_header,
-                     configurations,
-                     error_table,
-                     format_cell,
-                     markdown_escape,
-                     status_counts,
-                     to_latex,
-                     to_markdown)
+from .tables import (CellView, Configuration, ErrorTable, TableView, best_flags, column_header,
+                     configurations, error_table, format_cell, markdown_escape, status_counts,
+                     to_latex, to_markdown)
 
 METRIC_NOTE = ("Top-1 error (%) at the final epoch on the balanced test set; mean ± sample "
                "standard deviation over seeds, n = number of successful runs. Only runs with "
