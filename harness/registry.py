@@ -1,8 +1,9 @@
-"""Method and dataset plugins, discovered through entry points.
+"""Method, dataset and report-section plugins, discovered through entry points.
 
 A plugin is a class named by an entry point in the group ``ltbench.methods`` (a subclass of
 :class:`ltbench.api.Method`) or ``ltbench.datasets`` (a subclass of
-:class:`ltbench.api.Dataset`). The entry point's name is the plugin's name, so a
+:class:`ltbench.api.Dataset`), or a function in ``ltbench.report_sections`` named after the
+artifact it draws (:mod:`ltbench.api.report_section`). The entry point's name is the plugin's name, so a
 third-party package adds a method with one line in its own ``pyproject.toml``::
 
     [project.entry-points."ltbench.methods"]
@@ -21,7 +22,8 @@ from importlib.metadata import entry_points
 
 from .errors import BadInput
 
-GROUPS = {"method": "ltbench.methods", "dataset": "ltbench.datasets"}
+GROUPS = {"method": "ltbench.methods", "dataset": "ltbench.datasets",
+          "report_section": "ltbench.report_sections"}
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def _unknown(kind: str, name: str) -> BadInput:
 
 @functools.cache
 def load(kind: str, name: str) -> type:
-    """The plugin class registered as ``name``; :class:`BadInput` with suggestions if unknown."""
+    """The plugin registered as ``name``; :class:`BadInput` with suggestions if unknown."""
     plugin = plugins(kind).get(name)
     if plugin is None:
         raise _unknown(kind, name)

@@ -18,6 +18,7 @@ from ..api import Method
 
 
 class BalancedSoftmax(Method):
+    family = "logit-adjustment"
     summary = "Balanced Softmax: cross-entropy on logits + log class counts"
     paper = ("Ren, Yu, Sheng, Ma, Zhao, Yi, Li, NeurIPS 2020, arXiv:2007.10740; code "
              "jiawei-ren/BalancedMetaSoftmax-Classification : loss/BalancedSoftmaxLoss.py")

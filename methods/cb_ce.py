@@ -19,6 +19,7 @@ from ..api import Method, class_balanced_weights
 
 
 class ClassBalancedCE(Method):
+    family = "re-weighting"
     summary = "Cross-entropy weighted by inverse effective number, beta 0.9999 (weighted mean)"
     paper = ("Cui, Jia, Lin, Song, Belongie, CVPR 2019, arXiv:1901.05555; "
              "code kaidic/LDAM-DRW : cifar_train.py (--train_rule Reweight)")

@@ -23,6 +23,7 @@ from .jamal import STAGE2_DEFAULTS
 
 
 class ClassBalancedFinetune(Method):
+    family = "fine-tuning"
     summary = "CE, then class-balanced weights (beta 0.9999) from epoch 160: meta-ce with eps = 0"
     paper = ("Jamal, Brown, Yang, Wang, Gong, CVPR 2020, arXiv:2003.10780 (baseline); code "
              "abdullahjamal/Longtail_DA : C-LT/main.py (train_meta with eps = 0)")

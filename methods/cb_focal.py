@@ -21,6 +21,7 @@ from .focal import Focal
 
 
 class ClassBalancedFocal(ClassBalancedCE):
+    family = "re-weighting"
     summary = "Softmax focal loss (gamma 1) with class-balanced weights, beta 0.9999"
     paper = ("Cui, Jia, Lin, Song, Belongie, CVPR 2019, arXiv:1901.05555; "
              "code kaidic/LDAM-DRW : losses.py (FocalLoss) + cifar_train.py (Reweight)")

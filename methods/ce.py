@@ -14,6 +14,7 @@ from ..api import Method
 
 
 class CrossEntropy(Method):
+    family = "loss"
     summary = "Softmax cross-entropy, no re-weighting (ERM baseline)"
     paper = ("ERM baseline as run by Cao et al., NeurIPS 2019, arXiv:1906.07413; "
              "code kaidic/LDAM-DRW : cifar_train.py (--loss_type CE --train_rule None)")

@@ -18,6 +18,7 @@ from ..api import DRW_DEFAULTS, DeferredReweighting, Method
 
 
 class CrossEntropyDRW(Method):
+    family = "re-weighting"
     summary = "Cross-entropy, class-balanced re-weighting deferred to the first lr decay"
     paper = ("Cao, Wei, Gaidon, Arechiga, Ma, NeurIPS 2019, arXiv:1906.07413; "
              "code kaidic/LDAM-DRW : cifar_train.py (--loss_type CE --train_rule DRW)")

@@ -21,6 +21,7 @@ from .two_stage import STAGE2_TRAINING, FrozenBackboneClassifier, TwoStageMethod
 
 
 class ClassifierRetraining(TwoStageMethod):
+    family = "decoupled"
     summary = "cRT: frozen CE backbone, classifier re-initialised and retrained class-balanced"
     paper = ("Kang, Xie, Rohrbach, Yan, Gordo, Feng, Kalantidis, ICLR 2020, arXiv:1910.09217; "
              "code facebookresearch/classifier-balancing : config/*/cls_crt.yaml")

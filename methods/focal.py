@@ -15,6 +15,7 @@ from ..api import Method, focal_loss
 
 
 class Focal(Method):
+    family = "loss"
     summary = "Softmax focal loss, gamma 1 (LDAM-DRW's FocalLoss)"
     paper = ("Lin, Goyal, Girshick, He, Dollar, ICCV 2017, arXiv:1708.02002; "
              "code kaidic/LDAM-DRW : losses.py (FocalLoss)")

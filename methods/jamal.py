@@ -95,6 +95,7 @@ def conditional_weights(model: nn.Module, example_losses: torch.Tensor,
 class ConditionalReweighting(RecordsWeights, Method):
     """The shared two-stage method; subclasses give the base loss (see the module docstring)."""
 
+    family = "meta-learning"
     protocol = "jamal"
     uses_meta_set = True
     choices = {"eps_form": EPS_FORMS}

@@ -39,6 +39,7 @@ def l2rw_weights(meta_grad: torch.Tensor) -> torch.Tensor:
 
 
 class LearningToReweight(RecordsWeights, Method):
+    family = "meta-learning"
     summary = "L2RW: per-batch example weights max(-meta-gradient, 0), normalised, from epoch 0"
     paper = ("Ren, Zeng, Yang, Urtasun, ICML 2018, arXiv:1803.09050 (Algorithm 1); "
              "no CIFAR-LT reference code")

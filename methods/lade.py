@@ -45,6 +45,7 @@ def lader_loss(logits: torch.Tensor, targets: torch.Tensor, log_prior: torch.Ten
 
 
 class LADE(Method):
+    family = "label-shift"
     summary = "LADE: CE on logits + log prior, plus alpha * LADER; test logits + log p_target"
     paper = ("Hong, Han, Choi, Chun, Kwak, Kim, Kim, CVPR 2021, arXiv:2012.00321; code "
              "hyperconnect/LADE : loss/PriorCELoss.py, loss/LADELoss.py")

@@ -34,6 +34,7 @@ def ldam_loss(logits: torch.Tensor, targets: torch.Tensor, margins: torch.Tensor
 
 
 class LDAM(Method):
+    family = "margin"
     summary = "LDAM: cosine logits, true-class margin 0.5 * (n_min/n)^(1/4), scale 30"
     paper = ("Cao, Wei, Gaidon, Arechiga, Ma, NeurIPS 2019, arXiv:1906.07413; "
              "code kaidic/LDAM-DRW : losses.py (LDAMLoss), --train_rule None")

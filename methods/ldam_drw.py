@@ -17,6 +17,7 @@ from .ldam import LDAM, ldam_loss
 
 
 class LDAMDRW(LDAM):
+    family = "margin"
     summary = "LDAM margins + class-balanced re-weighting deferred to the first lr decay"
     paper = ("Cao, Wei, Gaidon, Arechiga, Ma, NeurIPS 2019, arXiv:1906.07413; "
              "code kaidic/LDAM-DRW : losses.py (LDAMLoss) + cifar_train.py (--train_rule DRW)")

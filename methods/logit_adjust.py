@@ -19,6 +19,7 @@ from ..api import Method
 
 
 class LogitAdjustedLoss(Method):
+    family = "logit-adjustment"
     summary = "Logit-adjusted cross-entropy: logits + tau * log prior, tau 1"
     paper = ("Menon, Jayasumana, Rawat, Jain, Veit, Kumar, ICLR 2021, arXiv:2007.07314; "
              "code google-research/google-research : logit_adjustment/utils.py (build_loss_fn)")

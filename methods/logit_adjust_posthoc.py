@@ -18,6 +18,7 @@ from .two_stage import FrozenBackboneClassifier, OffsetLinear, TwoStageMethod, t
 
 
 class PosthocLogitAdjustment(TwoStageMethod):
+    family = "label-shift"
     summary = "Post-hoc logit adjustment: CE model, logits - tau * log prior, tau on validation"
     paper = ("Menon, Jayasumana, Rawat, Jain, Veit, Kumar, ICLR 2021, arXiv:2007.07314; code "
              "google-research/google-research : logit_adjustment/main.py (posthoc)")

@@ -32,6 +32,7 @@ class ScaledLinear(nn.Module):
 
 
 class LearnableWeightScaling(TwoStageMethod):
+    family = "decoupled"
     summary = "LWS: frozen CE backbone and classifier, one learnt scale per class, class-balanced"
     paper = ("Kang, Xie, Rohrbach, Yan, Gordo, Feng, Kalantidis, ICLR 2020, arXiv:1910.09217; "
              "code facebookresearch/classifier-balancing : config/*/cls_lws.yaml")

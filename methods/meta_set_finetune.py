@@ -22,6 +22,7 @@ from .jamal import STAGE2_DEFAULTS
 
 
 class MetaSetFinetune(Method):
+    family = "fine-tuning"
     summary = "CE, then from epoch 160 fine-tuning on the balanced meta set only (10 per class)"
     paper = ("Baseline of Shu et al., NeurIPS 2019, arXiv:1902.07379 and Jamal et al., CVPR "
              "2020, arXiv:2003.10780; no reference code, schedule is ltbench's choice")

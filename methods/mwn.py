@@ -84,6 +84,7 @@ def normalised(weights: torch.Tensor) -> torch.Tensor:
 
 
 class MetaWeightNet(RecordsWeights, Method):
+    family = "meta-learning"
     summary = "Meta-Weight-Net: a 1-100-1 MLP maps each loss to its weight, meta-learned online"
     paper = ("Shu, Xie, Yi, Zhao, Zhou, Xu, Meng, NeurIPS 2019, arXiv:1902.07379; code "
              "xjtushujun/Meta-weight-net_class-imbalance : meta-weight-net-class-imbalance.py")

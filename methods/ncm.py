@@ -45,6 +45,7 @@ def class_centroids(features: torch.Tensor, labels: torch.Tensor, num_classes: i
 
 
 class NearestClassMeanMethod(TwoStageMethod):
+    family = "decoupled"
     summary = "NCM: nearest class mean of centred, L2-normalised CE features"
     paper = ("Kang, Xie, Rohrbach, Yan, Gordo, Feng, Kalantidis, ICLR 2020, arXiv:1910.09217; "
              "code facebookresearch/classifier-balancing : models/KNNClassifier.py")

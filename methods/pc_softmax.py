@@ -18,6 +18,7 @@ from .two_stage import FrozenBackboneClassifier, OffsetLinear, TwoStageMethod, t
 
 
 class PCSoftmax(TwoStageMethod):
+    family = "label-shift"
     summary = "PC softmax: CE model, test logits - log p_train + log p_target"
     paper = ("Hong, Han, Choi, Chun, Kwak, Kim, Kim, CVPR 2021, arXiv:2012.00321; code "
              "hyperconnect/LADE : run_networks.py (eval)")

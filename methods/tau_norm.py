@@ -30,6 +30,7 @@ class TauNormalisedLinear(nn.Module):
 
 
 class TauNormalisation(TwoStageMethod):
+    family = "decoupled"
     summary = "tau-norm: CE classifier rows divided by norm**tau, tau chosen on validation"
     paper = ("Kang, Xie, Rohrbach, Yan, Gordo, Feng, Kalantidis, ICLR 2020, arXiv:1910.09217; "
              "code facebookresearch/classifier-balancing : tau_norm.py")

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from ltbench import registry
 from ltbench.metrics.headline import summarize
 from ltbench.store.result_store import ResultStore
+
 
 def with_default_ctrl_c() -> None:
     """``preexec_fn`` of a child that a test sends SIGINT as Ctrl-C would: Python's default
@@ -22,6 +24,14 @@ def with_default_ctrl_c() -> None:
 
 #: ``--set`` values that make a synthetic-lt run take about a second on one CPU core.
 TINY_SYNTHETIC = ("classes=4", "n_max=24", "test_per_class=5", "batch_size=16")
+
+#: The names ltbench itself registers (third-party plugins installed here may add more).
+BUILTIN_METHODS = {"ce", "focal", "cb-ce", "cb-focal", "ce-drw", "ldam", "ldam-drw",
+                   "balanced-softmax", "logit-adjust", "meta-ce", "meta-focal", "meta-ldam",
+                   "cb-finetune", "l2rw", "mwn", "meta-set-finetune", "crt", "lws", "tau-norm",
+                   "ncm", "pc-softmax", "logit-adjust-posthoc", "lade"}
+BUILTIN_DATASETS = {"cifar10-lt", "cifar100-lt", "imagenet-lt", "inat2017", "inat2018", "places-lt",
+                    "synthetic-lt"}
 
 
 def tree_snapshot(root: Path) -> dict[str, int]:
@@ -54,7 +64,14 @@ def make_record(run_id: str = "0123456789abcdef", **overrides) -> dict:
         "artifact_error": None, "pack_size": 1,
     }
     record.update(overrides)
+    record.setdefault("method_family", method_family(record["method"]))
     return record
+
+
+def method_family(method: str) -> str | None:
+    """The family a run of ``method`` records: its class's, None for an unregistered name."""
+    plugin = registry.plugins("method").get(method)
+    return plugin.load().family if plugin is not None else None
 
 
 def failed_record(run_id: str, **overrides) -> dict:

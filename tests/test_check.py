@@ -20,11 +20,11 @@ from click.testing import CliRunner
 from ltbench.cli import cli
 from ltbench.errors import BadInput
 from ltbench.report.check import Tolerance, check, to_json, to_markdown
-from ltbench.report.published import (KNOWN_DATASETS, LTBENCH_COLUMNS, ORIGINAL_COLUMNS, SELECTIONS,
+from ltbench import registry
+from ltbench.report.published import (LTBENCH_COLUMNS, ORIGINAL_COLUMNS, SELECTIONS,
                                       default_published_dir, load_published, skip_reason)
-from ltbench.report.tables import FAMILY_ORDER
 from ltbench.store.result_store import ResultStore
-from helpers import failed_record, make_record, small_store
+from helpers import BUILTIN_DATASETS, BUILTIN_METHODS, failed_record, make_record, small_store
 
 PUBLISHED_CSV = default_published_dir() / "published.csv"
 SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "reference" / "published.csv"
@@ -36,8 +36,8 @@ HEADER = ",".join(ORIGINAL_COLUMNS + LTBENCH_COLUMNS) + "\n"
 def test_every_published_row_parses_and_maps_to_known_names():
     rows = load_published(default_published_dir())
     assert len(rows) == 449
-    assert {row.ltbench_method for row in rows} - {""} <= set(FAMILY_ORDER)
-    assert {row.ltbench_dataset for row in rows} <= set(KNOWN_DATASETS)
+    assert {row.ltbench_method for row in rows} - {""} <= BUILTIN_METHODS
+    assert {row.ltbench_dataset for row in rows} <= BUILTIN_DATASETS
     assert {row.selection for row in rows} <= set(SELECTIONS)
     for row in rows:
         assert row.selection_source, row.where
@@ -45,6 +45,15 @@ def test_every_published_row_parses_and_maps_to_known_names():
         assert row.ltbench_profile == ("" if row.ltbench_dataset in
                                        ("imagenet-lt", "places-lt", "inat2018") else
                                        "step" if row.dataset == "CIFAR-10-step" else "exp")
+
+
+def test_every_published_protocol_is_a_preset_of_its_dataset():
+    """The loader checks protocol names only for their form (a dataset's presets are known
+    only by loading it, with torch); the committed rows name presets their datasets have."""
+    for row in load_published(default_published_dir()):
+        if row.ltbench_protocol:
+            presets = registry.load("dataset", row.ltbench_dataset).protocols
+            assert row.ltbench_protocol in presets, row.where
 
 
 def test_published_mappings_that_need_care():
@@ -94,7 +103,7 @@ def test_published_file_keeps_every_original_row_and_column():
     (("imbalance_factor", "0.01"), "imbalance_factor must be >= 1"),
     (("metric", "top5_err"), "metric 'top5_err'"),
     (("protocol_epochs", "200.5"), "protocol_epochs '200.5'"),
-    (("ltbench_protocol", "bbn"), "ltbench_protocol 'bbn'"),
+    (("ltbench_protocol", "BBN 2020"), "ltbench_protocol 'BBN 2020' is not a protocol name"),
 ])
 def test_bad_published_rows_name_file_and_line(tmp_path, change, message):
     row = dict(zip(ORIGINAL_COLUMNS + LTBENCH_COLUMNS,

@@ -13,18 +13,11 @@ from click.testing import CliRunner
 
 from ltbench import registry
 from ltbench.cli import cli
+from helpers import BUILTIN_DATASETS, BUILTIN_METHODS
 from ltbench.errors import BadInput
 from ltbench.run import stages
 
 REPO = Path(__file__).resolve().parents[1]
-
-BUILTIN_METHODS = {"ce", "focal", "cb-ce", "cb-focal", "ce-drw", "ldam", "ldam-drw",
-                   "balanced-softmax", "logit-adjust", "meta-ce", "meta-focal", "meta-ldam",
-                   "cb-finetune", "l2rw", "mwn", "meta-set-finetune", "crt", "lws", "tau-norm",
-                   "ncm", "pc-softmax", "logit-adjust-posthoc", "lade"}
-BUILTIN_DATASETS = {"cifar10-lt", "cifar100-lt", "imagenet-lt", "inat2017", "inat2018", "places-lt",
-                    "synthetic-lt"}
-
 
 def test_import_names_map_to_repository_folders(tmp_path):
     """One import name: harness/ → ltbench, methods/ → ltbench.methods, datasets/ →

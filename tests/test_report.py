@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from ltbench import __version__
+from ltbench import __version__, registry
 from ltbench.cli import cli
+from ltbench.families import FAMILIES
+from ltbench.methods.weight_report import rebin
 from ltbench.report.published import LTBENCH_COLUMNS, ORIGINAL_COLUMNS, load_published
-from ltbench.report.site import _cuda_of, rebin, write_report
-from ltbench.report.tables import (FAMILY_ORDER, Cell, CellView, TableView, best_flags, error_table,
+from ltbench.report.site import _cuda_of, write_report
+from ltbench.report.tables import (Cell, CellView, TableView, best_flags, error_table,
                                    format_cell, run_summary, status_counts, to_latex, to_markdown)
 from ltbench.store.result_store import ResultStore
-from helpers import failed_record, make_record, small_store
+from helpers import (BUILTIN_METHODS, eps_frame, eps_summary_frame, failed_record, install_plugin,
+                     make_record, small_store)
 
 HPARAMS = {"epochs": 200, "lr": 0.1}
 
@@ -136,14 +143,24 @@ def test_configuration_labels(tmp_path):
 
 
 def test_family_order_then_names(tmp_path):
-    records = read(tmp_path, [record("a", method="zeta"), record("b", method="lade"),
-                              record("c", method="ldam"), record("d", method="focal"),
-                              record("e", method="alpha"), record("f", method="ce")])
-    assert error_table(records, "cifar10-lt").rows == ["ce", "focal", "ldam", "lade", "alpha",
-                                                       "zeta"]
+    """Rows follow the families the records name (no plugin is loaded: ``zeta`` and ``alpha``
+    are not installed), then method names; unlisted and unknown families come last."""
+    records = read(tmp_path, [record("a", method="zeta", method_family="re-weighting"),
+                              record("b", method="lade"), record("c", method="ldam"),
+                              record("d", method="focal"), record("e", method="mwn"),
+                              record("f", method="alpha", method_family="my-own"),
+                              record("g", method="omega", method_family=None),
+                              record("h", method="ce")])
+    assert list(FAMILIES)[0] == "loss" and list(FAMILIES)[-1] == "label-shift"
+    assert error_table(records, "cifar10-lt").rows == ["ce", "focal", "zeta", "ldam", "mwn",
+                                                       "lade", "alpha", "omega"]
     ordered = error_table(records, "cifar10-lt", method_order=["ldam", "ce"])
-    assert ordered.rows == ["ldam", "ce", "alpha", "focal", "lade", "zeta"]
-    assert FAMILY_ORDER[:2] == ("ce", "focal") and FAMILY_ORDER[-1] == "lade"
+    assert ordered.rows == ["ldam", "ce", "alpha", "focal", "lade", "mwn", "omega", "zeta"]
+
+
+def test_every_builtin_method_names_a_listed_family():
+    for name in BUILTIN_METHODS:
+        assert registry.load("method", name).family in FAMILIES, name
 
 
 def test_empty_dataset_table(tmp_path):
@@ -409,3 +426,66 @@ def test_report_bad_input(tmp_path, args, message):
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("Error: ") and message in line
     assert not (tmp_path / "site").exists()
+
+
+MARGIN_SECTION = textwrap.dedent('''
+    import pandas as pd
+    from ltbench.api import Plot, ReportSection
+    from ltbench.api.plots import render
+
+    def margin_section(page):
+        rows = [{"configuration": label, "imb_factor": imb, "run_id": run_id,
+                 "mean_margin": float(margins["margin"].mean())}
+                for imb in page.columns for label in page.rows
+                for run_id in page.ok_runs(imb, label)["run_id"]
+                if (margins := page.artifact("margins", run_id)) is not None]
+        if not rows:
+            return None
+
+        def draw(figure, narrow):
+            figure.add_subplot().bar(range(len(rows)), [r["mean_margin"] for r in rows])
+
+        return ReportSection("Learned margins", [Plot("Mean margin", "Each run's mean margin.",
+                                                      *render(draw, 2.0), pd.DataFrame(rows),
+                                                      "margins")])
+
+    def never_called(page):
+        raise AssertionError("the store holds no 'absent' artifact")
+''')
+
+REPORT_WITHOUT_TORCH = textwrap.dedent('''
+    import sys
+    from pathlib import Path
+    from ltbench.report.site import write_report
+    from ltbench.store.result_store import ResultStore
+    write_report(ResultStore(Path(sys.argv[1])), Path(sys.argv[2]))
+    sys.exit(3 if "torch" in sys.modules else 0)
+''')
+
+
+def test_plugin_sections_are_keyed_by_artifact_name_and_need_no_torch(tmp_path):
+    """A third-party section registered for artifact ``margins`` draws the ok runs' artifacts;
+    the section of an artifact the store lacks is never called; the report, built-in ε section
+    included, runs without importing torch."""
+    store = ResultStore(tmp_path / "results")
+    for run_id, margins in (("m0", [0.5, 1.5]), ("m1", [2.0, 4.0])):
+        store.write(record(run_id, seed=int(run_id[1])),
+                    {"margins": pd.DataFrame({"margin": margins})})
+    store.write(failed_record("m2", seed=2), {"margins": pd.DataFrame({"margin": [9.0]})})
+    counts = make_record()["train_class_counts"]
+    store.write(record("e0", method="meta-ce"),
+                {"eps": eps_frame(counts, 199), "eps_summary": eps_summary_frame(counts, 199)})
+    site = tmp_path / "site"
+    install_plugin(site, "margin_plugin", MARGIN_SECTION,
+                   "[ltbench.report_sections]\nmargins = margin_plugin:margin_section\n"
+                   "absent = margin_plugin:never_called\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get(
+        "PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", REPORT_WITHOUT_TORCH, str(store.root),
+                           str(tmp_path / "report")], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    margins = pd.read_csv(tmp_path / "report" / "data" / "cifar10-lt_margins.csv")
+    assert margins[["run_id", "mean_margin"]].values.tolist() == [["m0", 1.0], ["m1", 3.0]]
+    html = (tmp_path / "report" / "cifar10-lt.html").read_text(encoding="utf-8")
+    assert "Learned margins" in html and "Meta-learned ε and weights" in html
+    assert html.index("Meta-learned ε") < html.index("Learned margins")  # eps < margins

@@ -59,6 +59,9 @@ class Method:
 
     Class attributes a method sets:
 
+    * ``family``: the method's family, one of :data:`ltbench.families.FAMILIES` (``"loss"``,
+      ``"re-weighting"``, ..., ``"label-shift"``) or a plugin's own; stored in every record,
+      it orders the rows of result tables;
     * ``summary``: one line for ``ltbench list``;
     * ``paper``: the reference (authors, venue, arXiv id) and the code it follows;
     * ``head``: ``"linear"`` or ``"cosine"`` (LDAM's NormedLinear);
@@ -81,6 +84,7 @@ class Method:
       to its logits (PC softmax, LADE; protocols.md §1.4).
     """
 
+    family: ClassVar[str | None] = None
     summary: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     head: ClassVar[str] = "linear"

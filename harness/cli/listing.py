@@ -10,7 +10,7 @@ from ..errors import BadInput
 @click.command("list")
 @click.argument("kind", required=False, type=click.Choice(["methods", "datasets"]))
 def list_plugins(kind):
-    """List registered methods and datasets: name, description, paper, provider."""
+    """List registered methods and datasets: name, description, family, paper, provider."""
     from .. import registry
 
     for group in ([kind] if kind else ["methods", "datasets"]):
@@ -18,10 +18,12 @@ def list_plugins(kind):
         for name, plugin in registry.plugins(group[:-1]).items():
             try:
                 cls = plugin.load()
-                summary, paper = cls.summary, cls.paper
+                summary, paper, family = cls.summary, cls.paper, getattr(cls, "family", None)
             except BadInput as exc:
-                summary, paper = f"(unavailable: {exc})", ""
+                summary, paper, family = f"(unavailable: {exc})", "", None
             click.echo(f"  {name:<18} {summary}")
+            if family:
+                click.echo(f"  {'':<18} family: {family}")
             if paper:
                 click.echo(f"  {'':<18} paper: {paper}")
             click.echo(f"  {'':<18} provider: {plugin.provider}")

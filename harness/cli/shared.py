@@ -65,7 +65,6 @@ def read_store(results: Path):
 
 def load_published(path: Path | None, required: bool):
     """The published rows of ``path`` (default: the checkout's), or () if optional and absent."""
-    from .. import registry
     from ..report.published import default_published_dir, load_published
 
     if path is None:
@@ -75,4 +74,4 @@ def load_published(path: Path | None, required: bool):
                 raise BadInput(f"no published numbers at {path} (ltbench is not installed from "
                                f"a source checkout): pass --published FILE")
             return path, ()
-    return path, load_published(path, extra_methods=list(registry.plugins("method")))
+    return path, load_published(path)

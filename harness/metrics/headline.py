@@ -28,6 +28,14 @@ def shot_groups(train_counts: Sequence[int], many_thr: int = MANY_THRESHOLD,
             "few": counts < few_thr}
 
 
+def shot_group_of_classes(train_counts: Sequence[int]) -> np.ndarray:
+    """The many / medium / few group name of every class, from its training count."""
+    names = np.empty(len(train_counts), dtype=object)
+    for group, mask in shot_groups(train_counts).items():
+        names[mask] = group
+    return names
+
+
 def summarize(per_class_correct: Sequence[int], per_class_total: Sequence[int],
               train_counts: Sequence[int]) -> dict[str, float | int | list[float]]:
     """``top1_acc``, ``top1_err``, ``many/medium/few_acc``, ``n_many/...`` and ``per_class_acc``.

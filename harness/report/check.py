@@ -225,7 +225,7 @@ def check(records: pd.DataFrame, published: Iterable[PublishedRow],
             continue
         comparisons += _compare_row(row, records[records["dataset"] == row.ltbench_dataset],
                                     tolerance)
-    rank = method_rank()
+    rank = method_rank(records)
     comparisons.sort(key=lambda c: (OUTCOMES.index(c.outcome), c.row.ltbench_dataset,
                                     rank(c.row.ltbench_method), -c.row.imb_factor,
                                     c.row.split, c.row.metric, c.row.paper, c.row.table,

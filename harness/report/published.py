@@ -32,25 +32,24 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
+from .. import registry
 from ..errors import BadInput
 from ..integers import parse_int
 from ..spec import PROFILES
-from .tables import FAMILY_ORDER, Configuration
+from .tables import Configuration
 
 ORIGINAL_COLUMNS = ("paper", "table", "method", "dataset", "imbalance_factor", "split",
                     "metric", "value", "source", "provenance", "note")
 LTBENCH_COLUMNS = ("ltbench_method", "ltbench_dataset", "ltbench_profile", "ltbench_protocol",
                    "protocol_epochs", "selection", "selection_source", "mapping_note")
 
-#: Datasets published numbers may name (registered or planned).
-KNOWN_DATASETS = ("cifar10-lt", "cifar100-lt", "imagenet-lt", "places-lt", "inat2017",
-                  "inat2018")
 SELECTIONS = ("best_test_epoch", "final_epoch", "unknown")
 SELECTION_TEXT = {"best_test_epoch": "best test epoch", "final_epoch": "final epoch",
                   "unknown": "unknown"}
@@ -58,7 +57,9 @@ METRICS = ("top1_err", "top1_acc")
 SHOT_SPLITS = ("many", "medium", "few")
 SHIFTED_SPLITS = ("F50", "F25", "F10", "F5", "F2", "U1", "B2", "B5", "B10", "B25", "B50")
 SPLITS = ("all",) + SHOT_SPLITS + SHIFTED_SPLITS
-PROTOCOLS = ("ldam", "jamal")
+# A protocol preset's name (Dataset.protocols). Which ones a dataset has is known only by
+# loading it (and torch); a row naming one no run was trained under is "not run" in the check.
+_PROTOCOL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
 @dataclass(frozen=True)
@@ -120,26 +121,29 @@ def _choice(value: str, allowed: Sequence[str], what: str, where: str) -> str:
     return value
 
 
-def _parse(row: dict[str, str], where: str, known_methods: Sequence[str]) -> PublishedRow:
+def _parse(row: dict[str, str], where: str) -> PublishedRow:
     imb = _number(row["imbalance_factor"], "imbalance_factor", where)
     if imb < 1:
         raise BadInput(f"{where}: imbalance_factor must be >= 1 (n_max / n_min), got {imb}")
     epochs = row["protocol_epochs"].strip()
     method = row["ltbench_method"]
     if method:
-        _choice(method, known_methods, "ltbench_method", where)
+        _choice(method, list(registry.plugins("method")), "ltbench_method", where)
+    protocol = row["ltbench_protocol"]
+    if protocol and not _PROTOCOL_NAME.fullmatch(protocol):
+        raise BadInput(f"{where}: ltbench_protocol '{protocol}' is not a protocol name "
+                       f"(lower-case letters, digits, '-' and '_')")
     return PublishedRow(
         paper=row["paper"], table=row["table"], method=row["method"], dataset=row["dataset"],
         imb_factor=imb, split=_choice(row["split"], SPLITS, "split", where),
         metric=_choice(row["metric"], METRICS, "metric", where),
         value=_number(row["value"], "value", where), source=row["source"],
         provenance=row["provenance"], note=row["note"], ltbench_method=method,
-        ltbench_dataset=_choice(row["ltbench_dataset"], KNOWN_DATASETS, "ltbench_dataset",
-                                where),
+        ltbench_dataset=_choice(row["ltbench_dataset"], list(registry.plugins("dataset")),
+                                "ltbench_dataset", where),
         ltbench_profile=_choice(row["ltbench_profile"], PROFILES + ("",), "ltbench_profile",
                                 where),
-        ltbench_protocol=_choice(row["ltbench_protocol"], PROTOCOLS + ("",), "ltbench_protocol",
-                                 where),
+        ltbench_protocol=protocol,
         protocol_epochs=parse_int(epochs, f"{where}: protocol_epochs", least=1) if epochs
         else None,
         selection=_choice(row["selection"], SELECTIONS, "selection", where),
@@ -147,11 +151,11 @@ def _parse(row: dict[str, str], where: str, known_methods: Sequence[str]) -> Pub
         where=where)
 
 
-def load_published(path: Path, extra_methods: Sequence[str] = ()) -> list[PublishedRow]:
+def load_published(path: Path) -> list[PublishedRow]:
     """Every row of ``path`` (a CSV file, or a folder whose ``*.csv`` files are read in order).
 
-    ``ltbench_method`` must be empty, one of :data:`~ltbench.report.tables.FAMILY_ORDER` or one of
-    ``extra_methods`` (e.g. third-party registered names). Raises
+    ``ltbench_method`` must be empty or a registered method, ``ltbench_dataset`` a registered
+    dataset (:mod:`ltbench.registry`: built-in or a plugin's). Raises
     :class:`~ltbench.errors.BadInput` naming the file and line of the first bad row.
     """
     path = Path(path)
@@ -163,7 +167,6 @@ def load_published(path: Path, extra_methods: Sequence[str] = ()) -> list[Publis
         files = [path]
     else:
         raise BadInput(f"published numbers not found: {path} does not exist")
-    known_methods = tuple(FAMILY_ORDER) + tuple(extra_methods)
     rows = []
     for file in files:
         try:
@@ -176,7 +179,7 @@ def load_published(path: Path, extra_methods: Sequence[str] = ()) -> list[Publis
                 for line, row in enumerate(reader, start=2):
                     if None in row or any(value is None for value in row.values()):
                         raise BadInput(f"{file}:{line}: wrong number of fields")
-                    rows.append(_parse(row, f"{file}:{line}", known_methods))
+                    rows.append(_parse(row, f"{file}:{line}"))
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise BadInput(f"{file} is not a readable CSV file: {exc}") from exc
     return rows

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..api.plots import Plot
 from ..metrics.shifted import SHIFTED_SETS
 from ..spec import format_imb
 from ..store.result_store import ResultStore
@@ -47,7 +48,7 @@ def _cell(values: pd.Series) -> Cell:
 
 def shifted_section(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
                     rows: list[str], dataset: str
-                    ) -> tuple[list[TableView], list[figures.Plot], pd.DataFrame]:
+                    ) -> tuple[list[TableView], list[Plot], pd.DataFrame]:
     """Per IF with shifted evaluations: a table view and a chart; plus the table data."""
     evaluations = _evaluations(store, records, labels)
     if evaluations.empty:

@@ -5,14 +5,15 @@ Files written to the report folder:
 * ``index.html``: every dataset's top-1 error table and the provenance of all runs;
 * ``<dataset>.html``: one page per dataset — the paper-style error table with published
   numbers, the many / medium / few accuracy tables, per-class accuracy vs. training count,
-  the training counts, learning curves (median over seeds) and, for methods that record ε
-  (artifacts ``eps`` and ``eps_summary``), ε histograms by head / medium / tail group and the
-  mean ε per class against its training count;
+  the training counts, learning curves (median over seeds), the sections plugins add for the
+  artifacts they store (:mod:`ltbench.api.report_section`; the built-in one shows the ε and
+  weights of the meta-learning methods, :mod:`ltbench.methods.weight_report`) and the
+  accuracies on the shifted test sets;
 * ``results.md`` and ``results.tex`` (booktabs): the same tables;
 * ``data/*.csv``: the numbers behind every table and plot.
 
 Tables (:mod:`ltbench.report.tables`): rows are configurations in
-:data:`~ltbench.report.tables.FAMILY_ORDER`; cells are mean ± sample std of the final-epoch metric
+family order (:mod:`ltbench.families`); cells are mean ± sample std of the final-epoch metric
 over the ok runs, with n and the counts of failed / missing runs; "—" where no ok run exists. The
 best cell per column is bold. A published number (:mod:`ltbench.report.published`) stands beside a
 cell exactly when ``ltbench check`` would compare it with that configuration; Δ is computed against
@@ -20,9 +21,9 @@ the ltbench number with the paper's model selection (the best test epoch for kai
 numbers, flagged "best ep."; protocols.md §1.3), which is otherwise never shown as a result.
 
 Every page is self-contained (inline CSS, plots as ``data:`` SVG, no scripts, no links to other
-hosts), so it opens from disk and makes no network request. A new kind of result, such as the
-shifted-test-prior accuracies of the LADE protocol (protocols.md §1.4) once records carry
-them, is one more section of :class:`~ltbench.report.figures.Plot` s in :func:`_plot_sections`.
+hosts), so it opens from disk and makes no network request. A new kind of result is one more
+section of :class:`~ltbench.api.plots.Plot` s: the harness's own in :func:`_plot_sections`, a
+plugin's through its artifact's report section.
 
 This module must not import torch.
 """
@@ -41,7 +42,9 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from .. import __version__
+from .. import __version__, registry
+from ..api.plots import Plot
+from ..api.report_section import SectionInput
 from ..envinfo import git_commit
 from ..errors import BadInput
 from ..metrics.headline import FEW_THRESHOLD, MANY_THRESHOLD
@@ -83,7 +86,7 @@ class DatasetPage:
     missing: int
     error_view: TableView
     shot_views: list[TableView]
-    plot_sections: list[tuple[str, list[figures.Plot]]]
+    plot_sections: list[tuple[str, list[Plot]]]
     provenance: list[tuple[str, str]]
     table_files: list[str] = field(default_factory=list)
     data: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -238,79 +241,11 @@ def _curve_medians(store: ResultStore, run_ids: Sequence[str]) -> pd.DataFrame |
     return medians.reset_index()
 
 
-def rebin(lo: np.ndarray, hi: np.ndarray, count: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Counts of the bins ``[lo, hi)`` moved onto the bins between ``edges``.
-
-    Each count is spread in proportion to its bin's overlap with the new bins (uniform within
-    a bin), so totals are kept and the result may be fractional; a zero-width bin counts where
-    its edge falls.
-    """
-    width = hi - lo
-    overlap = np.clip(np.minimum(hi[:, None], edges[None, 1:])
-                      - np.maximum(lo[:, None], edges[None, :-1]), 0.0, None)
-    share = np.divide(overlap, width[:, None], out=np.zeros_like(overlap),
-                      where=width[:, None] > 0)
-    points = np.clip(np.searchsorted(edges, lo, side="right") - 1, 0, len(edges) - 2)
-    share[width <= 0, points[width <= 0]] = 1.0
-    return (count[:, None] * share).sum(axis=0)
-
-
-def _eps_histogram(store: ResultStore, runs: pd.DataFrame) -> pd.DataFrame | None:
-    """The last recorded epoch's ε / weight histograms of ``runs`` per training-count group.
-
-    Every run bins each epoch over its own value range (``eps`` artifact,
-    :mod:`ltbench.methods.weight_histograms`), so the runs' histograms are moved by
-    :func:`rebin` onto common equal-width bins spanning all of them (as many as a run has),
-    then summed over the classes of each group and over seeds.
-    """
-    parts = []
-    for _, run in runs.iterrows():
-        eps = store.artifact("eps", run["run_id"])
-        if eps is None or eps.empty or run["train_class_counts"] is None:
-            continue
-        groups = figures.group_of_classes(run["train_class_counts"])
-        last = eps[eps["epoch"] == eps["epoch"].max()]
-        parts.append(last.assign(group=groups[last["class"].to_numpy(dtype=int)]))
-    if not parts:
-        return None
-    merged = pd.concat(parts, ignore_index=True)
-    rows = []
-    for quantity, values in merged.groupby("quantity"):
-        edges = np.linspace(values["lo"].min(), values["hi"].max(),
-                            int(values["bin"].max()) + 2)
-        for group, part in values.groupby("group"):
-            summed = part.groupby(["lo", "hi"], as_index=False)["count"].sum()
-            counts = rebin(summed["lo"].to_numpy(float), summed["hi"].to_numpy(float),
-                           summed["count"].to_numpy(float), edges)
-            rows += [{"quantity": quantity, "group": group, "epoch": int(part["epoch"].max()),
-                      "bin": b, "lo": edges[b], "hi": edges[b + 1], "count": counts[b]}
-                     for b in range(len(counts))]
-    return pd.DataFrame(rows)
-
-
-def _eps_class_means(store: ResultStore, runs: pd.DataFrame) -> pd.DataFrame | None:
-    """Each class's mean ε / weight at the last recorded epoch (``eps_summary`` artifact),
-    averaged over the seeds of ``runs``, with its training count and group."""
-    parts = []
-    for _, run in runs.iterrows():
-        summary = store.artifact("eps_summary", run["run_id"])
-        if summary is None or summary.empty or run["train_class_counts"] is None:
-            continue
-        last = summary[summary["epoch"] == summary["epoch"].max()]
-        parts.append(last[["quantity", "class", "mean"]])
-    if not parts:
-        return None
-    means = (pd.concat(parts, ignore_index=True).dropna(subset=["mean"])
-             .groupby(["quantity", "class"], as_index=False)["mean"].mean())
-    counts = np.asarray(runs["train_class_counts"].iloc[0])
-    classes = means["class"].to_numpy(dtype=int)
-    return means.assign(train_count=counts[classes],
-                        group=figures.group_of_classes(counts)[classes])
-
-
 def _plot_sections(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
-                   table: ErrorTable) -> list[tuple[str, list[figures.Plot]]]:
-    """The page's plot sections, in reading order; a section without data is left out."""
+                   table: ErrorTable) -> list[tuple[str, list[Plot]]]:
+    """The page's plot sections, in reading order: the report's own, then those of the plugins
+    registered for the artifacts the store holds (:mod:`ltbench.api.report_section`); a section
+    without data is left out."""
     dataset = table.dataset
     ok = records["status"] == "ok"
     profiles: dict[tuple[float, str], np.ndarray] = {}
@@ -321,21 +256,20 @@ def _plot_sections(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
         (imb, profile, profiles[(imb, profile)])
         for imb, profile in sorted(profiles, key=lambda key: (-key[0], key[1]))])] \
         if profiles else []
-    per_class, curves, eps = [], [], []
+
+    def ok_runs(imb: float, label: str) -> pd.DataFrame:
+        return records[ok & (records["imb_factor"].astype(float) == imb) & (labels == label)]
+
+    per_class, curves = [], []
     style_of = {label: index for index, label in enumerate(table.rows)}
     for imb in table.columns:
         per_class_series, curve_series = [], []
         for label in table.rows:
-            group = records[(records["imb_factor"].astype(float) == imb) & (labels == label)]
-            ok_runs = group[group["status"] == "ok"]
-            if (series := _per_class_series(ok_runs)) is not None:
+            runs = ok_runs(imb, label)
+            if (series := _per_class_series(runs)) is not None:
                 per_class_series.append((label, *series))
-            if (medians := _curve_medians(store, list(ok_runs["run_id"]))) is not None:
+            if (medians := _curve_medians(store, list(runs["run_id"]))) is not None:
                 curve_series.append((label, medians))
-            if (histogram := _eps_histogram(store, ok_runs)) is not None:
-                eps.append(figures.eps_histograms(dataset, imb, label, histogram))
-            if (means := _eps_class_means(store, ok_runs)) is not None:
-                eps.append(figures.eps_by_class(dataset, imb, label, means))
         if per_class_series:
             per_class.append(figures.per_class_accuracy(dataset, imb, per_class_series,
                                                         style_of))
@@ -343,8 +277,13 @@ def _plot_sections(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
             curves.append(figures.learning_curves(dataset, imb, curve_series, style_of))
     sections = [("Training images per class", counts),
                 ("Per-class accuracy vs. training count", per_class),
-                ("Learning curves", curves),
-                ("Meta-learned ε and weights: by head / medium / tail group and per class", eps)]
+                ("Learning curves", curves)]
+    page = SectionInput(dataset, table.columns, table.rows, ok_runs, store.artifact)
+    for artifact in registry.plugins("report_section"):
+        if store.has_artifact(artifact):
+            section = registry.load("report_section", artifact)(page)
+            if section is not None:
+                sections.append((section.title, list(section.plots)))
     return [(title, plots) for title, plots in sections if plots]
 
 
@@ -462,7 +401,7 @@ def write_report(store: ResultStore, out_dir: Path, method_order: Sequence[str] 
                  published: Sequence[PublishedRow] = ()) -> Path:
     """Write the report of ``store`` into ``out_dir``; return the path of ``index.html``.
 
-    Rows are ordered by ``method_order`` (default :data:`~ltbench.report.tables.FAMILY_ORDER`), then
+    Rows are ordered by ``method_order`` (default: by family, :mod:`ltbench.families`), then
     the other methods sorted; ``published`` rows (:func:`~ltbench.report.published.load_published`)
     are shown beside the error-table cells they match. An empty store still gets a page that
     says so. Files are replaced atomically; other files in ``out_dir`` are left alone.

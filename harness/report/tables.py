@@ -17,8 +17,8 @@ Rules (architecture.md §8 pitfalls 1 and 2):
 
 A row is one :class:`Configuration`: a method with one set of resolved hyper-parameters, count
 profile and harness version. Runs of different configurations are never pooled, e.g. an
-``--epochs 1`` smoke run never averages into the 200-epoch numbers. Rows follow
-:data:`FAMILY_ORDER`, then the other methods sorted by name.
+``--epochs 1`` smoke run never averages into the 200-epoch numbers. Rows follow the methods'
+families (:mod:`ltbench.families`), then their names.
 
 This module must not import torch.
 """
@@ -33,20 +33,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..families import family_rank
 from ..spec import canonical_json, format_imb
 from ..store.result_store import STATUSES
 
 MISSING = "—"
-
-#: The canonical row order of every table: method families as the long-tailed literature groups
-#: them (losses, re-weighting, margins, logit adjustment, fine-tuning, meta-learning, decoupled
-#: classifiers, post-hoc corrections). Methods not listed follow, sorted by name.
-FAMILY_ORDER = (
-    "ce", "focal", "cb-ce", "cb-focal", "ce-drw", "ldam", "ldam-drw", "balanced-softmax",
-    "logit-adjust", "cb-finetune", "meta-set-finetune", "l2rw", "mwn", "meta-ce", "meta-focal",
-    "meta-ldam", "crt", "lws", "tau-norm", "ncm", "pc-softmax", "logit-adjust-posthoc", "lade",
-)
-
 
 @dataclass
 class Cell:
@@ -123,10 +114,16 @@ def _config_labels(method: str, configs: list[dict[str, Any]]) -> list[str]:
             for config in configs]
 
 
-def method_rank(method_order: Sequence[str] | None = None):
-    """Sort key of method names: ``method_order`` (default :data:`FAMILY_ORDER`), then by name."""
-    order = list(FAMILY_ORDER if method_order is None else method_order)
-    return lambda method: (order.index(method) if method in order else len(order), method)
+def method_rank(records: pd.DataFrame, method_order: Sequence[str] | None = None):
+    """Sort key of method names: ``method_order`` when given, else the family of the method's
+    records (``method_family``, in :data:`~ltbench.families.FAMILIES` order); then by name."""
+    if method_order is not None:
+        order = list(method_order)
+        return lambda method: (order.index(method) if method in order else len(order), method)
+    known = records.dropna(subset=["method_family"]) if "method_family" in records \
+        else records.iloc[0:0]
+    family = dict(zip(known["method"], known["method_family"]))
+    return lambda method: (family_rank(family.get(method)), method)
 
 
 def configurations(records: pd.DataFrame, method_order: Sequence[str] | None = None
@@ -142,7 +139,7 @@ def configurations(records: pd.DataFrame, method_order: Sequence[str] | None = N
         by_method.setdefault(method, {})[key] = setting
     configs: list[Configuration] = []
     label_of: dict[tuple[str, str], str] = {}
-    for method in sorted(by_method, key=method_rank(method_order)):
+    for method in sorted(by_method, key=method_rank(records, method_order)):
         ordered = sorted(by_method[method])
         labelled = zip(ordered, _config_labels(method, [by_method[method][k] for k in ordered]))
         for key, label in sorted(labelled, key=lambda pair: pair[1]):
@@ -169,8 +166,7 @@ def error_table(records: pd.DataFrame, dataset: str, metric: str = "top1_err",
     """Aggregate ``records`` (as from :meth:`ResultStore.read`) of ``dataset`` into a table.
 
     Columns are the imbalance factors present, descending. Rows are ordered by method
-    (``method_order``, default :data:`FAMILY_ORDER`, then the remaining methods sorted), then
-    label. The expected seeds of every cell are all seeds of the dataset's records.
+    (:func:`method_rank`), then label. The expected seeds of every cell are all seeds of the dataset's records.
     """
     subset = records[records["dataset"] == dataset]
     columns = sorted({float(imb) for imb in subset["imb_factor"]}, reverse=True)

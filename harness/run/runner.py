@@ -195,6 +195,7 @@ def _base_record(spec: RunSpec, device, numerics, started: datetime, wall_s: flo
         "finished_utc": datetime.now(timezone.utc),
         "artifact_error": None,
         "pack_size": pack_size,
+        "method_family": registry.load("method", spec.method).family,
     }
 
 

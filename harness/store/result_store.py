@@ -118,6 +118,9 @@ RECORD_SCHEMA = pa.schema(
         # How many runs trained together in its pack; ``wall_s`` is the pack's time, so the
         # run's share of the device is wall_s / pack_size. Null in records written before.
         pa.field("pack_size", pa.int64()),
+        # The method's family (ltbench.families), which orders report rows without loading
+        # the plugin. Null in records written before, and for a method that names none.
+        pa.field("method_family", pa.string()),
     ],
     metadata={
         _VERSION_KEY: STORE_SCHEMA_VERSION.encode(),
@@ -129,7 +132,7 @@ RECORD_SCHEMA = pa.schema(
 #: Columns added after the first store version: their values in records written without them.
 ADDED_COLUMNS = {"selection_rule": "last", "stage1_run_id": None, "artifact_error": None,
                  "precision": None, "memory_format": None, "deterministic": None,
-                 "pack_size": None}
+                 "pack_size": None, "method_family": None}
 
 #: The per-epoch curve columns the engine writes (:mod:`ltbench.engine.train`) and readers use.
 CURVE_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "train_s", "eval_s")
@@ -403,6 +406,10 @@ class ResultStore:
             return (self.runs_dir / f"{run_id}.parquet").stat().st_mtime >= timestamp
         except FileNotFoundError:
             return False
+
+    def has_artifact(self, name: str) -> bool:
+        """Whether the store holds a folder of artifact ``name`` (some run may have one)."""
+        return (self.root / name).is_dir()
 
     def curves(self, run_id: str) -> pd.DataFrame | None:
         """The per-epoch curves of a published run, or None."""
