@@ -18,7 +18,7 @@ from ltbench.api import LTData, Method
 from ltbench.engine.augment import DeviceImages
 from ltbench.engine.models import BasicBlock, NormedLinear, build_backbone
 from ltbench.engine.progress import RunProgress
-from ltbench.engine.train import learning_rate, train
+from ltbench.engine.train import learning_rate, train_alone
 from ltbench.datasets.cifar_protocols import LDAM_CIFAR
 from ltbench.hparams import resolve
 
@@ -234,7 +234,7 @@ def run_tiny(seed: int, method_class=RecordingCE):
     data = tiny_data()
     method = method_class(torch.tensor(data.class_counts, dtype=torch.float64), TINY_HPARAMS)
     progress = RunProgress("[1/1]", stream=io.StringIO())
-    return train(data, method, TINY_HPARAMS, seed, CPU, progress), method, progress
+    return train_alone(data, method, TINY_HPARAMS, seed, CPU, progress), method, progress
 
 
 def test_training_is_reproducible_and_keeps_the_partial_batch():

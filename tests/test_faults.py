@@ -491,11 +491,11 @@ def test_an_unusable_resume_checkpoint_is_ignored_and_leaves_the_parts_as_they_w
 @pytest.fixture(scope="module")
 def ce_trained_with_checkpoints(tmp_path_factory):
     """A 2-epoch ce run trained with a checkpoint every epoch: its result and the checkpoint
-    of epoch 0 that it leaves (train_one does not publish, so nothing discards it)."""
+    of epoch 0 that it leaves (train_run does not publish, so nothing discards it)."""
     (spec,) = _specs(["ce"], [0], "epochs=2")
     path = tmp_path_factory.mktemp("resume") / f"{spec.run_id}.pt"
     data = runner._DataCache(Path("unused")).get(spec)
-    result = runner.train_one(spec, data, CPU, checkpoint=ResumeCheckpoint(path, spec.run_id, 1))
+    result = runner.train_run(spec, data, CPU, checkpoint=ResumeCheckpoint(path, spec.run_id, 1))
     return spec, data, result, path
 
 
@@ -513,7 +513,7 @@ def test_a_run_with_an_unusable_checkpoint_starts_over_instead_of_failing(
     path = tmp_path / checkpoint.name
     torch.save(state, path)
     capsys.readouterr()
-    again = runner.train_one(spec, data, CPU, checkpoint=ResumeCheckpoint(path, spec.run_id, 0))
+    again = runner.train_run(spec, data, CPU, checkpoint=ResumeCheckpoint(path, spec.run_id, 0))
     assert capsys.readouterr().err.startswith(f"ignoring resume checkpoint {path}: ")
     assert again.fields["status"] == "ok"
     timing = ["train_s", "eval_s"]

@@ -205,12 +205,13 @@ def test_workers_that_die_make_the_run_exit_1_with_their_runs_pending(tmp_path, 
 def test_dry_launcher_prints_worker_commands_and_writes_nothing(tmp_path):
     results = tmp_path / "results"
     result = invoke(*_grid_args(results, "--launcher", "dry", "--checkpoint-every", "5",
-                                "--checkpoint-every-steps", "7"))
+                                "--checkpoint-every-steps", "7", "--compile", "reduce-overhead"))
     assert result.exit_code == 0, result.output
     commands = [line for line in result.stdout.splitlines() if "-m ltbench.run.worker" in line]
     assert len(commands) == 2
     assert all(f"--results {results.resolve()}" in c and "--checkpoint-every 5 " in c
-               and c.endswith("--checkpoint-every-steps 7") for c in commands)
+               and c.endswith("--checkpoint-every-steps 7 --compile reduce-overhead")
+               for c in commands)
     assert not results.exists()
 
 

@@ -36,7 +36,7 @@ from ltbench.methods.meta_set_finetune import MetaSetFinetune
 from ltbench.methods.mwn import MetaWeightNet, build_weighting_network, normalised
 from ltbench.methods.weight_histograms import BINS, WeightHistograms
 from ltbench.run import grid
-from ltbench.run.runner import run_grid, train_one
+from ltbench.run.runner import run_grid, train_run
 from ltbench.spec import derive_seed
 from ltbench.store.result_store import ResultStore
 
@@ -490,9 +490,9 @@ def test_stage_1_is_bit_identical_to_ce():
     data = SyntheticLT().load(None, 4.0, "exp", 0, specs[0].hparams)
     assert data.meta_images is not None and data.class_counts == [14, 8, 5, 3]
     numbers = ["epoch", "lr", "train_loss", "train_acc", "test_acc"]
-    ce_fields, ce_artifacts, *_ = train_one(specs[0], data, CPU)
+    ce_fields, ce_artifacts, *_ = train_run(specs[0], data, CPU)
     for spec in specs[1:]:
-        fields, artifacts, *_ = train_one(spec, data, CPU)
+        fields, artifacts, *_ = train_run(spec, data, CPU)
         pd.testing.assert_frame_equal(artifacts["curves"][numbers],
                                       ce_artifacts["curves"][numbers], check_exact=True)
         assert fields["per_class_acc"] == ce_fields["per_class_acc"]

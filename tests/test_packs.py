@@ -34,7 +34,7 @@ from ltbench.engine.grouped import GroupedOptionAShortcut, GroupedResNet, PackSG
 from ltbench.engine.models import OptionAShortcut, build_backbone
 from ltbench.engine.progress import RunProgress
 from ltbench.engine.steps import GroupedStep, Numerics, SingleModelStep, build_optimizer
-from ltbench.engine.train import PackMember, train, train_pack
+from ltbench.engine.train import PackMember, train_alone, train_pack
 from ltbench.hparams import resolve_run
 
 CPU = torch.device("cpu")
@@ -417,7 +417,7 @@ def test_both_steps_release_the_gradients_before_the_forward():
 ])
 @pytest.mark.slow
 def test_pack_trains_like_the_runs_alone(names, seeds, lrs):
-    """train_pack against train() for each run, fp32, 3 epochs (DRW switches at epoch 2):
+    """train_pack against train_alone() for each run, fp32, 3 epochs (DRW switches at epoch 2):
     the same batches, schedule and evaluation epochs; the first two steps' losses agree to
     1e-5, and the test accuracies of both evaluations exactly.
 
@@ -436,7 +436,7 @@ def test_pack_trains_like_the_runs_alone(names, seeds, lrs):
     assert progress.done == progress.total == 3 * 3
     for k, (name, h, seed) in enumerate(zip(names, hparams, seeds)):
         alone_method = make_method(name, h, data.class_counts, record=True)
-        alone = train(data, alone_method, h, seed, CPU, numerics=FP32)
+        alone = train_alone(data, alone_method, h, seed, CPU, numerics=FP32)
         assert results[k].status == alone.status == "ok"
         assert results[k].epochs_completed == alone.epochs_completed == 3
         assert len(packed[k].batch_losses) == len(alone_method.batch_losses) == 9

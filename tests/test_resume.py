@@ -283,13 +283,13 @@ def _train(method: str, seeds: list[int], epochs: int, checkpoint=None, progress
     per epoch; 3 with MW-Net's meta set held out) through the engine, as ``ltbench run``
     trains it."""
     from ltbench.run import grid
-    from ltbench.run.runner import _DataCache, train_specs
+    from ltbench.run.runner import _DataCache, train_runs
 
     specs = grid.expand([method], ["synthetic-lt"], [4.0], seeds, profile="exp", split_seed=0,
                         overrides={**dict(s.split("=") for s in TINY_SYNTHETIC), **overrides},
                         epochs=epochs, all_methods=False)
     data = _DataCache(Path("unused")).get(specs[0])
-    return train_specs(specs, data, torch.device("cpu"), progress, checkpoint=checkpoint)
+    return train_runs(specs, data, torch.device("cpu"), progress, checkpoint=checkpoint)
 
 
 #: MW-Net's meta set: its weighting network, optimiser, weight histograms and meta-batch

@@ -28,7 +28,7 @@ from ltbench.methods.ncm import class_centroids
 from ltbench.methods.tau_norm import TauNormalisedLinear
 from ltbench.metrics.shifted import class_budgets, shifted_accuracies, shifted_mask
 from ltbench.run import grid
-from ltbench.run.runner import run_grid, train_one
+from ltbench.run.runner import run_grid, train_run
 from ltbench.run.stages import stage1_spec
 from ltbench.store.result_store import ResultStore
 
@@ -290,7 +290,7 @@ def test_tau_selection_never_reads_the_test_split(tmp_path):
     # wrong, so the test accuracy falls to at most 100 − the original accuracy.
     relabelled = dataclasses.replace(data, test_labels=(data.test_labels + 1) % 4)
     for tampered in (noise, relabelled):
-        fields, artifacts, *_ = train_one(spec, tampered, CPU, store=store)
+        fields, artifacts, *_ = train_run(spec, tampered, CPU, store=store)
         pd.testing.assert_frame_equal(artifacts["tau_curve"], curve)
     assert fields["top1_acc"] <= 100.0 - record["top1_acc"] <= 25.0  # the tampering bites
 
@@ -300,7 +300,7 @@ def test_two_stage_run_without_its_stage1_model_fails_cleanly(tmp_path):
     data = registry.load("dataset", "synthetic-lt")().load(
         tmp_path, spec.imb_factor, spec.profile, spec.split_seed, spec.hparams)
     with pytest.raises(RuntimeError, match="stage-1 run .* is not published"):
-        train_one(spec, data, CPU, store=ResultStore(tmp_path))
+        train_run(spec, data, CPU, store=ResultStore(tmp_path))
 
 
 def test_records_without_the_new_columns_read_with_defaults(tmp_path):

@@ -383,18 +383,13 @@ def _measured(row: BenchRow, seconds: float, settings: Settings, data: BenchData
     row.peak_mem_mb = _peak_memory_mb(device)
 
 
-def run_bench(settings: Settings, data_root: Path, stream: TextIO) -> tuple[list[BenchRow], dict]:
-    """Time every variant; returns the rows and the run's metadata (machine, data, settings)."""
-    import torch
-
+def _variants(settings: Settings) -> list[tuple[BenchRow, Any]]:
+    """Every variant to time, as a pending row (or one saying why it does not apply on this
+    device) and its :class:`~ltbench.engine.steps.Numerics` (None: the reference-style B0)."""
     from ..engine.steps import Numerics
 
     device = settings.device
-    on_cuda = device.type == "cuda"
-    data = load_bench_data(data_root)
-    hparams = resolve_run(registry.load("dataset", "cifar10-lt"), registry.load("method", "ce"),
-                          {})
-    kind = device.type
+    on_cuda, kind = device.type == "cuda", device.type
     fp32 = Numerics(kind, bf16=False, channels_last=False)
     fp32_channels_last = Numerics(kind, bf16=False, channels_last=True)
     fast = Numerics(kind, bf16=True, channels_last=True)
@@ -402,7 +397,7 @@ def run_bench(settings: Settings, data_root: Path, stream: TextIO) -> tuple[list
     compiled = replace(fast if on_cuda else default, compile_mode="default")
     graphs = replace(fast, compile_mode="reduce-overhead")
     compile_here = on_cuda or settings.cpu_compile
-    plans: list[tuple[BenchRow, Any]] = [
+    variants: list[tuple[BenchRow, Any]] = [
         (BenchRow("B0", f"reference style: torchvision + PIL + DataLoader "
                         f"({settings.workers} workers), fp32 eager", 1, "pending"), None),
         (BenchRow("B1", "device-resident data, fp32 eager", 1, "pending"), fp32),
@@ -419,43 +414,51 @@ def run_bench(settings: Settings, data_root: Path, stream: TextIO) -> tuple[list
         network = "one grouped network" if n > 1 else "the plain network"
         numerics_text = (f"{pack_numerics.precision_name} + {pack_numerics.memory_format_name}"
                          + (" + compile" if pack_numerics.compile_mode else ""))
-        plans.append((BenchRow(f"B4 N={n}", f"pack of {n}: {network}, {numerics_text}", n,
-                               "pending"), pack_numerics))
-    rows = []
-    for row, numerics in plans:
-        rows.append(row)
-        if row.status != "pending":
-            continue
-        _reset_peak_memory(device)
-        if numerics is not None and numerics.compile_mode is not None:
-            # a fresh compile cache per variant: the pack sizes' graphs would otherwise add
-            # up past dynamo's recompile limit and silently fall back to eager
-            torch.compiler.reset()
-        skips = (CudagraphSkips() if numerics is not None
-                 and numerics.compile_mode == "reduce-overhead" else None)
-        try:
-            with skips or contextlib.nullcontext():
-                if numerics is None:
-                    seconds = _reference_style(settings, data, hparams, stream)
-                else:
-                    seconds, warmup_s = _engine(settings, data, hparams, row.models, numerics,
-                                                f"bench {row.variant}", stream)
-            if numerics is not None and numerics.compile_mode is not None:
-                warmup_steps = math.ceil(_pass_images(data, settings.warmup, settings.batch_size)
-                                         / settings.batch_size)
-                steps = math.ceil(_pass_images(data, settings.steps, settings.batch_size)
-                                  / settings.batch_size)
-                row.compile_s = max(0.0, warmup_s - seconds * warmup_steps / steps)
-            _measured(row, seconds, settings, data, device)
-            if skips is not None:
-                row.status = skips.status()
-        except Exception as exc:  # e.g. out of memory at a large N: report it, go on
-            row.status = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
-    reference = rows[0].images_per_s
-    for row in rows:
-        if row.images_per_s is not None and reference:
-            row.speedup_vs_b0 = row.images_per_s / reference
-    meta = {
+        variants.append((BenchRow(f"B4 N={n}", f"pack of {n}: {network}, {numerics_text}", n,
+                                  "pending"), pack_numerics))
+    return variants
+
+
+def _time_variant(row: BenchRow, numerics, settings: Settings, data: BenchData,
+                  hparams: dict[str, Any], stream: TextIO) -> None:
+    """Time one pending variant and fill in ``row`` (its status says why when it failed)."""
+    import torch
+
+    _reset_peak_memory(settings.device)
+    compiles = numerics is not None and numerics.compile_mode is not None
+    if compiles:
+        # a fresh compile cache per variant: the pack sizes' graphs would otherwise add
+        # up past dynamo's recompile limit and silently fall back to eager
+        torch.compiler.reset()
+    skips = CudagraphSkips() if compiles and numerics.compile_mode == "reduce-overhead" \
+        else None
+    try:
+        with skips or contextlib.nullcontext():
+            if numerics is None:
+                seconds = _reference_style(settings, data, hparams, stream)
+            else:
+                seconds, warmup_s = _engine(settings, data, hparams, row.models, numerics,
+                                            f"bench {row.variant}", stream)
+        if compiles:
+            warmup_steps = math.ceil(_pass_images(data, settings.warmup, settings.batch_size)
+                                     / settings.batch_size)
+            steps = math.ceil(_pass_images(data, settings.steps, settings.batch_size)
+                              / settings.batch_size)
+            row.compile_s = max(0.0, warmup_s - seconds * warmup_steps / steps)
+        _measured(row, seconds, settings, data, settings.device)
+        if skips is not None:
+            row.status = skips.status()
+    except Exception as exc:  # e.g. out of memory at a large N: report it, go on
+        row.status = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+
+
+def _metadata(settings: Settings, data: BenchData) -> dict[str, Any]:
+    """What a bench result records besides its rows: machine, data, settings, projection."""
+    import torch
+
+    device = settings.device
+    on_cuda = device.type == "cuda"
+    return {
         "ltbench_version": __version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(device) if on_cuda else platform.processor()
@@ -477,7 +480,23 @@ def run_bench(settings: Settings, data_root: Path, stream: TextIO) -> tuple[list
         "peak_mem_note": ("CUDA: torch's peak allocation per variant" if on_cuda else
                           "CPU: the process's peak resident set so far (cumulative)"),
     }
-    return rows, meta
+
+
+def run_bench(settings: Settings, data_root: Path, stream: TextIO) -> tuple[list[BenchRow], dict]:
+    """Time every variant; returns the rows and the run's metadata (machine, data, settings)."""
+    data = load_bench_data(data_root)
+    hparams = resolve_run(registry.load("dataset", "cifar10-lt"), registry.load("method", "ce"),
+                          {})
+    rows = []
+    for row, numerics in _variants(settings):
+        rows.append(row)
+        if row.status == "pending":
+            _time_variant(row, numerics, settings, data, hparams, stream)
+    reference = rows[0].images_per_s
+    for row in rows:
+        if row.images_per_s is not None and reference:
+            row.speedup_vs_b0 = row.images_per_s / reference
+    return rows, _metadata(settings, data)
 
 
 COLUMNS = [f.name for f in fields(BenchRow)]

@@ -42,6 +42,7 @@ class LaunchOptions:
     array_parallelism: int
     precision: str
     deterministic: bool
+    compile_mode: str | None = None
     given: frozenset = frozenset()
 
     def validate(self) -> None:
@@ -69,7 +70,7 @@ class LaunchOptions:
 
         return WorkerSettings(Path(results).resolve(), Path(data_root).resolve(), device,
                               self.checkpoint_every, self.precision, self.deterministic,
-                              self.checkpoint_every_steps)
+                              self.checkpoint_every_steps, self.compile_mode)
 
     def describe_commands(self, todo, results: Path, data_root: Path, device: str,
                           pack_size: int | None) -> str:
@@ -146,7 +147,8 @@ class LaunchPlan:
 
         options = self.options
         if self.in_process():
-            numerics = Numerics.for_device(self.device, options.precision, options.deterministic)
+            numerics = Numerics.for_device(self.device, options.precision, options.deterministic,
+                                           options.compile_mode)
             try:
                 with stop_on_signals():
                     run_grid(todo, store, data_root, self.device, pack_size=pack_size,
@@ -203,6 +205,12 @@ _OPTIONS = [
     click.option("--deterministic", is_flag=True,
                  help="CUDA: deterministic kernels instead of cuDNN autotuning (slower; for "
                       "bit-exact checks such as resume). CPU runs are always deterministic."),
+    click.option("--compile", "compile_mode",
+                 type=click.Choice(["default", "reduce-overhead", "max-autotune-no-cudagraphs"]),
+                 default=None,
+                 help="torch.compile the network's forward with this mode (the first steps "
+                      "then compile; reduce-overhead adds CUDA graphs). Default: eager. "
+                      "Recorded per run; not part of the run id."),
     click.option("--checkpoint-every", type=Integer(0), default=10, show_default=True,
                  help="Epochs between resume checkpoints (0: none). Whatever it is, Ctrl-C "
                       "and SIGTERM / SIGUSR1 to a training process checkpoint after the "
@@ -227,7 +235,7 @@ _OPTIONS = [
 def launch_options(f):
     """Add the launch options to a click command; it receives them as ``launch``."""
     @functools.wraps(f)
-    def command(*args, launcher, jobs, jobs_per_gpu, precision, deterministic,
+    def command(*args, launcher, jobs, jobs_per_gpu, precision, deterministic, compile_mode,
                 checkpoint_every, checkpoint_every_steps, min_free_gb, slurm_partition,
                 gpus_per_job, timeout_min, array_parallelism, **kwargs):
         context = click.get_current_context()
@@ -236,7 +244,7 @@ def launch_options(f):
         launch = LaunchOptions(launcher, jobs, jobs_per_gpu, checkpoint_every,
                                checkpoint_every_steps, min_free_gb, slurm_partition,
                                gpus_per_job, timeout_min, array_parallelism, precision,
-                               deterministic, given)
+                               deterministic, compile_mode, given)
         return f(*args, launch=launch, **kwargs)
 
     for option in reversed(_OPTIONS):

@@ -43,6 +43,8 @@ Precision = Callable[[], ContextManager[Any]]
 
 #: ``--precision`` values: ``auto`` resolves per device (:meth:`Numerics.for_device`).
 PRECISIONS = ("auto", "bf16", "fp32")
+#: ``torch.compile`` modes a run may use (``ltbench run --compile``); None: eager.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 
 
 def cpu_has_native_bf16() -> bool:
@@ -101,15 +103,19 @@ class Numerics:
 
     @classmethod
     def for_device(cls, device: torch.device, precision: str = "auto",
-                   deterministic: bool = False) -> Numerics:
-        """The numerics of ``precision`` (:data:`PRECISIONS`) on ``device``."""
+                   deterministic: bool = False, compile_mode: str | None = None) -> Numerics:
+        """The numerics of ``precision`` (:data:`PRECISIONS`) on ``device``, compiled with
+        ``compile_mode`` (:data:`COMPILE_MODES`) when given."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, "
                              f"got {precision!r}")
+        if compile_mode is not None and compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, "
+                             f"got {compile_mode!r}")
         on_cuda = device.type == "cuda"
         bf16 = (on_cuda or cpu_has_native_bf16()) if precision == "auto" else precision == "bf16"
         return cls(device.type, bf16=bf16, channels_last=on_cuda or bf16,
-                   deterministic=deterministic)
+                   compile_mode=compile_mode, deterministic=deterministic)
 
     @property
     def precision_name(self) -> str:

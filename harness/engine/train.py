@@ -26,7 +26,7 @@ kernels by timing unless the numerics are ``deterministic``.
 A pack (:func:`train_pack`) runs this same loop for N runs at once: every run draws its own
 permutation and augmentation from its own generator, and one step object
 (:mod:`ltbench.engine.steps`) trains all N models on their own batches; one run alone is the
-plain network, so :func:`train` is a pack of one.
+plain network, so one run alone (:func:`train_alone`) is a pack of one.
 
 Inside an epoch nothing synchronises with the host: the loss sum and the correct count stay
 device tensors and are read once per epoch (and when a checkpoint is saved). A non-finite
@@ -44,7 +44,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -71,7 +71,7 @@ LR_SCHEDULES = ("step", "cosine")
 
 @dataclass
 class TrainResult:
-    """Outcome of :func:`train` (of one run of :func:`train_pack`).
+    """Outcome of one run of :func:`train_pack` (or :func:`train_alone`).
 
     ``per_class_correct``/``per_class_total`` are the test counts at the last evaluated epoch
     (correct counts are zeros when no epoch was evaluated, e.g. a run that diverged first).
@@ -316,27 +316,200 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
-def train(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
-          device: torch.device, progress: RunProgress | None = None,
-          model: nn.Module | None = None, checkpoint: ResumeCheckpoint | None = None,
-          numerics: Numerics | None = None) -> TrainResult:
-    """Train ``hparams["backbone"]`` with ``method``'s head and loss on ``data`` (see the
-    module docstring for the protocol); ``progress`` gets ``begin``/``advance``/``epoch_done``.
+def train_alone(data: LTData, method: Method, hparams: Mapping[str, Any], seed: int,
+                device: torch.device, progress: RunProgress | None = None,
+                model: nn.Module | None = None, checkpoint: ResumeCheckpoint | None = None,
+                numerics: Numerics | None = None) -> TrainResult:
+    """Train one run, ``hparams["backbone"]`` with ``method``'s head and loss on ``data`` (see
+    the module docstring for the protocol): :func:`train_pack` of one member.
 
     ``model``: train this model (e.g. a stage-2 classifier on a frozen stage-1 backbone)
     instead of a fresh backbone; with ``hparams["epochs"]`` 0 it is only evaluated.
     ``hparams["sampler"]`` (optional) picks the epoch order (:mod:`.samplers`). With
     ``checkpoint``, the run continues from its saved state, if any, and saves its state at
-    epoch boundaries and within epochs (:mod:`ltbench.engine.checkpoint`). ``numerics``: see
-    :func:`train_pack`."""
+    epoch boundaries and within epochs (:mod:`ltbench.engine.checkpoint`)."""
     return train_pack(data, [PackMember(method, hparams, seed)], device, progress, numerics,
                       models=None if model is None else [model], checkpoint=checkpoint)[0]
 
 
-#: What a pack's resume checkpoint keeps besides its parts (see :meth:`ResumeCheckpoint.save`).
+@dataclass
+class MemberState:
+    """How far one run of a pack has come: its curve rows so far, its status (``ok`` while it
+    trains, ``diverged``) and error, the epochs it completed and evaluated, and its per-class
+    correct test counts at the last evaluated epoch."""
+
+    per_class_correct: np.ndarray
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "ok"
+    error: str | None = None
+    epochs_completed: int = 0
+
+
+#: What a pack's resume checkpoint keeps besides its parts (see :meth:`ResumeCheckpoint.save`):
+#: the members' states, one list per field, as :func:`_saved_states` writes them.
 _RESUMED = ("curves", "statuses", "errors", "epochs_completed", "per_class_correct")
 #: What it keeps besides those within an epoch: the :meth:`PartialEpoch.state`.
 _WITHIN_EPOCH = "within_epoch"
+
+
+def _saved_states(states: Sequence[MemberState]) -> dict[str, Any]:
+    """The checkpoint's values of :data:`_RESUMED`, as of the last epoch's end."""
+    return {"curves": [s.rows for s in states], "statuses": [s.status for s in states],
+            "errors": [s.error for s in states],
+            "epochs_completed": [s.epochs_completed for s in states],
+            "per_class_correct": torch.from_numpy(np.stack([s.per_class_correct
+                                                            for s in states]))}
+
+
+def _restored_states(saved: Mapping[str, Any]) -> list[MemberState]:
+    """The member states :func:`_saved_states` wrote into ``saved``."""
+    return [MemberState(correct, rows, status, error, completed)
+            for correct, rows, status, error, completed in zip(
+                saved["per_class_correct"].numpy(), saved["curves"], saved["statuses"],
+                saved["errors"], saved["epochs_completed"])]
+
+
+@dataclass
+class _Pack:
+    """What the epochs of a pack work with: the step (networks and optimiser), every run's
+    data-order generator, sampler and meta-set batches, and the image sources."""
+
+    members: Sequence[PackMember]
+    step: SingleModelStep | GroupedStep
+    generators: list[torch.Generator]
+    samplers: list[EpochSampler]
+    meta_batches: list[Callable[[], tuple[torch.Tensor, torch.Tensor] | None]]
+    train_images: DeviceImages | CachedImages
+    test_images: DeviceImages | CachedImages
+    per_class_total: np.ndarray  # the test images of every class
+    numerics: Numerics
+
+    @classmethod
+    def build(cls, data: LTData, members: Sequence[PackMember], device: torch.device,
+              numerics: Numerics, models: Sequence[nn.Module] | None) -> _Pack:
+        shared = members[0].hparams
+        if models is None:
+            models = [build_backbone(shared["backbone"], data.num_classes, m.method.head,
+                                     torch.Generator().manual_seed(derive_seed(m.seed, "init")),
+                                     pretrained=shared.get("pretrained", "none"))
+                      for m in members]
+        step = build_step(models, members, device, numerics)
+        generators = [torch.Generator(device=device).manual_seed(derive_seed(m.seed, "data"))
+                      for m in members]
+        train_images = image_source(data.train_images, data.train_labels, shared, device,
+                                    augment=True, channels_last=numerics.channels_last)
+        test_images = image_source(data.test_images, data.test_labels, shared, device,
+                                   augment=False, channels_last=numerics.channels_last)
+        meta_batches = [_meta_batches(data, m, device, numerics) for m in members]
+        samplers = [EpochSampler(m.hparams.get("sampler", "instance-balanced"),
+                                 train_images.labels, data.num_classes, int(shared["epochs"]))
+                    for m in members]
+        return cls(members, step, generators, samplers, meta_batches, train_images,
+                   test_images, np.bincount(data.test_labels.numpy(), minlength=data.num_classes),
+                   numerics)
+
+    def resumable(self) -> dict[str, Stateful]:
+        """The parts a resume checkpoint saves and restores, by name."""
+        parts: dict[str, Stateful] = {"model": self.step.model,
+                                      "optimizer": self.step.optimizer}
+        for k, member in enumerate(self.members):
+            parts[f"method{k}"] = member.method
+            parts[f"data_order{k}"] = GeneratorState(self.generators[k])
+            if isinstance(self.meta_batches[k], MetaBatches):
+                parts[f"meta_batches{k}"] = self.meta_batches[k]
+        return parts
+
+    def set_active(self, states: Sequence[MemberState]) -> None:
+        """Train only the runs still ``ok`` (a pack of one has nothing to switch off)."""
+        if len(states) > 1:
+            self.step.set_active([state.status == "ok" for state in states])
+
+
+@dataclass(frozen=True)
+class _Start:
+    """Where a pack's training starts: its first epoch, the partial epoch to continue (and
+    that epoch's training seconds so far) and the seconds of the restored epochs."""
+
+    first_epoch: int = 0
+    partial: PartialEpoch | None = None
+    partial_train_s: float = 0.0
+    resumed_wall_s: float = 0.0
+
+
+def _resume(pack: _Pack, states: list[MemberState], checkpoint: ResumeCheckpoint | None,
+            resumable: Mapping[str, Stateful], device: torch.device,
+            progress: RunProgress | None, batches_per_epoch: int) -> _Start:
+    """Restore the pack's parts and ``states`` (in place) from ``checkpoint``, if it holds a
+    saved state; where training starts."""
+    if checkpoint is None or (saved := checkpoint.load(resumable, _RESUMED,
+                                                       (_WITHIN_EPOCH,))) is None:
+        return _Start()
+    states[:] = _restored_states(saved)
+    partial, partial_train_s = None, 0.0
+    if _WITHIN_EPOCH in saved:
+        partial, partial_train_s = PartialEpoch.from_state(saved[_WITHIN_EPOCH], device)
+    pack.set_active(states)
+    first_epoch = saved["epoch"] + 1
+    if progress is not None:
+        batches_done = 0 if partial is None else partial.batches
+        progress.resumed(first_epoch, first_epoch * batches_per_epoch + batches_done,
+                         batches_done)
+    return _Start(first_epoch, partial, partial_train_s,
+                  max(_seconds(state.rows) for state in states) + partial_train_s)
+
+
+def _run_epoch(pack: _Pack, states: list[MemberState], data: LTData, epoch: int,
+               progress: RunProgress | None, start: _Start,
+               after_batch: Callable[[float], Callable[[PartialEpoch], None] | None]) -> bool:
+    """Train the runs still ``ok`` for ``epoch``, evaluate them when it is an evaluation
+    epoch, and append their curve rows; return whether any run goes on. ``start``: the
+    partial epoch to continue, if this is the resumed one; ``after_batch(started)``: the
+    per-batch checkpoint hook of an epoch whose training clock started at ``started``."""
+    members, shared = pack.members, pack.members[0].hparams
+    runs, epochs, num_classes = len(members), int(shared["epochs"]), data.num_classes
+    running = [k for k in range(runs) if states[k].status == "ok"]
+    lrs = [learning_rate(epoch, m.hparams) if k in running else 0.0
+           for k, m in enumerate(members)]
+    pack.step.set_learning_rates(lrs)
+    contexts = [StepContext(lr=lr, precision=pack.numerics.precision(), meta_batch=meta,
+                            seed=m.seed)
+                for lr, meta, m in zip(lrs, pack.meta_batches, members)]
+    # A resumed epoch's training seconds include those before its checkpoint.
+    started = time.perf_counter() - start.partial_train_s
+    loss_sum, correct, seen = train_epoch(pack.step, pack.train_images, epoch,
+                                          int(shared["batch_size"]), pack.generators,
+                                          pack.samplers, contexts, progress, start.partial,
+                                          after_batch(started))
+    totals = torch.cat((loss_sum, correct.double())).tolist()  # the epoch's one host sync
+    train_s = time.perf_counter() - started
+    train_losses = [totals[k] / seen[k] for k in range(runs)]
+    for k in running:
+        if not math.isfinite(train_losses[k]):
+            states[k].status = "diverged"
+            states[k].error = f"non-finite training loss in epoch {epoch}"
+    test_acc, eval_s = [math.nan] * runs, math.nan
+    evaluated = [k for k in running if states[k].status == "ok"]
+    if evaluated and is_evaluation_epoch(epoch, epochs, int(shared["eval_every"])):
+        started = time.perf_counter()
+        counts = pack.step.evaluate(pack.test_images, num_classes)
+        eval_s = time.perf_counter() - started
+        for k in evaluated:
+            states[k].per_class_correct = counts[k]
+            test_acc[k] = summarize(counts[k], pack.per_class_total,
+                                    data.class_counts)["top1_acc"]
+    for k in running:
+        states[k].rows.append({"epoch": epoch, "lr": lrs[k], "train_loss": train_losses[k],
+                               "train_acc": 100.0 * totals[runs + k] / seen[k],
+                               "test_acc": test_acc[k], "train_s": train_s, "eval_s": eval_s})
+    if progress is not None:
+        accuracies = [test_acc[k] for k in evaluated if not math.isnan(test_acc[k])]
+        progress.epoch_done(epoch, epochs, _mean([train_losses[k] for k in running]),
+                            _mean(accuracies) if accuracies else None)
+    for k in evaluated:
+        states[k].epochs_completed = epoch + 1
+    if evaluated and len(evaluated) < len(running):
+        pack.set_active(states)
+    return bool(evaluated)
 
 
 def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device,
@@ -344,7 +517,7 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
                models: Sequence[nn.Module] | None = None,
                checkpoint: ResumeCheckpoint | None = None) -> list[TrainResult]:
     """Train the runs ``members`` together on ``data``, one :class:`TrainResult` each, equal
-    (up to floating-point rounding) to training each alone with :func:`train`.
+    (up to floating-point rounding) to training each alone with :func:`train_alone`.
 
     One run trains the plain network; several train one grouped network
     (:class:`~ltbench.engine.steps.GroupedStep`; only methods without their own
@@ -353,131 +526,42 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
     whose epoch loss is non-finite stops with ``"diverged"`` while the others go on.
     ``train_s`` and ``eval_s`` in the curves are the pack's wall seconds. ``progress`` shows
     the mean over the runs still training. ``numerics`` defaults to
-    :meth:`Numerics.for_device`; ``models`` replaces the fresh backbones (see :func:`train`).
-    ``checkpoint`` (one for the whole pack) holds the networks, the optimiser state, every
-    run's method state, random streams and curves, and within an epoch the
-    :class:`PartialEpoch`: a restarted pack continues from it, at the next epoch or the next
-    batch. Every result carries its trained model.
+    :meth:`Numerics.for_device`; ``models`` replaces the fresh backbones (see
+    :func:`train_alone`). ``checkpoint`` (one for the whole pack) holds the networks, the
+    optimiser state, every run's method state, random streams and :class:`MemberState`, and
+    within an epoch the :class:`PartialEpoch`: a restarted pack continues from it, at the next
+    epoch or the next batch. Every result carries its trained model.
     """
     check_packable(members)
     numerics = numerics if numerics is not None else Numerics.for_device(device)
-    shared = members[0].hparams
-    runs = len(members)
-    num_classes = data.num_classes
-    epochs = int(shared["epochs"])
-    batch_size = int(shared["batch_size"])
-
-    if models is None:
-        models = [build_backbone(shared["backbone"], num_classes, m.method.head,
-                                 torch.Generator().manual_seed(derive_seed(m.seed, "init")),
-                                 pretrained=shared.get("pretrained", "none"))
-                  for m in members]
-    step = build_step(models, members, device, numerics)
-    generators = [torch.Generator(device=device).manual_seed(derive_seed(m.seed, "data"))
-                  for m in members]
-    train_images = image_source(data.train_images, data.train_labels, shared, device,
-                                augment=True, channels_last=numerics.channels_last)
-    test_images = image_source(data.test_images, data.test_labels, shared, device,
-                               augment=False, channels_last=numerics.channels_last)
-    meta_batches = [_meta_batches(data, m, device, numerics) for m in members]
-    num_train = len(train_images)
-    samplers = [EpochSampler(m.hparams.get("sampler", "instance-balanced"), train_images.labels,
-                             num_classes, epochs) for m in members]
-    batches_per_epoch = math.ceil(num_train / batch_size)
-    per_class_total = np.bincount(data.test_labels.numpy(), minlength=num_classes)
-    per_class_correct = np.zeros((runs, num_classes), dtype=np.int64)
-
+    pack = _Pack.build(data, members, device, numerics, models)
+    epochs = int(members[0].hparams["epochs"])
+    batches_per_epoch = math.ceil(len(pack.train_images) / int(members[0].hparams["batch_size"]))
+    states = [MemberState(np.zeros(data.num_classes, dtype=np.int64)) for _ in members]
     if progress is not None:
         progress.begin(epochs * batches_per_epoch)
-    rows: list[list[dict[str, Any]]] = [[] for _ in members]
-    statuses: list[str] = ["ok"] * runs
-    errors: list[str | None] = [None] * runs
-    epochs_completed = [0] * runs
-    resumable = {"model": step.model, "optimizer": step.optimizer}
-    for k, member in enumerate(members):
-        resumable[f"method{k}"] = member.method
-        resumable[f"data_order{k}"] = GeneratorState(generators[k])
-        if isinstance(meta_batches[k], MetaBatches):
-            resumable[f"meta_batches{k}"] = meta_batches[k]
-    first_epoch, resumed_wall_s = 0, 0.0
-    partial, partial_train_s = None, 0.0  # the epoch to continue, restored from a checkpoint
-    if checkpoint is not None and (saved := checkpoint.load(resumable, _RESUMED,
-                                                            (_WITHIN_EPOCH,))) is not None:
-        first_epoch = saved["epoch"] + 1
-        rows, statuses, errors = saved["curves"], saved["statuses"], saved["errors"]
-        epochs_completed = saved["epochs_completed"]
-        per_class_correct = saved["per_class_correct"].numpy()
-        if _WITHIN_EPOCH in saved:
-            partial, partial_train_s = PartialEpoch.from_state(saved[_WITHIN_EPOCH], device)
-        resumed_wall_s = max(_seconds(member_rows) for member_rows in rows) + partial_train_s
-        if runs > 1:
-            step.set_active([status == "ok" for status in statuses])
-        if progress is not None:
-            batches_done = 0 if partial is None else partial.batches
-            progress.resumed(first_epoch, first_epoch * batches_per_epoch + batches_done,
-                             batches_done)
+    resumable = pack.resumable()
+    start = _resume(pack, states, checkpoint, resumable, device, progress, batches_per_epoch)
+    resumed_wall_s = start.resumed_wall_s
 
-    def curves_so_far() -> dict[str, Any]:
-        """The checkpoint's values besides the parts' states, as of the last epoch's end."""
-        return {"curves": rows, "statuses": statuses, "errors": errors,
-                "epochs_completed": epochs_completed,
-                "per_class_correct": torch.from_numpy(per_class_correct)}
+    def after_batch(epoch: int, started: float) -> Callable[[PartialEpoch], None] | None:
+        return None if checkpoint is None else functools.partial(
+            _checkpoint_batch, checkpoint, epoch, batches_per_epoch, resumable,
+            lambda: _saved_states(states), started)
 
-    for epoch in range(first_epoch, epochs):
-        running = [k for k in range(runs) if statuses[k] == "ok"]
-        lrs = [learning_rate(epoch, m.hparams) if k in running else 0.0
-               for k, m in enumerate(members)]
-        step.set_learning_rates(lrs)
-        contexts = [StepContext(lr=lr, precision=numerics.precision(), meta_batch=meta,
-                                seed=m.seed)
-                    for lr, meta, m in zip(lrs, meta_batches, members)]
-        # A resumed epoch's training seconds include those before its checkpoint.
-        started = time.perf_counter() - partial_train_s
-        after_batch = None if checkpoint is None else functools.partial(
-            _checkpoint_batch, checkpoint, epoch, batches_per_epoch, resumable, curves_so_far,
-            started)
-        loss_sum, correct, seen = train_epoch(step, train_images, epoch, batch_size,
-                                              generators, samplers, contexts, progress,
-                                              partial, after_batch)
-        partial, partial_train_s = None, 0.0
-        totals = torch.cat((loss_sum, correct.double())).tolist()  # the epoch's one host sync
-        train_s = time.perf_counter() - started
-        train_losses = [totals[k] / seen[k] for k in range(runs)]
-        for k in running:
-            if not math.isfinite(train_losses[k]):
-                statuses[k], errors[k] = "diverged", f"non-finite training loss in epoch {epoch}"
-        test_acc, eval_s = [math.nan] * runs, math.nan
-        evaluated = [k for k in running if statuses[k] == "ok"]
-        if evaluated and is_evaluation_epoch(epoch, epochs, int(shared["eval_every"])):
-            started = time.perf_counter()
-            counts = step.evaluate(test_images, num_classes)
-            eval_s = time.perf_counter() - started
-            for k in evaluated:
-                per_class_correct[k] = counts[k]
-                test_acc[k] = summarize(counts[k], per_class_total,
-                                        data.class_counts)["top1_acc"]
-        for k in running:
-            rows[k].append({"epoch": epoch, "lr": lrs[k], "train_loss": train_losses[k],
-                            "train_acc": 100.0 * totals[runs + k] / seen[k],
-                            "test_acc": test_acc[k], "train_s": train_s, "eval_s": eval_s})
-        if progress is not None:
-            accuracies = [test_acc[k] for k in evaluated if not math.isnan(test_acc[k])]
-            progress.epoch_done(epoch, epochs, _mean([train_losses[k] for k in running]),
-                                _mean(accuracies) if accuracies else None)
-        for k in evaluated:
-            epochs_completed[k] = epoch + 1
-        if not evaluated:
+    for epoch in range(start.first_epoch, epochs):
+        if not _run_epoch(pack, states, data, epoch, progress, start,
+                          functools.partial(after_batch, epoch)):
             break
-        if len(evaluated) < len(running):
-            step.set_active([status == "ok" for status in statuses])
+        start = _Start()  # only the first epoch continues a partial one
         if checkpoint is not None:
-            checkpoint.epoch_done(epoch, epochs, resumable, **curves_so_far())
+            checkpoint.epoch_done(epoch, epochs, resumable, **_saved_states(states))
     if epochs == 0:  # a post-hoc classifier: nothing to train, score it as given
-        per_class_correct[:] = step.evaluate(test_images, num_classes)
-
-    trained = step.trained_models()
-    return [_result(statuses[k], errors[k], per_class_correct[k], per_class_total, rows[k],
-                    epochs_completed[k], trained[k], resumed_wall_s) for k in range(runs)]
+        for state, counts in zip(states, pack.step.evaluate(pack.test_images,
+                                                            data.num_classes)):
+            state.per_class_correct = counts
+    return [_result(state, pack.per_class_total, model, resumed_wall_s)
+            for state, model in zip(states, pack.step.trained_models())]
 
 
 def _checkpoint_batch(checkpoint: ResumeCheckpoint, epoch: int, batches_per_epoch: int,
@@ -496,10 +580,9 @@ def _seconds(rows: list[dict[str, Any]]) -> float:
                for row in rows)
 
 
-def _result(status: str, error: str | None, per_class_correct: np.ndarray,
-            per_class_total: np.ndarray, rows: list[dict[str, Any]],
-            epochs_completed: int, model: nn.Module, resumed_wall_s: float) -> TrainResult:
-    curves = pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
+def _result(state: MemberState, per_class_total: np.ndarray, model: nn.Module,
+            resumed_wall_s: float) -> TrainResult:
+    curves = pd.DataFrame(state.rows, columns=list(CURVE_COLUMNS))
     evaluated = curves.dropna(subset=["test_acc"])
     if len(evaluated):
         best = evaluated["test_acc"].idxmax()  # first maximum: the reference's strict '>'
@@ -507,9 +590,9 @@ def _result(status: str, error: str | None, per_class_correct: np.ndarray,
         best_top1_acc = float(curves.at[best, "test_acc"])
     else:
         best_epoch, best_top1_acc = None, math.nan
-    return TrainResult(status=status, error=error,
-                       per_class_correct=per_class_correct.astype(np.int64),
+    return TrainResult(status=state.status, error=state.error,
+                       per_class_correct=state.per_class_correct.astype(np.int64),
                        per_class_total=per_class_total.astype(np.int64),
                        best_epoch=best_epoch, best_top1_acc=best_top1_acc, curves=curves,
-                       epochs_completed=epochs_completed, model=model,
+                       epochs_completed=state.epochs_completed, model=model,
                        resumed_wall_s=resumed_wall_s)

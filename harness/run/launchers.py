@@ -79,6 +79,7 @@ class WorkerSettings:
     precision: str = "auto"
     deterministic: bool = False
     checkpoint_every_steps: int = 0
+    compile_mode: str | None = None
 
     def command(self, spec_path: Path) -> list[str]:
         command = [*WORKER_PYTHON, "-m", "ltbench.run.worker", str(spec_path),
@@ -90,6 +91,8 @@ class WorkerSettings:
             command += ["--checkpoint-every-steps", str(self.checkpoint_every_steps)]
         if self.deterministic:
             command.append("--deterministic")
+        if self.compile_mode is not None:
+            command += ["--compile", self.compile_mode]
         return command
 
     def worker_arguments(self, spec_path: Path) -> dict:
@@ -98,7 +101,8 @@ class WorkerSettings:
         return {"spec_path": spec_path, "results": self.results, "data_root": self.data_root,
                 "device": self.device, "checkpoint_every": self.checkpoint_every,
                 "precision": self.precision, "deterministic": self.deterministic,
-                "checkpoint_every_steps": self.checkpoint_every_steps}
+                "checkpoint_every_steps": self.checkpoint_every_steps,
+                "compile_mode": self.compile_mode}
 
 
 def spec_folder(results: Path) -> Path:

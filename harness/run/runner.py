@@ -189,6 +189,7 @@ def _base_record(spec: RunSpec, device, numerics, started: datetime, wall_s: flo
         "precision": numerics.precision_name,
         "memory_format": numerics.memory_format_name,
         "deterministic": numerics.deterministic,
+        "compile_mode": numerics.compile_mode,
         "torch_version": torch.__version__,
         "git_commit": git_commit(),
         "started_utc": started,
@@ -200,7 +201,7 @@ def _base_record(spec: RunSpec, device, numerics, started: datetime, wall_s: flo
 
 
 class Trained(NamedTuple):
-    """One run trained by :func:`train_specs`."""
+    """One run trained by :func:`train_runs`."""
 
     fields: dict[str, Any]  # its record's columns from training
     artifacts: dict[str, Any]  # published with its record: ``curves`` and its method's own
@@ -208,9 +209,9 @@ class Trained(NamedTuple):
     resumed_wall_s: float = 0.0  # seconds spent on it before this process resumed it
 
 
-def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None = None,
-                store: ResultStore | None = None, checkpoint=None,
-                numerics=None) -> list[Trained]:
+def train_runs(specs: list[RunSpec], data, device, progress: RunProgress | None = None,
+               store: ResultStore | None = None, checkpoint=None,
+               numerics=None) -> list[Trained]:
     """Train compatible runs (one pack) on loaded data: one :class:`Trained` per run; raises on
     errors. A two-stage run trains alone: it loads its published stage-1 model from
     ``store``. ``checkpoint``: the pack's :class:`~ltbench.engine.checkpoint.ResumeCheckpoint`
@@ -219,7 +220,7 @@ def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None
     import torch
 
     from ..engine.steps import Numerics
-    from ..engine.train import PackMember, train, train_pack
+    from ..engine.train import PackMember, train_alone, train_pack
 
     numerics = numerics if numerics is not None else Numerics.for_device(device)
 
@@ -239,8 +240,8 @@ def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None
         method, seed = methods[0], specs[0].seed
         backbone = load_stage1_model(store, stage1, data.num_classes).to(device)
         model = method.build_classifier(backbone, data, device, seed)
-        results = [train(data, method, method.stage2_hparams(), seed, device, progress,
-                         model=model, checkpoint=checkpoint, numerics=numerics)]
+        results = [train_alone(data, method, method.stage2_hparams(), seed, device, progress,
+                               model=model, checkpoint=checkpoint, numerics=numerics)]
     trained = []
     for method, result in zip(methods, results):
         fields: dict[str, Any] = {"status": result.status, "error": result.error,
@@ -259,10 +260,10 @@ def train_specs(specs: list[RunSpec], data, device, progress: RunProgress | None
     return trained
 
 
-def train_one(spec: RunSpec, data, device, progress: RunProgress | None = None,
+def train_run(spec: RunSpec, data, device, progress: RunProgress | None = None,
               store: ResultStore | None = None, checkpoint=None, numerics=None) -> Trained:
-    """:func:`train_specs` of one run."""
-    return train_specs([spec], data, device, progress, store, checkpoint, numerics)[0]
+    """:func:`train_runs` of one run."""
+    return train_runs([spec], data, device, progress, store, checkpoint, numerics)[0]
 
 
 def _reported(exc: Exception, stream: TextIO) -> OSError | None:
@@ -357,9 +358,9 @@ def _is_out_of_memory(exc: Exception) -> bool:
         isinstance(exc, RuntimeError) and "out of memory" in str(exc))
 
 
-def _train_and_publish(pack: list[RunSpec], label: str, store: ResultStore, cache: _DataCache,
-                       device, numerics, stream: TextIO, checkpoints: _Checkpoints,
-                       planned_at: float, limit: _PackLimit) -> list[dict[str, Any]]:
+def _claim_and_train(pack: list[RunSpec], label: str, store: ResultStore, cache: _DataCache,
+                     device, numerics, stream: TextIO, checkpoints: _Checkpoints,
+                     planned_at: float, limit: _PackLimit) -> list[dict[str, Any]]:
     """Claim the runs of ``pack``, train those this process holds in packs of at most
     ``limit.size`` runs, in order, and publish their records (failed ones too); return the
     records written.
@@ -391,8 +392,8 @@ def _train_and_publish(pack: list[RunSpec], label: str, store: ResultStore, cach
             chunk, rest = rest[:limit.size], rest[limit.size:]
             part = label if len(chunk) == len(mine) else f"{label} part: " + ", ".join(
                 f"{spec.method} seed={spec.seed}" for spec, _ in chunk)
-            published = _train_chunk(chunk, part, store, cache, device, numerics, stream,
-                                     checkpoints)
+            published = _train_and_publish_pack(chunk, part, store, cache, device, numerics,
+                                                 stream, checkpoints)
             if published is None:  # out of memory: trained again in halves
                 limit.size = min(limit.size, (len(chunk) + 1) // 2)
                 rest = chunk + rest
@@ -401,9 +402,9 @@ def _train_and_publish(pack: list[RunSpec], label: str, store: ResultStore, cach
     return records
 
 
-def _train_chunk(chunk: list, label: str, store: ResultStore, cache: _DataCache, device,
-                 numerics, stream: TextIO,
-                 checkpoints: _Checkpoints) -> list[dict[str, Any]] | None:
+def _train_and_publish_pack(chunk: list, label: str, store: ResultStore, cache: _DataCache,
+                            device, numerics, stream: TextIO,
+                            checkpoints: _Checkpoints) -> list[dict[str, Any]] | None:
     """Train the claimed runs ``chunk`` as one pack (resuming from its checkpoint, keyed by
     its :func:`~ltbench.run.packing.pack_id`) and publish each: its record first, then its
     optional artifacts (:func:`store_optional_artifacts`); return the records written, or
@@ -421,7 +422,7 @@ def _train_chunk(chunk: list, label: str, store: ResultStore, cache: _DataCache,
     split = False
     try:
         data = cache.get(pack[0])
-        trained = train_specs(pack, data, device, progress, store, checkpoint, numerics)
+        trained = train_runs(pack, data, device, progress, store, checkpoint, numerics)
     except Exception as exc:  # one broken pack (an OOM included) must not stop the grid
         full = _no_more_data(exc)
         if full is not None:  # a checkpoint that did not fit: the store's failure, not theirs
@@ -507,23 +508,23 @@ def run_grid(specs: list[RunSpec], store: ResultStore, data_root: Path, device,
     limit = _PackLimit(pack_size)
     checkpoints = _Checkpoints(checkpoint_every, checkpoint_every_steps)
 
-    def train_and_publish(pack: list[RunSpec], label: str) -> None:
+    def claim_and_train(pack: list[RunSpec], label: str) -> None:
         tried.update(spec.run_id for spec in pack)
-        for record in _train_and_publish(pack, label, store, cache, device, numerics, stream,
-                                         checkpoints, planned_at, limit):
+        for record in _claim_and_train(pack, label, store, cache, device, numerics, stream,
+                                       checkpoints, planned_at, limit):
             done[record["run_id"]] = record
 
     position = 1
     for pack in plan_packs([s for s in specs if stage1_spec(s) is None], pack_size):
-        train_and_publish(pack, _pack_label(pack, position, len(specs)))
+        claim_and_train(pack, _pack_label(pack, position, len(specs)))
         position += len(pack)
     for spec in (s for s in specs if stage1_spec(s) is not None):
         label = f"[{position}/{len(specs)}]"
         stage1 = stage1_spec(spec)
         if stage1.run_id not in tried and not stage1_ready(store, stage1):
-            train_and_publish([stage1], f"{label} stage 1: {stage1.describe()}")
+            claim_and_train([stage1], f"{label} stage 1: {stage1.describe()}")
         if spec.run_id not in tried:
-            train_and_publish([spec], f"{label} {spec.describe()}")
+            claim_and_train([spec], f"{label} {spec.describe()}")
         position += 1
     return [done[spec.run_id] for spec in specs if spec.run_id in done]
 

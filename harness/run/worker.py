@@ -1,8 +1,8 @@
 """One run, or one pack of runs, in its own process: the entry point every launcher starts.
 
 ``python -P -m ltbench.run.worker SPEC.json --results DIR --data-root DIR
---device auto|cpu|cuda [--precision auto|bf16|fp32] [--deterministic] [--checkpoint-every K]
-[--checkpoint-every-steps K]`` trains the runs described by ``SPEC.json`` (written by
+--device auto|cpu|cuda [--precision auto|bf16|fp32] [--deterministic] [--compile MODE]
+[--checkpoint-every K] [--checkpoint-every-steps K]`` trains the runs described by ``SPEC.json`` (written by
 :func:`write_spec`; several runs train as one pack, :mod:`ltbench.run.packing`) exactly as
 ``ltbench run`` would in-process: under their claims, resuming from their checkpoint,
 publishing their records (:func:`ltbench.run.runner.run_grid`). Launchers move spec files and exit
@@ -116,9 +116,11 @@ def read_spec(path: Path) -> tuple[list[RunSpec], float]:
 
 def run_worker(spec_path: str | Path, results: str | Path, data_root: str | Path,
                device: str, checkpoint_every: int | None, precision: str = "auto",
-               deterministic: bool = False, checkpoint_every_steps: int = 0) -> None:
+               deterministic: bool = False, checkpoint_every_steps: int = 0,
+               compile_mode: str | None = None) -> None:
     """Train the runs of ``spec_path`` in this process, as one pack (raises like
-    :func:`run_grid`), with the numerics of ``precision`` and ``deterministic``
+    :func:`run_grid`), with the numerics of ``precision``, ``deterministic`` and
+    ``compile_mode``
     (:meth:`ltbench.engine.steps.Numerics.for_device`), then remove the spec file; for
     ``checkpoint_every`` and ``checkpoint_every_steps`` see :func:`run_grid`. A worker that
     stops without completing (preempted, interrupted, the store refusing a write) leaves the
@@ -132,7 +134,7 @@ def run_worker(spec_path: str | Path, results: str | Path, data_root: str | Path
     run_grid(pack, ResultStore(results), Path(data_root), resolved,
              pack_size=len(pack), checkpoint_every=checkpoint_every,
              checkpoint_every_steps=checkpoint_every_steps, planned_at=planned_at,
-             numerics=Numerics.for_device(resolved, precision, deterministic))
+             numerics=Numerics.for_device(resolved, precision, deterministic, compile_mode))
     Path(spec_path).unlink(missing_ok=True)  # the pack is done: nothing reads it again
 
 
@@ -149,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     parser.add_argument("--deterministic", action="store_true")
+    parser.add_argument("--compile", dest="compile_mode", default=None)
     parser.add_argument("--checkpoint-every", type=int, default=None)
     parser.add_argument("--checkpoint-every-steps", default="0")
     args = parser.parse_args(argv)
@@ -156,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         every_steps = parse_int(args.checkpoint_every_steps, "--checkpoint-every-steps", least=0)
         with stop_on_signals():
             run_worker(args.spec, args.results, args.data_root, args.device,
-                       args.checkpoint_every, args.precision, args.deterministic, every_steps)
+                       args.checkpoint_every, args.precision, args.deterministic, every_steps,
+                       args.compile_mode)
     except StoreFailed as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_STORE_FAILED

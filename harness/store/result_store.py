@@ -121,6 +121,9 @@ RECORD_SCHEMA = pa.schema(
         # The method's family (ltbench.families), which orders report rows without loading
         # the plugin. Null in records written before, and for a method that names none.
         pa.field("method_family", pa.string()),
+        # The torch.compile mode of the network's forward (ltbench run --compile); null for
+        # eager runs and in records written before the column existed.
+        pa.field("compile_mode", pa.string()),
     ],
     metadata={
         _VERSION_KEY: STORE_SCHEMA_VERSION.encode(),
@@ -132,7 +135,8 @@ RECORD_SCHEMA = pa.schema(
 #: Columns added after the first store version: their values in records written without them.
 ADDED_COLUMNS = {"selection_rule": "last", "stage1_run_id": None, "artifact_error": None,
                  "precision": None, "memory_format": None, "deterministic": None,
-                 "pack_size": None, "method_family": None}
+                 "pack_size": None, "method_family": None,
+                 "compile_mode": None}
 
 #: The per-epoch curve columns the engine writes (:mod:`ltbench.engine.train`) and readers use.
 CURVE_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "train_s", "eval_s")
