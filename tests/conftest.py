@@ -8,6 +8,15 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def read_cache(tmp_path_factory) -> Path:
+    """The stores' read caches (ltbench.store.read_cache) of the whole session, subprocesses
+    included, in a temporary folder rather than the user's."""
+    folder = tmp_path_factory.mktemp("read_cache")
+    os.environ["LTBENCH_READ_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def cifar_root() -> Path:
     """The folder holding the official CIFAR python folders, from ``LTBENCH_DATA_ROOT``."""

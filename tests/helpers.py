@@ -62,9 +62,9 @@ def make_record(run_id: str = "0123456789abcdef", **overrides) -> dict:
         "selection_rule": "last", "stage1_run_id": "fedcba9876543210",
         "precision": "bf16", "memory_format": "channels_last", "deterministic": False,
         "artifact_error": None, "pack_size": 1,
+        "method_family": method_family(overrides.get("method", "ce")), "compile_mode": None,
     }
     record.update(overrides)
-    record.setdefault("method_family", method_family(record["method"]))
     return record
 
 

@@ -39,7 +39,7 @@ def test_write_read_round_trips_every_column(tmp_path):
             assert got == pd.Timestamp(expected)
             assert got.microsecond == expected.microsecond
             assert str(got.tz) == "UTC"
-        elif name in ("error", "artifact_error"):  # null in an ok record
+        elif name in ("error", "artifact_error", "compile_mode"):  # null in an ok eager record
             assert pd.isna(got)
         elif isinstance(expected, float) and math.isnan(expected):
             assert math.isnan(got)
@@ -232,3 +232,65 @@ def test_store_modules_do_not_import_torch():
     code = ("import sys, ltbench.store.result_store, ltbench.report.tables, ltbench.report.site; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# -- the read cache (ltbench.store.read_cache) -----------------------------------------------
+
+def _flip_a_value_byte(path, keep_stamp: bool) -> None:
+    """Damage ``path`` in place (a byte of the first data page); with ``keep_stamp`` its size,
+    modification time and inode stay what they were, as after a media error."""
+    info = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(b"PAR1") + 40] ^= 0xFF
+    with open(path, "r+b") as handle:
+        handle.write(data)
+    if keep_stamp:
+        os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+def test_cached_reads_follow_every_change_and_never_write_into_the_store(tmp_path):
+    """The second read serves unchanged records from the cache; a record replaced, added or
+    removed since is seen; the store folder itself is never written by a reader."""
+    from ltbench.store import integrity
+    from helpers import tree_snapshot
+
+    store = ResultStore(tmp_path / "results")
+    for run_id, err in (("a" * 16, 30.0), ("b" * 16, 31.0)):
+        store.write(make_record(run_id, top1_err=err), {"curves": curves_frame(3, err)})
+    before = tree_snapshot(store.root)
+    assert store.read()["top1_err"].tolist() == [30.0, 31.0]
+    assert integrity.find_damaged(store) == []
+    assert store.read()["top1_err"].tolist() == [30.0, 31.0]
+    assert tree_snapshot(store.root) == before
+    store.write(make_record("a" * 16, top1_err=29.0))  # --rerun-failed replaces a record
+    store.write(make_record("c" * 16, top1_err=32.0))
+    (store.runs_dir / f"{'b' * 16}.parquet").unlink()
+    assert store.read()[["run_id", "top1_err"]].values.tolist() == [["a" * 16, 29.0],
+                                                                    ["c" * 16, 32.0]]
+    assert store.statuses() == {"a" * 16: "ok", "c" * 16: "ok"}
+
+
+def test_damage_is_found_again_unless_the_stamp_hides_it_from_all_but_a_rescan(tmp_path):
+    """A file damaged after it was verified is found when its stamp changed (a write in
+    place); damage that keeps the stamp (a failing disk) needs ``rescan``; a damaged file is
+    never cached, and a damaged cache is rebuilt."""
+    from ltbench.store import integrity
+    from ltbench.store.read_cache import ReadCache
+
+    store = ResultStore(tmp_path / "results")
+    for run_id in ("a" * 16, "b" * 16):
+        store.write(make_record(run_id), {"curves": curves_frame(3, 30.0)})
+    assert integrity.find_damaged(store) == [] and len(store.read()) == 2
+    _flip_a_value_byte(store.runs_dir / f"{'a' * 16}.parquet", keep_stamp=False)
+    assert [d.run_id for d in integrity.find_damaged(store)] == ["a" * 16]
+    assert store.read()["run_id"].tolist() == ["b" * 16]
+    assert [d.run_id for d in integrity.find_damaged(store)] == ["a" * 16]  # not cached
+    _flip_a_value_byte(store.curves_dir / f"{'b' * 16}.parquet", keep_stamp=True)
+    assert [d.run_id for d in integrity.find_damaged(store)] == ["a" * 16]
+    assert [d.run_id for d in integrity.find_damaged(store, rescan=True)] == ["a" * 16,
+                                                                              "b" * 16]
+    cache = ReadCache(store.root)
+    for name in ("records.parquet", "verified.parquet"):
+        (cache.folder / name).write_bytes(b"damaged cache")
+    assert store.read()["run_id"].tolist() == ["b" * 16]
+    assert [d.run_id for d in integrity.find_damaged(store)] == ["a" * 16, "b" * 16]

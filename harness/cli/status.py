@@ -17,7 +17,9 @@ from .shared import results_option
 @click.option("--seeds", default=None, help="Seeds expected [default: those stored].")
 @click.option("--repair", is_flag=True, help="Move damaged result files (and the other files "
                                              "of their runs) to <results>/corrupt/.")
-def status(results, methods, datasets, imb, seeds, repair):
+@click.option("--rescan", is_flag=True, help="Verify every file again, also those found intact "
+                                             "before and unchanged since.")
+def status(results, methods, datasets, imb, seeds, repair, rescan):
     """Done / failed / missing seed counts per (dataset, imb, method), and damaged files."""
     from .. import registry
     from ..report.status import status_table
@@ -28,7 +30,7 @@ def status(results, methods, datasets, imb, seeds, repair):
     store = ResultStore(results)
     if not store.runs_dir.is_dir():
         raise BadInput(f"no results store at {results} (expected {store.runs_dir})")
-    damaged = integrity.find_damaged(store)
+    damaged = integrity.find_damaged(store, rescan=rescan)
     records = store.read()
     click.echo(status_table(
         records[~records["run_id"].isin({d.run_id for d in damaged})],

@@ -8,7 +8,9 @@ checksums, a foreign or misnamed record, curves without their columns (the store
 (:mod:`ltbench.store.result_store`); this module names them:
 
 * :func:`find_damaged` reads every record and every artifact in full (so every page checksum
-  is verified) and returns one :class:`Damage` per damaged file;
+  is verified), except the files found intact before and unchanged since
+  (:mod:`ltbench.store.read_cache`; ``rescan`` reads those too), and returns one
+  :class:`Damage` per damaged file;
 * :func:`usable_statuses` is the store's ``run_id → status`` without the runs that have a
   damaged file, so ``ltbench run`` trains them again (a run whose curves are damaged is not a
   complete result);
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInput
+from .read_cache import ReadCache, final_files
 from .result_store import DamagedFile, ResultStore
 
 #: Folders of a store that hold no per-run parquet files of their own.
@@ -43,15 +46,11 @@ class Damage:
     reason: str
 
 
-def _final_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.name.endswith(".parquet")
-                  and not p.name.startswith(".") and p.is_file())
-
-
 def _artifact_dirs(store: ResultStore) -> list[Path]:
     if not store.root.is_dir():
         return []
-    return sorted(p for p in store.root.iterdir() if p.is_dir() and p.name not in NOT_ARTIFACTS)
+    return sorted(p for p in store.root.iterdir() if p.is_dir() and p.name not in NOT_ARTIFACTS
+                  and not p.name.startswith("."))
 
 
 def _damage(store: ResultStore, path: Path) -> str | None:
@@ -68,15 +67,25 @@ def _damage(store: ResultStore, path: Path) -> str | None:
     return None
 
 
-def find_damaged(store: ResultStore) -> list[Damage]:
-    """Every damaged final file of the store, records first, in path order."""
-    found = []
+def find_damaged(store: ResultStore, rescan: bool = False) -> list[Damage]:
+    """Every damaged final file of the store, records first, in path order; files found
+    intact by an earlier call and unchanged since are not read again unless ``rescan``."""
+    cache = ReadCache(store.root)
+    known = {} if rescan else cache.verified()
+    verified, found = {}, []
     folders = ([store.runs_dir] if store.runs_dir.is_dir() else []) + _artifact_dirs(store)
     for folder in folders:
-        for path in _final_files(folder):
-            reason = _damage(store, path)
-            if reason is not None:
-                found.append(Damage(path.name[:-len(".parquet")], path, reason))
+        stamps = final_files(folder)
+        for name in sorted(stamps):
+            key = (folder.name, name)
+            if known.get(key) != stamps[key[1]]:
+                reason = _damage(store, folder / name)
+                if reason is not None:
+                    found.append(Damage(name[:-len(".parquet")], folder / name, reason))
+                    continue
+            verified[key] = stamps[name]
+    if verified != known:
+        cache.save_verified(verified)
     return found
 
 

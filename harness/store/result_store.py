@@ -54,6 +54,7 @@ from ..errors import BadInput
 from ..metrics.headline import FEW_THRESHOLD, MANY_THRESHOLD
 from . import torchfiles
 from .atomicfile import atomic_write
+from .read_cache import STAMP_COLUMNS, ReadCache, final_files, stamp_columns, with_stamps
 
 STORE_SCHEMA_VERSION = "1"
 _VERSION_KEY = b"ltbench.store_schema_version"
@@ -329,12 +330,6 @@ class ResultStore:
         _publish(pa.Table.from_pandas(frame, preserve_index=False), final)
         return final
 
-    def _record_files(self) -> list[Path]:
-        if not self.runs_dir.is_dir():
-            return []
-        return sorted(path for path in self.runs_dir.iterdir()
-                      if path.name.endswith(".parquet") and not path.name.startswith("."))
-
     def read_record_file(self, path: Path, columns: list[str] | None = None) -> pa.Table:
         """``columns`` (None: all) of the record file ``path``; :class:`DamagedFile` if it is
         damaged (module doc), ``FileNotFoundError`` if it is gone."""
@@ -363,26 +358,45 @@ class ResultStore:
 
         Columns and dtypes follow :data:`RECORD_SCHEMA` even when the store is empty: integer
         columns are pandas ``Int64`` (null stays ``<NA>``), list columns hold numpy arrays,
-        timestamps are ``datetime64[us, UTC]``.
+        timestamps are ``datetime64[us, UTC]``. Record files unchanged since the last read
+        come from the reader's cache (:mod:`ltbench.store.read_cache`), the others are read
+        and verified.
         """
-        tables = [table for path in self._record_files()
-                  if (table := self._read_file(path, None)) is not None]
-        if not tables:
-            return _to_pandas(RECORD_SCHEMA.empty_table())
-        tables = [_with_added_columns(table).select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA)
-                  for table in tables]
-        frame = _to_pandas(pa.concat_tables(tables))
+        stamps = final_files(self.runs_dir)
+        cache = ReadCache(self.root)
+        cached = cache.records(RECORD_SCHEMA)
+        kept = with_stamps(RECORD_SCHEMA).empty_table()
+        if cached is not None:
+            names = cached.column("file_name").to_pylist()
+            cached_stamps = zip(*(cached.column(c).to_pylist() for c in STAMP_COLUMNS))
+            kept = cached.take(pa.array([i for i, (name, stamp)
+                                         in enumerate(zip(names, cached_stamps))
+                                         if stamps.get(name) == stamp], pa.int64()))
+        known = set(kept.column("file_name").to_pylist())
+        fresh, fresh_names = [], []
+        for name in sorted(set(stamps) - known):
+            table = self._read_file(self.runs_dir / name, None)
+            if table is not None:
+                fresh.append(_with_added_columns(table).select(RECORD_SCHEMA.names)
+                             .cast(RECORD_SCHEMA))
+                fresh_names.append(name)
+        table = kept
+        if fresh:
+            new = pa.concat_tables(fresh)
+            for field, column in zip(list(with_stamps(RECORD_SCHEMA))[len(RECORD_SCHEMA):],
+                                     stamp_columns(fresh_names,
+                                                   [stamps[n] for n in fresh_names])):
+                new = new.append_column(field, column)
+            table = pa.concat_tables([kept, new])
+        if fresh or cached is None or len(kept) < len(cached):
+            cache.save_records(table)
+        frame = _to_pandas(table.select(RECORD_SCHEMA.names))
         return frame.sort_values(_SORT_KEYS, kind="stable").reset_index(drop=True)
 
     def statuses(self) -> dict[str, str]:
-        """``run_id -> status`` of every published run, reading only those two columns."""
-        result = {}
-        for path in self._record_files():
-            table = self._read_file(path, ["run_id", "status"])
-            if table is not None:
-                result.update(zip(table.column("run_id").to_pylist(),
-                                  table.column("status").to_pylist()))
-        return result
+        """``run_id -> status`` of every published run."""
+        records = self.read()
+        return dict(zip(records["run_id"], records["status"]))
 
     def status(self, run_id: str) -> str | None:
         """The status of run ``run_id``, or None when it is not published."""
