@@ -489,3 +489,14 @@ def test_plugin_sections_are_keyed_by_artifact_name_and_need_no_torch(tmp_path):
     html = (tmp_path / "report" / "cifar10-lt.html").read_text(encoding="utf-8")
     assert "Learned margins" in html and "Meta-learned ε and weights" in html
     assert html.index("Meta-learned ε") < html.index("Learned margins")  # eps < margins
+
+
+def test_configuration_file_names_stay_short_and_distinct():
+    from ltbench.api.plots import configuration_slug
+
+    labels = ["ce [" + ", ".join(f"knob{k}={k * seed}" for k in range(30)) + "]"
+              for seed in (1, 2)]
+    slugs = [configuration_slug("eps_mean", label, 100.0) for label in labels]
+    assert all(len(slug) <= 90 for slug in slugs) and slugs[0] != slugs[1]
+    assert slugs[0].startswith("eps_mean_ce-knob0-0-knob1-1") and slugs[0].endswith("_if100")
+    assert configuration_slug("eps", "meta-ce", 100.0) == "eps_meta-ce_if100"

@@ -16,6 +16,7 @@ alike. This module must not import torch.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import re
 from dataclasses import dataclass
@@ -81,5 +82,10 @@ def legend(figure: Figure, count: int, narrow: bool) -> None:
 
 
 def configuration_slug(prefix: str, label: str, imb: float) -> str:
-    """The CSV name of one configuration's plot: ``<prefix>_<label>_if<imb>``."""
-    return f"{prefix}_{re.sub(r'[^A-Za-z0-9]+', '-', label).strip('-')}_if{format_imb(imb)}"
+    """The CSV name of one configuration's plot: ``<prefix>_<label>_if<imb>``; a label of many
+    differing settings is cut to 60 characters plus a digest of the whole, so that the file
+    name stays far below the file systems' 255-byte limit and still unique."""
+    name = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-")
+    if len(name) > 60:
+        name = f"{name[:60]}-{hashlib.sha256(label.encode()).hexdigest()[:10]}"
+    return f"{prefix}_{name}_if{format_imb(imb)}"

@@ -1,5 +1,5 @@
 """The ``ltbench`` command line: this group, and one module per command (``run``, ``status``,
-``report``, ``check``, ``bench``, ``list`` in :mod:`.listing`, ``data``), with the options they
+``report``, ``check``, ``export``, ``bench``, ``list`` in :mod:`.listing`, ``data``), with the options they
 share in :mod:`.shared` and ``run``'s launch options in :mod:`.launch`.
 
 Heavy modules (torch, pandas) are imported inside the commands that need them, so ``ltbench
@@ -16,7 +16,7 @@ import click
 
 from .. import __version__
 from ..errors import BadInput
-from . import bench, check, data, listing, report, run, status
+from . import bench, check, data, export, listing, report, run, status
 
 
 class LtbenchGroup(click.Group):
@@ -54,8 +54,8 @@ def cli():
     """ltbench: train, compare and report long-tailed recognition methods."""
 
 
-for command in (run.run, status.status, report.report, check.check, bench.bench,
-                listing.list_plugins, data.data):
+for command in (run.run, status.status, report.report, check.check, export.export,
+                bench.bench, listing.list_plugins, data.data):
     cli.add_command(command)
 
 
