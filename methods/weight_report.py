@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ltbench.api.plots import Plot, configuration_slug, render, style
+from ltbench.api.plots import Plot, configuration_slug, make_plot, style
 from ltbench.api.report_section import ReportSection, SectionInput
 from ltbench.metrics.headline import shot_group_of_classes
 from ltbench.spec import format_imb
@@ -142,11 +142,11 @@ def eps_histograms(dataset: str, imb: float, label: str, histogram: pd.DataFrame
             axes.legend(frameon=False, fontsize="small")
 
     names = _quantity_names(quantities)
-    return Plot(f"{label}, IF {format_imb(imb)}",
+    return make_plot(f"{label}, IF {format_imb(imb)}",
                 f"{dataset}, IF {format_imb(imb)}, {label}: distribution of the recorded "
                 f"{names} at epoch {int(histogram['epoch'].max())}, summed over the classes of "
                 f"each group and over seeds, as fractions of the group's examples.",
-                *render(draw, 2.8 * len(quantities)),
+                draw, 2.8 * len(quantities),
                 histogram.assign(configuration=label, imb_factor=imb),
                 configuration_slug("eps", label, imb))
 
@@ -176,10 +176,10 @@ def eps_by_class(dataset: str, imb: float, label: str, means: pd.DataFrame) -> P
             axes.legend(frameon=False, fontsize="small")
 
     names = _quantity_names(quantities)
-    return Plot(f"{label}, IF {format_imb(imb)}: mean per class",
+    return make_plot(f"{label}, IF {format_imb(imb)}: mean per class",
                 f"{dataset}, IF {format_imb(imb)}, {label}: mean {names} of each class's "
                 f"examples at the last recorded epoch, averaged over seeds, against the class's "
                 f"training images.",
-                *render(draw, 2.8 * len(quantities)),
+                draw, 2.8 * len(quantities),
                 means.assign(configuration=label, imb_factor=imb),
                 configuration_slug("eps_mean", label, imb))

@@ -10,10 +10,12 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def read_cache(tmp_path_factory) -> Path:
-    """The stores' read caches (ltbench.store.read_cache) of the whole session, subprocesses
-    included, in a temporary folder rather than the user's."""
+    """The stores' read caches (ltbench.store.read_cache) and the rendered plots
+    (ltbench.api.plots) of the whole session, subprocesses included, in temporary folders
+    rather than the user's."""
     folder = tmp_path_factory.mktemp("read_cache")
     os.environ["LTBENCH_READ_CACHE"] = str(folder)
+    os.environ["LTBENCH_PLOT_CACHE"] = str(tmp_path_factory.mktemp("plot_cache"))
     return folder
 
 

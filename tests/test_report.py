@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -500,3 +501,37 @@ def test_configuration_file_names_stay_short_and_distinct():
     assert all(len(slug) <= 90 for slug in slugs) and slugs[0] != slugs[1]
     assert slugs[0].startswith("eps_mean_ce-knob0-0-knob1-1") and slugs[0].endswith("_if100")
     assert configuration_slug("eps", "meta-ce", 100.0) == "eps_meta-ce_if100"
+
+
+def test_a_second_report_of_the_same_data_renders_nothing_and_a_change_renders_its_plots(
+        tmp_path, monkeypatch):
+    """Renderings are cached by what they draw: the same store renders no plot again and
+    writes the same pages; one more run (without curves) in one cell re-renders just the
+    per-class plot of its imbalance factor."""
+    from ltbench.api import plots
+
+    monkeypatch.setenv("LTBENCH_PLOT_CACHE", str(tmp_path / "plot-cache"))
+    store = ResultStore(tmp_path / "results")
+    for seed in (0, 1):
+        for imb in (100.0, 10.0):
+            rec = record(f"{seed}{int(imb):03d}", seed=seed, imb=imb, err=30.0 + seed)
+            store.write(rec, {"curves": pd.DataFrame(
+                {"epoch": [0, 1], "lr": [0.1, 0.1], "train_loss": [2.0, 1.0 + seed],
+                 "train_acc": [10.0, 20.0], "test_acc": [50.0, 60.0 + seed],
+                 "train_s": [1.0, 1.0], "eval_s": [0.1, 0.1]})})
+    rendered = []
+    real_render = plots.render
+    monkeypatch.setattr(plots, "render", lambda draw, height: rendered.append(
+        draw.__qualname__) or real_render(draw, height))
+    write_report(store, tmp_path / "first")
+    first = len(rendered)
+    assert first == 5  # training counts, per-class accuracy and curves at IF 100 and 10
+    write_report(store, tmp_path / "second")
+    assert len(rendered) == first
+    for page in ("index.html", "cifar10-lt.html"):
+        strip = lambda text: re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", "", text)  # noqa: E731
+        assert strip((tmp_path / "first" / page).read_text()) == \
+            strip((tmp_path / "second" / page).read_text())
+    store.write(record("2010", seed=2, imb=10.0, err=33.0))  # a run without curves
+    write_report(store, tmp_path / "third")
+    assert rendered[first:] == ["per_class_accuracy.<locals>.draw"]  # of IF 10

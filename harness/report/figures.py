@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..api.plots import Plot, legend, render, style
+from ..api.plots import Plot, legend, make_plot, style
 from ..metrics.headline import FEW_THRESHOLD, MANY_THRESHOLD
 from ..spec import format_imb
 
@@ -48,12 +48,13 @@ def per_class_accuracy(dataset: str, imb: float,
              "train_count": int(counts[cls]), "accuracy_mean": float(accuracy[cls]),
              "runs": runs}
             for label, counts, accuracy, runs in series for cls in range(len(counts))]
-    return Plot(f"Per-class accuracy, IF {format_imb(imb)}",
+    return make_plot(f"Per-class accuracy, IF {format_imb(imb)}",
                 f"{dataset}, IF {format_imb(imb)}: test accuracy of every class against its "
                 f"training images, mean over the ok runs of each configuration (final epoch); "
                 f"dotted lines at {FEW_THRESHOLD} and {MANY_THRESHOLD} training images separate "
                 f"the few / medium / many groups.",
-                *render(draw, 4.6), pd.DataFrame(rows), f"per_class_if{format_imb(imb)}")
+                draw, 4.6, pd.DataFrame(rows), f"per_class_if{format_imb(imb)}",
+                [(label, style_of[label]) for label, *_ in series])
 
 
 def training_counts(dataset: str,
@@ -75,11 +76,11 @@ def training_counts(dataset: str,
     rows = [{"imb_factor": imb, "profile": profile, "rank": rank, "train_count": int(count)}
             for imb, profile, counts in profiles
             for rank, count in enumerate(np.sort(counts)[::-1])]
-    return Plot("Training images per class",
+    return make_plot("Training images per class",
                 f"{dataset}: training images per class of every long-tailed subset in the "
                 f"store, classes sorted by count; dotted lines at {FEW_THRESHOLD} and "
                 f"{MANY_THRESHOLD} images bound the few / medium / many groups.",
-                *render(draw, 4.0), pd.DataFrame(rows), "training_counts")
+                draw, 4.0, pd.DataFrame(rows), "training_counts")
 
 
 def learning_curves(dataset: str, imb: float, series: Sequence[tuple[str, pd.DataFrame]],
@@ -104,10 +105,11 @@ def learning_curves(dataset: str, imb: float, series: Sequence[tuple[str, pd.Dat
 
     data = pd.concat([medians.assign(configuration=label, imb_factor=imb)
                       for label, medians in series], ignore_index=True)
-    return Plot(f"Learning curves, IF {format_imb(imb)}",
+    return make_plot(f"Learning curves, IF {format_imb(imb)}",
                 f"{dataset}, IF {format_imb(imb)}: median over seeds (ok runs) of the training "
                 f"loss and of the test top-1 error at each evaluated epoch.",
-                *render(draw, 5.6), data, f"curves_if{format_imb(imb)}")
+                draw, 5.6, data, f"curves_if{format_imb(imb)}",
+                [(label, style_of[label]) for label, _ in series])
 
 
 def shifted_accuracy(dataset: str, imb: float, eval_sets: Sequence[str],
@@ -132,9 +134,10 @@ def shifted_accuracy(dataset: str, imb: float, eval_sets: Sequence[str],
     rows = [{"configuration": label, "imb_factor": imb, "eval_set": name,
              "accuracy_mean": float(accuracy[k]), "runs": runs}
             for label, accuracy, runs in series for k, name in enumerate(eval_sets)]
-    return Plot(f"Shifted test label distributions, IF {format_imb(imb)}",
+    return make_plot(f"Shifted test label distributions, IF {format_imb(imb)}",
                 f"{dataset}, IF {format_imb(imb)}: top-1 accuracy on test sets whose label "
                 f"distribution is forward- or backward-shifted by the ratio named on the axis "
                 f"(LADE protocol, protocols.md §1.4), mean over the ok runs; PC softmax and "
                 f"LADE use each set's true label prior.",
-                *render(draw, 4.6), pd.DataFrame(rows), f"shifted_if{format_imb(imb)}")
+                draw, 4.6, pd.DataFrame(rows), f"shifted_if{format_imb(imb)}",
+                [(label, style_of[label]) for label, *_ in series])

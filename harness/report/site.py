@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__, registry
-from ..api.plots import Plot
+from ..api.plots import Plot, prune_cache
 from ..api.report_section import SectionInput
 from ..envinfo import git_commit
 from ..errors import BadInput
@@ -404,7 +404,9 @@ def write_report(store: ResultStore, out_dir: Path, method_order: Sequence[str] 
     Rows are ordered by ``method_order`` (default: by family, :mod:`ltbench.families`), then
     the other methods sorted; ``published`` rows (:func:`~ltbench.report.published.load_published`)
     are shown beside the error-table cells they match. An empty store still gets a page that
-    says so. Files are replaced atomically; other files in ``out_dir`` are left alone.
+    says so. Files are replaced atomically; other files in ``out_dir`` are left alone. Plots
+    rendered for an earlier report of the same data come from the plot cache
+    (:func:`ltbench.api.plots.make_plot`).
     """
     out_dir = Path(out_dir)
     records = store.read()
@@ -433,4 +435,5 @@ def write_report(store: ResultStore, out_dir: Path, method_order: Sequence[str] 
     except OSError as exc:
         raise BadInput(f"report folder {out_dir} is not writable: "
                        f"{exc.strerror or exc}") from exc
+    prune_cache()
     return out_dir / "index.html"
