@@ -7,10 +7,10 @@
 Every fabricated run is a copy of one of the source store's records (and its curves, evals and
 other artifacts) under a new run id, spread over the 23 built-in methods × 6 imbalance
 factors × as many seeds as it takes, so that the tables and plots have leaderboard-sized cells.
-Each command runs in a fresh process, as a user starts it: first with an empty read cache
-(every file read and verified, which is what every read cost before the cache,
-:mod:`ltbench.store.read_cache`), then again with the cache it left (the usual case: a store
-read before, a few runs added since). Prints a Markdown table and writes it with the machine's
+Each command runs in a fresh process, as a user starts it: first with empty caches (every file
+read and verified and every plot rendered, which is what every read cost before the caches,
+:mod:`ltbench.store.read_cache` and :func:`ltbench.api.plots.make_plot`), then again with the
+caches it left (the usual case: a store read before, a few runs added since). Prints a Markdown table and writes it with the machine's
 details as ``store_scale-<UTC time>.json`` under ``--out``. A benchmark, not a test: the
 numbers depend on the machine and on what else runs on it (the load average is recorded).
 """
@@ -94,24 +94,29 @@ def _read_seconds(store: Path, env: dict[str, str]) -> float:
 
 
 def measure(store: Path, work: Path) -> dict[str, dict[str, float]]:
-    """Seconds of every command, cold (empty read cache) and warm (the cache it left)."""
+    """Seconds of every command, cold (empty caches) and warm (the caches it left)."""
     ltbench = [sys.executable, "-m", "ltbench"]
     times: dict[str, dict[str, float]] = {}
-    cache = work / "read-cache"
-    shutil.rmtree(cache, ignore_errors=True)
-    env = {**os.environ, "LTBENCH_READ_CACHE": str(cache)}
+    caches = [work / "read-cache", work / "plot-cache"]
+    env = {**os.environ, "LTBENCH_READ_CACHE": str(caches[0]),
+           "LTBENCH_PLOT_CACHE": str(caches[1])}
+
+    def clear() -> None:
+        for cache in caches:
+            shutil.rmtree(cache, ignore_errors=True)
+
     for name, args in COMMANDS.items():
         extra = {"check": ["--out", str(work / "check.json")],
                  "report": ["--out", str(work / "report")]}.get(name, [])
         times[name] = {}
         for state in ("cold", "warm"):
             if state == "cold":
-                shutil.rmtree(cache, ignore_errors=True)
+                clear()
             times[name][state] = _timed([*ltbench, *args, "--results", str(store), *extra], env)
     times["read"] = {}
     for state in ("cold", "warm"):
         if state == "cold":
-            shutil.rmtree(cache, ignore_errors=True)
+            clear()
         times["read"][state] = _read_seconds(store, env)
     return times
 
