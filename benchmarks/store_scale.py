@@ -10,9 +10,10 @@ factors × as many seeds as it takes, so that the tables and plots have leaderbo
 Each command runs in a fresh process, as a user starts it: first with empty caches (every file
 read and verified and every plot rendered, which is what every read cost before the caches,
 :mod:`ltbench.store.read_cache` and :func:`ltbench.api.plots.make_plot`), then again with the
-caches it left (the usual case: a store read before, a few runs added since). Prints a Markdown table and writes it with the machine's
-details as ``store_scale-<UTC time>.json`` under ``--out``. A benchmark, not a test: the
-numbers depend on the machine and on what else runs on it (the load average is recorded).
+caches it left (the usual case: a store read before, a few runs added since). Prints a
+Markdown table and writes it with the machine's details as ``store_scale-<UTC time>.json``
+under ``--out``. A benchmark, not a test: the numbers depend on the machine and on what else
+runs on it (the load average is recorded).
 """
 
 from __future__ import annotations

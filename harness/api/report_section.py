@@ -32,8 +32,9 @@ class SectionInput:
     * ``columns``: the page's imbalance factors, in table column order;
     * ``rows``: its configuration labels (a method with one set of hyper-parameters), in table
       row order;
-    * ``ok_runs(imb, label)``: the records (one row per run, :data:`ltbench.store.result_store.RECORD_SCHEMA`
-      columns) of that cell's runs with status ``ok``;
+    * ``ok_runs(imb, label)``: the records (one row per run, the columns of
+      :data:`ltbench.store.result_store.RECORD_SCHEMA`) of that cell's runs with status
+      ``ok``;
     * ``artifact(name, run_id)``: that run's artifact ``name``, or None when it has none (or its
       file is damaged, which ``ltbench status`` reports).
     """

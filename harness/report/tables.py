@@ -166,7 +166,8 @@ def error_table(records: pd.DataFrame, dataset: str, metric: str = "top1_err",
     """Aggregate ``records`` (as from :meth:`ResultStore.read`) of ``dataset`` into a table.
 
     Columns are the imbalance factors present, descending. Rows are ordered by method
-    (:func:`method_rank`), then label. The expected seeds of every cell are all seeds of the dataset's records.
+    (:func:`method_rank`), then label. The expected seeds of every cell are all seeds of the
+    dataset's records.
     """
     subset = records[records["dataset"] == dataset]
     columns = sorted({float(imb) for imb in subset["imb_factor"]}, reverse=True)
