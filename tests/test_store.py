@@ -294,3 +294,22 @@ def test_damage_is_found_again_unless_the_stamp_hides_it_from_all_but_a_rescan(t
         (cache.folder / name).write_bytes(b"damaged cache")
     assert store.read()["run_id"].tolist() == ["b" * 16]
     assert [d.run_id for d in integrity.find_damaged(store)] == ["a" * 16, "b" * 16]
+
+
+def test_artifact_table_joins_published_runs_and_follows_changes(tmp_path):
+    """One frame of an artifact for many runs: only published runs, the union of the files'
+    columns, a rewritten file seen, a damaged one left out (the cache never hides either)."""
+    store = ResultStore(tmp_path / "results")
+    a, b, c = "a" * 16, "b" * 16, "c" * 16
+    store.write(make_record(a), {"curves": curves_frame(3, 30.0)})
+    store.write(make_record(b), {"curves": curves_frame(2, 31.0).assign(split="test")})
+    store.write_artifact("curves", c, curves_frame(5, 40.0))  # no record: not a result
+    table = store.artifact_table("curves", [b, a, c, "d" * 16])
+    assert list(table.columns[:2]) == ["run_id", "epoch"] and "split" in table.columns
+    assert table.groupby("run_id").size().to_dict() == {a: 3, b: 2}
+    assert table[table["run_id"] == a]["split"].isna().all()
+    assert store.artifact_table("curves", [a])["run_id"].tolist() == [a] * 3  # from the cache
+    store.write(make_record(a), {"curves": curves_frame(4, 29.0)})
+    _flip_a_value_byte(store.curves_dir / f"{b}.parquet", keep_stamp=False)
+    assert store.artifact_table("curves", [a, b]).groupby("run_id").size().to_dict() == {a: 4}
+    assert store.artifact_table("evals", [a]).columns.tolist() == ["run_id"]

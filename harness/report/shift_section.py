@@ -31,13 +31,13 @@ _SET_NAMES = [name for name, _, _ in SHIFTED_SETS]
 
 def _evaluations(store: ResultStore, records: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
     """The ``evals`` rows of the ok runs, with their configuration label and IF."""
-    frames = []
-    for index, run in records[records["status"] == "ok"].iterrows():
-        evals = store.artifact("evals", run["run_id"])
-        if evals is not None:
-            frames.append(evals.assign(configuration=labels[index],
-                                       imb_factor=float(run["imb_factor"])))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    ok = records[records["status"] == "ok"]
+    evals = store.artifact_table("evals", list(ok["run_id"]))
+    if evals.empty:
+        return pd.DataFrame()
+    runs = pd.DataFrame({"run_id": ok["run_id"], "configuration": labels[ok.index],
+                         "imb_factor": ok["imb_factor"].astype(float)})
+    return evals.merge(runs, on="run_id", how="inner", sort=False)
 
 
 def _cell(values: pd.Series) -> Cell:

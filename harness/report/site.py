@@ -230,15 +230,31 @@ def _per_class_series(ok_runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, in
     return counts.mean(axis=0), accuracy.mean(axis=0), len(ok)
 
 
-def _curve_medians(store: ResultStore, run_ids: Sequence[str]) -> pd.DataFrame | None:
-    frames = [curves.assign(test_err=100.0 - curves["test_acc"])
-              for run_id in run_ids if (curves := store.curves(run_id)) is not None]
-    if not frames:
+def _curve_medians(curves: pd.DataFrame) -> pd.DataFrame | None:
+    """Per epoch, the median training loss and test error of the runs in ``curves`` (rows of
+    :meth:`ResultStore.artifact_table`), and how many runs have the epoch."""
+    if curves.empty:
         return None
-    stacked = pd.concat(frames, ignore_index=True)
+    stacked = curves.assign(test_err=100.0 - curves["test_acc"])
     medians = stacked.groupby("epoch")[["train_loss", "test_err"]].median()
     medians["runs"] = stacked.groupby("epoch").size()
     return medians.reset_index()
+
+
+class _PageArtifacts:
+    """The artifacts of one page's runs by (name, run_id), as :class:`SectionInput` serves
+    them: each artifact read for all the runs at once (:meth:`ResultStore.artifact_table`)."""
+
+    def __init__(self, store: ResultStore, run_ids: Sequence[str]):
+        self.store, self.run_ids = store, list(run_ids)
+        self.by_run: dict[str, dict[str, pd.DataFrame]] = {}
+
+    def __call__(self, name: str, run_id: str) -> pd.DataFrame | None:
+        if name not in self.by_run:
+            table = self.store.artifact_table(name, self.run_ids)
+            self.by_run[name] = {run: rows.drop(columns="run_id").reset_index(drop=True)
+                                 for run, rows in table.groupby("run_id", sort=False)}
+        return self.by_run[name].get(run_id)
 
 
 def _plot_sections(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
@@ -260,6 +276,8 @@ def _plot_sections(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
     def ok_runs(imb: float, label: str) -> pd.DataFrame:
         return records[ok & (records["imb_factor"].astype(float) == imb) & (labels == label)]
 
+    run_curves = store.artifact_table("curves", list(records.loc[ok, "run_id"]))
+
     per_class, curves = [], []
     style_of = {label: index for index, label in enumerate(table.rows)}
     for imb in table.columns:
@@ -268,7 +286,8 @@ def _plot_sections(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
             runs = ok_runs(imb, label)
             if (series := _per_class_series(runs)) is not None:
                 per_class_series.append((label, *series))
-            if (medians := _curve_medians(store, list(runs["run_id"]))) is not None:
+            cell_curves = run_curves[run_curves["run_id"].isin(set(runs["run_id"]))]
+            if (medians := _curve_medians(cell_curves)) is not None:
                 curve_series.append((label, medians))
         if per_class_series:
             per_class.append(figures.per_class_accuracy(dataset, imb, per_class_series,
@@ -278,7 +297,8 @@ def _plot_sections(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
     sections = [("Training images per class", counts),
                 ("Per-class accuracy vs. training count", per_class),
                 ("Learning curves", curves)]
-    page = SectionInput(dataset, table.columns, table.rows, ok_runs, store.artifact)
+    page = SectionInput(dataset, table.columns, table.rows, ok_runs,
+                        _PageArtifacts(store, list(records.loc[ok, "run_id"])))
     for artifact in registry.plugins("report_section"):
         if store.has_artifact(artifact):
             section = registry.load("report_section", artifact)(page)

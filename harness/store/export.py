@@ -43,18 +43,6 @@ def _write(frame: pd.DataFrame, path: Path) -> None:
             _json_lists(frame).to_csv(handle, index=False)
 
 
-def _joined(store: ResultStore, name: str, run_ids: Sequence[str]) -> pd.DataFrame:
-    """Artifact ``name`` of every run of ``run_ids`` in one frame, ``run_id`` first."""
-    frames = []
-    for run_id in run_ids:
-        frame = store.artifact(name, run_id)
-        if frame is not None:
-            frame = frame.assign(run_id=run_id)
-            frames.append(frame[["run_id", *(c for c in frame.columns if c != "run_id")]])
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        {"run_id": pd.Series(dtype="string")})
-
-
 def export(store: ResultStore, out: Path, artifacts: Sequence[str] = ()) -> list[Path]:
     """Write the records of ``store`` to ``out`` (``.parquet`` or ``.csv``) and each of
     ``artifacts`` beside it; returns the files written. :class:`BadInput` for an unknown
@@ -70,8 +58,8 @@ def export(store: ResultStore, out: Path, artifacts: Sequence[str] = ()) -> list
     records = store.read()
     files = {out: records}
     for name in artifacts:
-        files[out.with_name(f"{out.stem}.{name}{out.suffix}")] = _joined(
-            store, name, list(records["run_id"]))
+        files[out.with_name(f"{out.stem}.{name}{out.suffix}")] = store.artifact_table(
+            name, list(records["run_id"]))
     for path, frame in files.items():
         _write(frame, path)
     return list(files)

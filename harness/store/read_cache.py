@@ -11,7 +11,9 @@ store:
 * ``verified.parquet``: the stamp of every final file found intact, by folder and name
   (:func:`ltbench.store.integrity.find_damaged` verifies only the others);
 * ``records.parquet``: the record of every intact record file, with its file's stamp
-  (:meth:`ltbench.store.result_store.ResultStore.read` reads only the others).
+  (:meth:`ltbench.store.result_store.ResultStore.read` reads only the others);
+* ``artifact-<name>.parquet``: the rows of every intact file of artifact ``name`` read so
+  far, with its run id and stamp (:meth:`~ltbench.store.result_store.ResultStore.artifact_table`).
 
 A file whose stamp differs is read and verified again; a file gone drops out; a damaged file is
 never cached, so it is found again on every read. Readers never write into the store (a
@@ -121,6 +123,17 @@ class ReadCache:
 
     def save_records(self, table: pa.Table) -> None:
         self._save("records.parquet", table)
+
+    def artifact(self, name: str) -> pa.Table | None:
+        """The cached rows of artifact ``name`` (its columns, ``run_id``, ``file_name`` and the
+        stamp columns), or None."""
+        table = self._load(f"artifact-{name}.parquet")
+        if table is None or not {"run_id", "file_name", *STAMP_COLUMNS} <= set(table.column_names):
+            return None
+        return table
+
+    def save_artifact(self, name: str, table: pa.Table) -> None:
+        self._save(f"artifact-{name}.parquet", table)
 
 
 def with_stamps(schema: pa.Schema) -> pa.Schema:

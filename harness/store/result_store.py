@@ -44,10 +44,11 @@ import re
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import BadInput
@@ -424,6 +425,55 @@ class ResultStore:
             return (self.runs_dir / f"{run_id}.parquet").stat().st_mtime >= timestamp
         except FileNotFoundError:
             return False
+
+    def artifact_table(self, name: str, run_ids: Sequence[str]) -> pd.DataFrame:
+        """Artifact ``name`` of those of the published runs ``run_ids`` that have one (an
+        intact one), in one frame: ``run_id`` first, then the union of the files' columns
+        (missing values null). Files unchanged since an earlier call come from the read cache
+        (:mod:`ltbench.store.read_cache`), the others are read and verified."""
+        _check_artifact_name(name)
+        folder = self.root / name
+        stamps = final_files(folder)
+        cache = ReadCache(self.root)
+        cached = cache.artifact(name)
+        kept = None
+        if cached is not None:
+            names = cached.column("file_name").to_pylist()
+            cached_stamps = list(zip(*(cached.column(c).to_pylist() for c in STAMP_COLUMNS)))
+            kept = cached.filter(pa.array([stamps.get(n) == s
+                                           for n, s in zip(names, cached_stamps)]))
+        known = set() if kept is None else set(kept.column("file_name").to_pylist())
+        published = final_files(self.runs_dir)
+        wanted = [run_id for run_id in dict.fromkeys(run_ids) if f"{run_id}.parquet" in published]
+        fresh = []
+        for run_id in wanted:
+            file = f"{run_id}.parquet"
+            if file in known or file not in stamps:
+                continue
+            try:
+                table = self.read_artifact_file(name, folder / file).replace_schema_metadata(None)
+            except (FileNotFoundError, DamagedFile):  # damaged: reported by ltbench status
+                continue
+            if "run_id" in table.column_names:
+                table = table.drop_columns(["run_id"])
+            rows = table.num_rows
+            extra = [pa.array([run_id] * rows, pa.string()), pa.array([file] * rows, pa.string())]
+            extra += [pa.array([stamps[file][i]] * rows, pa.int64())
+                      for i in range(len(STAMP_COLUMNS))]
+            for column_name, column in zip(("run_id", "file_name", *STAMP_COLUMNS), extra):
+                table = table.append_column(column_name, column)
+            fresh.append(table)
+        parts = ([] if kept is None else [kept]) + fresh
+        if not parts:
+            return pd.DataFrame({"run_id": pd.Series(dtype=object)})
+        table = pa.concat_tables(parts, promote_options="permissive")
+        if fresh or (cached is not None and len(kept) < len(cached)):
+            cache.save_artifact(name, table)
+        table = table.filter(pc.is_in(table.column("run_id"),
+                                      value_set=pa.array(wanted, pa.string())))
+        columns = ["run_id"] + [c for c in table.column_names
+                                if c not in ("run_id", "file_name", *STAMP_COLUMNS)]
+        return table.select(columns).to_pandas()
 
     def has_artifact(self, name: str) -> bool:
         """Whether the store holds a folder of artifact ``name`` (some run may have one)."""
