@@ -241,22 +241,6 @@ def _curve_medians(curves: pd.DataFrame) -> pd.DataFrame | None:
     return medians.reset_index()
 
 
-class _PageArtifacts:
-    """The artifacts of one page's runs by (name, run_id), as :class:`SectionInput` serves
-    them: each artifact read for all the runs at once (:meth:`ResultStore.artifact_table`)."""
-
-    def __init__(self, store: ResultStore, run_ids: Sequence[str]):
-        self.store, self.run_ids = store, list(run_ids)
-        self.by_run: dict[str, dict[str, pd.DataFrame]] = {}
-
-    def __call__(self, name: str, run_id: str) -> pd.DataFrame | None:
-        if name not in self.by_run:
-            table = self.store.artifact_table(name, self.run_ids)
-            self.by_run[name] = {run: rows.drop(columns="run_id").reset_index(drop=True)
-                                 for run, rows in table.groupby("run_id", sort=False)}
-        return self.by_run[name].get(run_id)
-
-
 def _plot_sections(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
                    table: ErrorTable) -> list[tuple[str, list[Plot]]]:
     """The page's plot sections, in reading order: the report's own, then those of the plugins
@@ -297,8 +281,9 @@ def _plot_sections(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
     sections = [("Training images per class", counts),
                 ("Per-class accuracy vs. training count", per_class),
                 ("Learning curves", curves)]
-    page = SectionInput(dataset, table.columns, table.rows, ok_runs,
-                        _PageArtifacts(store, list(records.loc[ok, "run_id"])))
+    # Per run, not artifact_table: a plugin's artifact can be large (the ε histograms hold
+    # about 50,000 rows per run), and a page holds every cell's runs.
+    page = SectionInput(dataset, table.columns, table.rows, ok_runs, store.artifact)
     for artifact in registry.plugins("report_section"):
         if store.has_artifact(artifact):
             section = registry.load("report_section", artifact)(page)

@@ -437,12 +437,15 @@ class ResultStore:
         cache = ReadCache(self.root)
         cached = cache.artifact(name)
         kept = None
-        if cached is not None:
-            names = cached.column("file_name").to_pylist()
-            cached_stamps = list(zip(*(cached.column(c).to_pylist() for c in STAMP_COLUMNS)))
-            kept = cached.filter(pa.array([stamps.get(n) == s
-                                           for n, s in zip(names, cached_stamps)]))
-        known = set() if kept is None else set(kept.column("file_name").to_pylist())
+        known: set[str] = set()
+        if cached is not None:  # an artifact has many rows per file: compare once per file
+            files = cached.group_by("file_name").aggregate(
+                [(column, "min") for column in STAMP_COLUMNS]).to_pydict()
+            known = {name for name, *stamp in zip(files["file_name"],
+                                                  *(files[f"{c}_min"] for c in STAMP_COLUMNS))
+                     if stamps.get(name) == tuple(stamp)}
+            kept = cached.filter(pc.is_in(cached.column("file_name"),
+                                          value_set=pa.array(sorted(known), pa.string())))
         published = final_files(self.runs_dir)
         wanted = [run_id for run_id in dict.fromkeys(run_ids) if f"{run_id}.parquet" in published]
         fresh = []
