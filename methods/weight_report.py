@@ -116,6 +116,15 @@ def _quantity_names(quantities: list[str]) -> str:
     return " and ".join(QUANTITY_NAMES.get(q, q) for q in quantities)
 
 
+def _configuration_plot(prefix: str, label: str, imb: float, title_suffix: str, caption: str,
+                        draw, quantities: list[str], data: pd.DataFrame) -> Plot:
+    """One configuration's plot, one row of axes per quantity, its data labelled with the
+    configuration and imbalance factor."""
+    return make_plot(f"{label}, IF {format_imb(imb)}{title_suffix}", caption, draw,
+                     2.8 * len(quantities), data.assign(configuration=label, imb_factor=imb),
+                     configuration_slug(prefix, label, imb))
+
+
 def eps_histograms(dataset: str, imb: float, label: str, histogram: pd.DataFrame) -> Plot:
     """ε (and weight) histograms of one configuration by head / medium / tail group.
 
@@ -141,14 +150,12 @@ def eps_histograms(dataset: str, imb: float, label: str, histogram: pd.DataFrame
             axes.set_ylabel("fraction of examples")
             axes.legend(frameon=False, fontsize="small")
 
-    names = _quantity_names(quantities)
-    return make_plot(f"{label}, IF {format_imb(imb)}",
-                f"{dataset}, IF {format_imb(imb)}, {label}: distribution of the recorded "
-                f"{names} at epoch {int(histogram['epoch'].max())}, summed over the classes of "
-                f"each group and over seeds, as fractions of the group's examples.",
-                draw, 2.8 * len(quantities),
-                histogram.assign(configuration=label, imb_factor=imb),
-                configuration_slug("eps", label, imb))
+    return _configuration_plot(
+        "eps", label, imb, "",
+        f"{dataset}, IF {format_imb(imb)}, {label}: distribution of the recorded "
+        f"{_quantity_names(quantities)} at epoch {int(histogram['epoch'].max())}, summed over "
+        f"the classes of each group and over seeds, as fractions of the group's examples.",
+        draw, quantities, histogram)
 
 
 def eps_by_class(dataset: str, imb: float, label: str, means: pd.DataFrame) -> Plot:
@@ -175,11 +182,9 @@ def eps_by_class(dataset: str, imb: float, label: str, means: pd.DataFrame) -> P
             axes.set_ylabel(f"mean {QUANTITY_NAMES.get(quantity, quantity)}")
             axes.legend(frameon=False, fontsize="small")
 
-    names = _quantity_names(quantities)
-    return make_plot(f"{label}, IF {format_imb(imb)}: mean per class",
-                f"{dataset}, IF {format_imb(imb)}, {label}: mean {names} of each class's "
-                f"examples at the last recorded epoch, averaged over seeds, against the class's "
-                f"training images.",
-                draw, 2.8 * len(quantities),
-                means.assign(configuration=label, imb_factor=imb),
-                configuration_slug("eps_mean", label, imb))
+    return _configuration_plot(
+        "eps_mean", label, imb, ": mean per class",
+        f"{dataset}, IF {format_imb(imb)}, {label}: mean {_quantity_names(quantities)} of each "
+        f"class's examples at the last recorded epoch, averaged over seeds, against the "
+        f"class's training images.",
+        draw, quantities, data=means)

@@ -49,12 +49,12 @@ def per_class_accuracy(dataset: str, imb: float,
              "runs": runs}
             for label, counts, accuracy, runs in series for cls in range(len(counts))]
     return make_plot(f"Per-class accuracy, IF {format_imb(imb)}",
-                f"{dataset}, IF {format_imb(imb)}: test accuracy of every class against its "
-                f"training images, mean over the ok runs of each configuration (final epoch); "
-                f"dotted lines at {FEW_THRESHOLD} and {MANY_THRESHOLD} training images separate "
-                f"the few / medium / many groups.",
-                draw, 4.6, pd.DataFrame(rows), f"per_class_if{format_imb(imb)}",
-                [(label, style_of[label]) for label, *_ in series])
+                     f"{dataset}, IF {format_imb(imb)}: test accuracy of every class against "
+                     f"its training images, mean over the ok runs of each configuration (final "
+                     f"epoch); dotted lines at {FEW_THRESHOLD} and {MANY_THRESHOLD} training "
+                     f"images separate the few / medium / many groups.",
+                     draw, 4.6, pd.DataFrame(rows), f"per_class_if{format_imb(imb)}",
+                     [(label, style_of[label]) for label, *_ in series])
 
 
 def training_counts(dataset: str,
@@ -77,10 +77,10 @@ def training_counts(dataset: str,
             for imb, profile, counts in profiles
             for rank, count in enumerate(np.sort(counts)[::-1])]
     return make_plot("Training images per class",
-                f"{dataset}: training images per class of every long-tailed subset in the "
-                f"store, classes sorted by count; dotted lines at {FEW_THRESHOLD} and "
-                f"{MANY_THRESHOLD} images bound the few / medium / many groups.",
-                draw, 4.0, pd.DataFrame(rows), "training_counts")
+                     f"{dataset}: training images per class of every long-tailed subset in the "
+                     f"store, classes sorted by count; dotted lines at {FEW_THRESHOLD} and "
+                     f"{MANY_THRESHOLD} images bound the few / medium / many groups.",
+                     draw, 4.0, pd.DataFrame(rows), "training_counts")
 
 
 def learning_curves(dataset: str, imb: float, series: Sequence[tuple[str, pd.DataFrame]],
@@ -106,10 +106,10 @@ def learning_curves(dataset: str, imb: float, series: Sequence[tuple[str, pd.Dat
     data = pd.concat([medians.assign(configuration=label, imb_factor=imb)
                       for label, medians in series], ignore_index=True)
     return make_plot(f"Learning curves, IF {format_imb(imb)}",
-                f"{dataset}, IF {format_imb(imb)}: median over seeds (ok runs) of the training "
-                f"loss and of the test top-1 error at each evaluated epoch.",
-                draw, 5.6, data, f"curves_if{format_imb(imb)}",
-                [(label, style_of[label]) for label, _ in series])
+                     f"{dataset}, IF {format_imb(imb)}: median over seeds (ok runs) of the "
+                     f"training loss and of the test top-1 error at each evaluated epoch.",
+                     draw, 5.6, data, f"curves_if{format_imb(imb)}",
+                     [(label, style_of[label]) for label, _ in series])
 
 
 def shifted_accuracy(dataset: str, imb: float, eval_sets: Sequence[str],
@@ -135,9 +135,9 @@ def shifted_accuracy(dataset: str, imb: float, eval_sets: Sequence[str],
              "accuracy_mean": float(accuracy[k]), "runs": runs}
             for label, accuracy, runs in series for k, name in enumerate(eval_sets)]
     return make_plot(f"Shifted test label distributions, IF {format_imb(imb)}",
-                f"{dataset}, IF {format_imb(imb)}: top-1 accuracy on test sets whose label "
-                f"distribution is forward- or backward-shifted by the ratio named on the axis "
-                f"(LADE protocol, protocols.md §1.4), mean over the ok runs; PC softmax and "
-                f"LADE use each set's true label prior.",
-                draw, 4.6, pd.DataFrame(rows), f"shifted_if{format_imb(imb)}",
-                [(label, style_of[label]) for label, *_ in series])
+                     f"{dataset}, IF {format_imb(imb)}: top-1 accuracy on test sets whose label "
+                     f"distribution is forward- or backward-shifted by the ratio named on the axis "
+                     f"(LADE protocol, protocols.md §1.4), mean over the ok runs; PC softmax and "
+                     f"LADE use each set's true label prior.",
+                     draw, 4.6, pd.DataFrame(rows), f"shifted_if{format_imb(imb)}",
+                     [(label, style_of[label]) for label, *_ in series])
