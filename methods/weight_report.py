@@ -30,9 +30,9 @@ def weight_section(page: SectionInput) -> ReportSection | None:
     for imb in page.columns:
         for label in page.rows:
             runs = page.ok_runs(imb, label)
-            if (histogram := eps_histogram(page, runs)) is not None:
+            if (histogram := page.cell_data(eps_histogram, runs)) is not None:
                 plots.append(eps_histograms(page.dataset, imb, label, histogram))
-            if (means := eps_class_means(page, runs)) is not None:
+            if (means := page.cell_data(eps_class_means, runs)) is not None:
                 plots.append(eps_by_class(page.dataset, imb, label, means))
     return ReportSection("Meta-learned ε and weights: by head / medium / tail group and per "
                          "class", plots) if plots else None

@@ -535,3 +535,38 @@ def test_a_second_report_of_the_same_data_renders_nothing_and_a_change_renders_i
     store.write(record("2010", seed=2, imb=10.0, err=33.0))  # a run without curves
     write_report(store, tmp_path / "third")
     assert rendered[first:] == ["per_class_accuracy.<locals>.draw"]  # of IF 10
+
+
+def test_a_second_report_reads_no_eps_artifact_and_a_new_run_recomputes_only_its_cell(
+        tmp_path, monkeypatch):
+    """The ε section's plot data is kept per cell (:meth:`SectionInput.cell_data`): a second
+    report of the same store reads no ε artifact and writes the same ε data; one more run in
+    the IF 10 cell reads that cell's runs again, not the IF 100 cell's."""
+    store = ResultStore(tmp_path / "results")
+    counts = make_record()["train_class_counts"]
+    for seed in (0, 1):
+        for imb in (100.0, 10.0):
+            store.write(record(f"e{seed}{int(imb):03d}", method="meta-ce", seed=seed, imb=imb),
+                        {"eps": eps_frame(counts, 199, 0.1 * seed),
+                         "eps_summary": eps_summary_frame(counts, 199)})
+    reads = []
+    real_artifact = ResultStore.artifact
+    monkeypatch.setattr(ResultStore, "artifact", lambda self, name, run_id: reads.append(
+        (name, run_id)) or real_artifact(self, name, run_id))
+    write_report(store, tmp_path / "first")
+    assert sorted(reads) == sorted((name, f"e{seed}{imb}") for name in ("eps", "eps_summary")
+                                   for seed in (0, 1) for imb in ("100", "010"))
+    reads.clear()
+    write_report(store, tmp_path / "second")
+    assert reads == []
+    for name in ("cifar10-lt_eps_meta-ce_if100.csv", "cifar10-lt_eps_mean_meta-ce_if10.csv"):
+        assert (tmp_path / "first" / "data" / name).read_bytes() == \
+            (tmp_path / "second" / "data" / name).read_bytes()
+    store.write(record("e2010", method="meta-ce", seed=2, imb=10.0),
+                {"eps": eps_frame(counts, 199, 0.2), "eps_summary": eps_summary_frame(counts, 199)})
+    write_report(store, tmp_path / "third")
+    assert sorted(reads) == sorted((name, f"e{seed}010") for name in ("eps", "eps_summary")
+                                   for seed in (0, 1, 2))
+    third = pd.read_csv(tmp_path / "third" / "data" / "cifar10-lt_eps_meta-ce_if10.csv")
+    first = pd.read_csv(tmp_path / "first" / "data" / "cifar10-lt_eps_meta-ce_if10.csv")
+    assert third["count"].sum() == pytest.approx(first["count"].sum() * 1.5)  # 3 seeds, not 2

@@ -27,6 +27,7 @@ import hashlib
 import io
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..spec import format_imb
-from ..store.atomicfile import write_text
+from ..store.atomicfile import atomic_write, write_text
 
 _RC = {"svg.hashsalt": "ltbench", "svg.fonttype": "none", "font.size": 9,
        "axes.spines.top": False, "axes.spines.right": False}
@@ -128,8 +129,42 @@ def make_plot(title: str, caption: str, draw: Callable[[Figure, bool], None], he
     return Plot(title, caption, wide, narrow, data, slug)
 
 
+def _loaded_ltbench_digest() -> str:
+    """A digest of the source of every ltbench module loaded now (the code a computation can
+    call)."""
+    files = sorted(str(getattr(module, "__file__", None) or "") for name, module
+                   in list(sys.modules.items()) if name == "ltbench" or name.startswith("ltbench."))
+    return hashlib.sha256(repr([_source_digest(f) for f in files if f]).encode()).hexdigest()
+
+
+def cached_data(compute: Callable[[], pd.DataFrame | None], code: Callable,
+                inputs: Any) -> pd.DataFrame | None:
+    """``compute()``, kept in the plot cache (as parquet) under a key of ``inputs`` — a
+    description of everything it reads whose ``repr`` changes when any of it changes, such as
+    the stamps of the files it reads — and the source of ``code``'s module and of every ltbench
+    module loaded. For plot data that is slow to derive from large artifacts: a report of an
+    unchanged store reads one small file per plot instead. An empty frame without columns is
+    kept like None, and both come back as None."""
+    key = hashlib.sha256(repr((
+        "data", _source_digest(code.__code__.co_filename), code.__qualname__,
+        _loaded_ltbench_digest(), inputs)).encode()).hexdigest()
+    path = cache_dir() / f"{key}.parquet"
+    try:
+        frame = pd.read_parquet(path)
+        os.utime(path)  # used: kept by prune_cache
+    except (OSError, ValueError):  # absent or unreadable (pyarrow's errors are either)
+        frame = compute()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(path, durable=False) as out:
+                (pd.DataFrame() if frame is None else frame).to_parquet(out, index=False)
+        except (OSError, ValueError, TypeError):  # unwritable, or columns parquet cannot hold:
+            pass  # it only costs the next report its time
+    return None if frame is None or (frame.empty and not len(frame.columns)) else frame
+
+
 def prune_cache(max_age_days: float = CACHE_DAYS) -> None:
-    """Remove cached renderings unused for ``max_age_days``."""
+    """Remove cached renderings and data (:func:`cached_data`) unused for ``max_age_days``."""
     oldest = time.time() - max_age_days * 86400
     try:
         entries = list(os.scandir(cache_dir()))
@@ -137,7 +172,7 @@ def prune_cache(max_age_days: float = CACHE_DAYS) -> None:
         return
     for entry in entries:
         try:
-            if entry.name.endswith(".txt") and entry.stat().st_mtime < oldest:
+            if entry.name.endswith((".txt", ".parquet")) and entry.stat().st_mtime < oldest:
                 os.unlink(entry.path)
         except OSError:  # removed by a concurrent report
             continue

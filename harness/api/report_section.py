@@ -18,11 +18,11 @@ must not import it: it reads artifacts, it does not recompute them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Hashable, Sequence
 
 import pandas as pd
 
-from .plots import Plot
+from .plots import Plot, cached_data
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,9 @@ class SectionInput:
       :data:`ltbench.store.result_store.RECORD_SCHEMA`) of that cell's runs with status
       ``ok``;
     * ``artifact(name, run_id)``: that run's artifact ``name``, or None when it has none (or its
-      file is damaged, which ``ltbench status`` reports).
+      file is damaged, which ``ltbench status`` reports);
+    * ``run_files(run_id)``: a description of the run's files (record and artifacts) that
+      changes when any of them changes, for :meth:`cell_data`.
     """
 
     dataset: str
@@ -44,6 +46,17 @@ class SectionInput:
     rows: Sequence[str]
     ok_runs: Callable[[float, str], pd.DataFrame]
     artifact: Callable[[str, str], pd.DataFrame | None]
+    run_files: Callable[[str], Hashable]
+
+    def cell_data(self, compute: Callable[[SectionInput, pd.DataFrame], pd.DataFrame | None],
+                  runs: pd.DataFrame) -> pd.DataFrame | None:
+        """``compute(self, runs)``: the data of a plot of ``runs`` (e.g. from
+        :attr:`ok_runs`), derived from their artifacts. Kept in the plot cache keyed by the runs'
+        files and ``compute``'s code (:func:`~ltbench.api.plots.cached_data`), so that a report
+        of unchanged runs reads no artifact: use it where the artifacts are large."""
+        return cached_data(lambda: compute(self, runs), compute,
+                           (self.dataset, [self.run_files(run_id)
+                                           for run_id in sorted(runs["run_id"])]))
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ import pandas as pd
 from .published import (SELECTION_TEXT, PublishedRow, comparable, compared_column, matches_setting,
                         setting, skip_reason, with_compared_metrics)
 from ..spec import format_imb
-from .tables import configurations, markdown_escape, method_rank
+from .tables import Configuration, configurations, markdown_escape, method_rank
 
 #: Outcomes in the order the summary lists them.
 OUTCOMES = ("regression", "missing", "improvement", "pass")
@@ -173,13 +173,13 @@ def _device_time(runs: pd.DataFrame) -> tuple[float, str]:
     return float(shares.sum()) / 3600.0, "+".join(sorted(kinds))
 
 
-def _compare_row(row: PublishedRow, records: pd.DataFrame, tolerance: Tolerance
-                 ) -> list[Comparison]:
-    mine = records[records["method"] == row.ltbench_method]
+def _compare_row(row: PublishedRow, mine: pd.DataFrame, configs: list[Configuration],
+                 labels: pd.Series, tolerance: Tolerance) -> list[Comparison]:
+    """``mine``: the records of the row's method and dataset, with their configurations and
+    labels (:func:`configurations`)."""
     if mine.empty:
         return [Comparison(row, "missing", reason=f"no run of {row.ltbench_method} on "
                                                   f"{row.ltbench_dataset}")]
-    configs, labels = configurations(mine)
     matching = [c.label for c in configs if comparable(row, c)]
     if not matching:
         return [Comparison(row, "missing", reason=f"no configuration with {setting(row)}")]
@@ -215,6 +215,9 @@ def check(records: pd.DataFrame, published: Iterable[PublishedRow],
                        [json.loads(h).get("protocol") for h in records["hparams"]]))
     comparisons: list[Comparison] = []
     not_compared: list[tuple[PublishedRow, str]] = []
+    by_run = {key: (runs, *configurations(runs))
+              for key, runs in records.groupby(["dataset", "method"], sort=False)}
+    no_runs = (records.iloc[0:0], [], pd.Series(dtype=object))
     for row in published:
         if row.ltbench_method not in checked or row.ltbench_dataset not in datasets:
             continue
@@ -223,8 +226,8 @@ def check(records: pd.DataFrame, published: Iterable[PublishedRow],
         if reason:
             not_compared.append((row, reason))
             continue
-        comparisons += _compare_row(row, records[records["dataset"] == row.ltbench_dataset],
-                                    tolerance)
+        runs = by_run.get((row.ltbench_dataset, row.ltbench_method), no_runs)
+        comparisons += _compare_row(row, *runs, tolerance)
     rank = method_rank(records)
     comparisons.sort(key=lambda c: (OUTCOMES.index(c.outcome), c.row.ltbench_dataset,
                                     rank(c.row.ltbench_method), -c.row.imb_factor,

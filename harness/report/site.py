@@ -50,6 +50,7 @@ from ..errors import BadInput
 from ..metrics.headline import FEW_THRESHOLD, MANY_THRESHOLD
 from ..spec import format_imb
 from ..store import atomicfile
+from ..store.integrity import file_stamps
 from ..store.result_store import ResultStore
 from . import figures
 from .published import SELECTION_TEXT, PublishedRow, comparable, skip_reason, with_compared_metrics
@@ -261,6 +262,11 @@ def _plot_sections(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
         return records[ok & (records["imb_factor"].astype(float) == imb) & (labels == label)]
 
     run_curves = store.artifact_table("curves", list(records.loc[ok, "run_id"]))
+    # split once by cell: a leaderboard page holds millions of curve rows
+    run_ids = run_curves["run_id"]
+    cell_keys = [run_ids.map(dict(zip(records["run_id"], records["imb_factor"].astype(float)))),
+                 run_ids.map(dict(zip(records["run_id"], labels)))]
+    curves_of_cell = dict(iter(run_curves.groupby(cell_keys))) if len(run_curves) else {}
 
     per_class, curves = [], []
     style_of = {label: index for index, label in enumerate(table.rows)}
@@ -270,8 +276,8 @@ def _plot_sections(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
             runs = ok_runs(imb, label)
             if (series := _per_class_series(runs)) is not None:
                 per_class_series.append((label, *series))
-            cell_curves = run_curves[run_curves["run_id"].isin(set(runs["run_id"]))]
-            if (medians := _curve_medians(cell_curves)) is not None:
+            if (medians := _curve_medians(curves_of_cell.get((imb, label), run_curves.iloc[0:0]))
+                    ) is not None:
                 curve_series.append((label, medians))
         if per_class_series:
             per_class.append(figures.per_class_accuracy(dataset, imb, per_class_series,
@@ -283,7 +289,12 @@ def _plot_sections(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
                 ("Learning curves", curves)]
     # Per run, not artifact_table: a plugin's artifact can be large (the ε histograms hold
     # about 50,000 rows per run), and a page holds every cell's runs.
-    page = SectionInput(dataset, table.columns, table.rows, ok_runs, store.artifact)
+    stamps = file_stamps(store)
+
+    def run_files(run_id: str) -> tuple:
+        return tuple((folder, files.get(f"{run_id}.parquet")) for folder, files in stamps.items())
+
+    page = SectionInput(dataset, table.columns, table.rows, ok_runs, store.artifact, run_files)
     for artifact in registry.plugins("report_section"):
         if store.has_artifact(artifact):
             section = registry.load("report_section", artifact)(page)

@@ -90,11 +90,9 @@ class ErrorTable:
     configs: dict[str, Configuration] = field(default_factory=dict)
 
 
-def _settings(row: pd.Series) -> dict[str, Any]:
+def _settings(hparams: str, profile: str, harness_version: str) -> dict[str, Any]:
     """The settings that distinguish configurations of one method in one dataset."""
-    config = json.loads(row["hparams"])
-    config.update(profile=row["profile"], harness_version=row["harness_version"])
-    return config
+    return {**json.loads(hparams), "profile": profile, "harness_version": harness_version}
 
 
 def _config_labels(method: str, configs: list[dict[str, Any]]) -> list[str]:
@@ -132,11 +130,18 @@ def configurations(records: pd.DataFrame, method_order: Sequence[str] | None = N
 
     The label Series is aligned with ``records.index``.
     """
-    settings = [_settings(row) for _, row in records.iterrows()]
-    keys = [canonical_json(s) for s in settings]
+    # a leaderboard has thousands of records but few distinct settings: parse each once
+    triples = list(zip(records["hparams"], records["profile"], records["harness_version"]))
+    key_of: dict[tuple, str] = {}
+    setting_of: dict[str, dict[str, Any]] = {}
+    for triple in set(triples):
+        setting = _settings(*triple)
+        key_of[triple] = canonical_json(setting)
+        setting_of[key_of[triple]] = setting
+    keys = [key_of[triple] for triple in triples]
     by_method: dict[str, dict[str, dict[str, Any]]] = {}
-    for method, key, setting in zip(records["method"], keys, settings):
-        by_method.setdefault(method, {})[key] = setting
+    for method, key in zip(records["method"], keys):
+        by_method.setdefault(method, {})[key] = setting_of[key]
     configs: list[Configuration] = []
     label_of: dict[tuple[str, str], str] = {}
     for method in sorted(by_method, key=method_rank(records, method_order)):

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInput
-from .read_cache import ReadCache, final_files
+from .read_cache import ReadCache, Stamp, final_files
 from .result_store import DamagedFile, ResultStore
 
 #: Folders of a store that hold no per-run parquet files of their own.
@@ -46,11 +46,18 @@ class Damage:
     reason: str
 
 
-def _artifact_dirs(store: ResultStore) -> list[Path]:
+def artifact_dirs(store: ResultStore) -> list[Path]:
+    """The store's artifact folders, in name order."""
     if not store.root.is_dir():
         return []
     return sorted(p for p in store.root.iterdir() if p.is_dir() and p.name not in NOT_ARTIFACTS
                   and not p.name.startswith("."))
+
+
+def file_stamps(store: ResultStore) -> dict[str, dict[str, Stamp]]:
+    """A snapshot of the stamp of every final file of the store, by folder name (``runs``, then
+    each artifact's) and file name."""
+    return {folder.name: final_files(folder) for folder in [store.runs_dir, *artifact_dirs(store)]}
 
 
 def _damage(store: ResultStore, path: Path) -> str | None:
@@ -73,7 +80,7 @@ def find_damaged(store: ResultStore, rescan: bool = False) -> list[Damage]:
     cache = ReadCache(store.root)
     known = {} if rescan else cache.verified()
     verified, found = {}, []
-    folders = ([store.runs_dir] if store.runs_dir.is_dir() else []) + _artifact_dirs(store)
+    folders = ([store.runs_dir] if store.runs_dir.is_dir() else []) + artifact_dirs(store)
     for folder in folders:
         stamps = final_files(folder)
         for name in sorted(stamps):
@@ -101,7 +108,7 @@ def repair(store: ResultStore, damaged: list[Damage]) -> list[tuple[Path, Path]]
     overwritten)."""
     run_ids = {d.run_id for d in damaged}
     moves = []
-    for folder in [store.runs_dir, *_artifact_dirs(store)]:
+    for folder in [store.runs_dir, *artifact_dirs(store)]:
         for run_id in sorted(run_ids):
             source = folder / f"{run_id}.parquet"
             if not source.exists():
