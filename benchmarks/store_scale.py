@@ -10,8 +10,9 @@ factors × as many seeds as it takes, so that the tables and plots have leaderbo
 Each command runs in a fresh process, as a user starts it: first with empty caches (every file
 read and verified and every plot rendered, which is what every read cost before the caches,
 :mod:`ltbench.store.read_cache` and :func:`ltbench.api.plots.make_plot`), then again with the
-caches it left (the usual case: a store read before, a few runs added since). Prints a
-Markdown table and writes it with the machine's details as ``store_scale-<UTC time>.json``
+caches it left (the usual case: a store read before, a few runs added since). Then
+``ltbench compact`` merges the store into parts (timed) and every command runs again, cold and
+warm, on the compacted store (``compacted_*`` columns). Prints a Markdown table and writes it with the machine's details as ``store_scale-<UTC time>.json``
 under ``--out``. A benchmark, not a test: the numbers depend on the machine and on what else
 runs on it (the load average is recorded).
 """
@@ -94,13 +95,18 @@ def _read_seconds(store: Path, env: dict[str, str]) -> float:
     return float(done.stdout)
 
 
+def _env(work: Path) -> dict[str, str]:
+    """The environment of every command: its caches under ``work``."""
+    return {**os.environ, "LTBENCH_READ_CACHE": str(work / "read-cache"),
+            "LTBENCH_PLOT_CACHE": str(work / "plot-cache")}
+
+
 def measure(store: Path, work: Path) -> dict[str, dict[str, float]]:
     """Seconds of every command, cold (empty caches) and warm (the caches it left)."""
     ltbench = [sys.executable, "-m", "ltbench"]
     times: dict[str, dict[str, float]] = {}
-    caches = [work / "read-cache", work / "plot-cache"]
-    env = {**os.environ, "LTBENCH_READ_CACHE": str(caches[0]),
-           "LTBENCH_PLOT_CACHE": str(caches[1])}
+    env = _env(work)
+    caches = [Path(env["LTBENCH_READ_CACHE"]), Path(env["LTBENCH_PLOT_CACHE"])]
 
     def clear() -> None:
         for cache in caches:
@@ -122,6 +128,11 @@ def measure(store: Path, work: Path) -> dict[str, dict[str, float]]:
     return times
 
 
+def _columns(prefix: str, times: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {f"{prefix}{name}_{state}_s": round(seconds, 2)
+            for name, by_state in times.items() for state, seconds in by_state.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, default=Path("results/reference"))
@@ -135,15 +146,18 @@ def main() -> None:
     rows = []
     for size in sizes:
         store = work / f"store-{size}"
+        if (store / "compacted").exists():  # compacted by an earlier run: per-run files gone
+            shutil.rmtree(store)
         if not (store / "runs").is_dir():
             started = time.perf_counter()
             fabricate(args.source, store, size)
             print(f"fabricated {size} runs in {time.perf_counter() - started:.0f} s",
                   file=sys.stderr)
-        times = measure(store, work)
-        rows.append({"runs": size, **{f"{name}_{state}_s": round(seconds, 2)
-                                      for name, by_state in times.items()
-                                      for state, seconds in by_state.items()}})
+        row = {"runs": size, **_columns("", measure(store, work))}
+        # with the caches the warm commands left, as a user compacts a store they read
+        row["compact_s"] = round(_timed([sys.executable, "-m", "ltbench", "compact", "--results",
+                                         str(store)], _env(work)), 2)
+        rows.append({**row, **_columns("compacted_", measure(store, work))})
         print(json.dumps(rows[-1]), file=sys.stderr)
     header = list(rows[0])
     print("| " + " | ".join(header) + " |")

@@ -282,18 +282,18 @@ def test_damage_is_found_again_unless_the_stamp_hides_it_from_all_but_a_rescan(t
         store.write(make_record(run_id), {"curves": curves_frame(3, 30.0)})
     assert integrity.find_damaged(store) == [] and len(store.read()) == 2
     _flip_a_value_byte(store.runs_dir / f"{'a' * 16}.parquet", keep_stamp=False)
-    assert [d.run_id for d in integrity.find_damaged(store)] == ["a" * 16]
+    assert [d.name for d in integrity.find_damaged(store)] == ["a" * 16]
     assert store.read()["run_id"].tolist() == ["b" * 16]
-    assert [d.run_id for d in integrity.find_damaged(store)] == ["a" * 16]  # not cached
+    assert [d.name for d in integrity.find_damaged(store)] == ["a" * 16]  # not cached
     _flip_a_value_byte(store.curves_dir / f"{'b' * 16}.parquet", keep_stamp=True)
-    assert [d.run_id for d in integrity.find_damaged(store)] == ["a" * 16]
-    assert [d.run_id for d in integrity.find_damaged(store, rescan=True)] == ["a" * 16,
+    assert [d.name for d in integrity.find_damaged(store)] == ["a" * 16]
+    assert [d.name for d in integrity.find_damaged(store, rescan=True)] == ["a" * 16,
                                                                               "b" * 16]
     cache = ReadCache(store.root)
     for name in ("records.parquet", "verified.parquet"):
         (cache.folder / name).write_bytes(b"damaged cache")
     assert store.read()["run_id"].tolist() == ["b" * 16]
-    assert [d.run_id for d in integrity.find_damaged(store)] == ["a" * 16, "b" * 16]
+    assert [d.name for d in integrity.find_damaged(store)] == ["a" * 16, "b" * 16]
 
 
 def test_artifact_table_joins_published_runs_and_follows_changes(tmp_path):

@@ -37,8 +37,8 @@ class SectionInput:
       ``ok``;
     * ``artifact(name, run_id)``: that run's artifact ``name``, or None when it has none (or its
       file is damaged, which ``ltbench status`` reports);
-    * ``run_files(run_id)``: a description of the run's files (record and artifacts) that
-      changes when any of them changes, for :meth:`cell_data`.
+    * ``run_files(run_id)``: a description of the run and its files (record and artifacts)
+      that changes when any of them changes, for :meth:`cell_data`.
     """
 
     dataset: str

@@ -33,7 +33,7 @@ def status(results, methods, datasets, imb, seeds, repair, rescan):
     damaged = integrity.find_damaged(store, rescan=rescan)
     records = store.read()
     click.echo(status_table(
-        records[~records["run_id"].isin({d.run_id for d in damaged})],
+        records[~records["run_id"].isin(integrity.damaged_runs(store, damaged))],
         methods=registry.parse_names("method", methods),
         datasets=registry.parse_names("dataset", datasets) if datasets else None,
         imb_factors=grid.parse_imb_factors(imb) if imb else None,

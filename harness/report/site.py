@@ -289,10 +289,12 @@ def _plot_sections(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
                 ("Learning curves", curves)]
     # Per run, not artifact_table: a plugin's artifact can be large (the ε histograms hold
     # about 50,000 rows per run), and a page holds every cell's runs.
-    stamps = file_stamps(store)
+    stamps, part_of = file_stamps(store), store.part_runs()
 
     def run_files(run_id: str) -> tuple:
-        return tuple((folder, files.get(f"{run_id}.parquet")) for folder, files in stamps.items())
+        # a part never changes once published: its name stands for its files
+        return (run_id, part_of.get(run_id), *((folder, files.get(f"{run_id}.parquet"))
+                                               for folder, files in stamps.items()))
 
     page = SectionInput(dataset, table.columns, table.rows, ok_runs, store.artifact, run_files)
     for artifact in registry.plugins("report_section"):

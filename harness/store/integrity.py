@@ -18,6 +18,10 @@ checksums, a foreign or misnamed record, curves without their columns (the store
   ``<results>/corrupt/<folder>/``, where nothing reads them, so the run is missing and is
   re-run, and the bytes stay available for inspection.
 
+A compacted part (:mod:`ltbench.store.compaction`) is checked like a run's files: a damaged
+record or artifact part makes every run read from it incomplete (:func:`damaged_runs`), and
+repair moves all of that part's files aside.
+
 :func:`check_free_space` refuses to start a grid on a nearly full disk: a run that cannot
 publish its record at the end wastes its whole training time.
 """
@@ -31,17 +35,19 @@ from pathlib import Path
 
 from ..errors import BadInput
 from .read_cache import ReadCache, Stamp, final_files
-from .result_store import DamagedFile, ResultStore
+from .result_store import COMPACTED_DIR, DamagedFile, ResultStore
 
 #: Folders of a store that hold no per-run parquet files of their own.
 NOT_ARTIFACTS = {"runs", "corrupt", "claims", "resume", "launch", "slurm", "published",
-                 "reference"}
+                 "reference", COMPACTED_DIR}
 CORRUPT_DIR = "corrupt"
 
 
 @dataclass(frozen=True)
 class Damage:
-    run_id: str
+    """A damaged final file: ``name`` is its run's id, or its compacted part's name."""
+
+    name: str
     path: Path
     reason: str
 
@@ -54,10 +60,24 @@ def artifact_dirs(store: ResultStore) -> list[Path]:
                   and not p.name.startswith("."))
 
 
+def part_dirs(store: ResultStore) -> list[Path]:
+    """The folders of compacted parts: records, then each artifact's in name order."""
+    if not store.compacted_dir.is_dir():
+        return []
+    return sorted((p for p in store.compacted_dir.iterdir() if p.is_dir()
+                   and not p.name.startswith(".")), key=lambda p: (p.name != "runs", p.name))
+
+
+def _folders(store: ResultStore) -> list[Path]:
+    """Every folder of final files: runs, artifacts, then the parts'."""
+    return [store.runs_dir, *artifact_dirs(store), *part_dirs(store)]
+
+
 def file_stamps(store: ResultStore) -> dict[str, dict[str, Stamp]]:
-    """A snapshot of the stamp of every final file of the store, by folder name (``runs``, then
-    each artifact's) and file name."""
-    return {folder.name: final_files(folder) for folder in [store.runs_dir, *artifact_dirs(store)]}
+    """A snapshot of the stamp of every final file of the store, by folder (its path under the
+    root: ``runs``, each artifact's, then ``compacted/...``) and file name."""
+    return {folder.relative_to(store.root).as_posix(): final_files(folder)
+            for folder in _folders(store)}
 
 
 def _damage(store: ResultStore, path: Path) -> str | None:
@@ -65,6 +85,8 @@ def _damage(store: ResultStore, path: Path) -> str | None:
     try:
         if path.parent == store.runs_dir:
             store.read_record_file(path)
+        elif path.parent == store.compacted_dir / "runs":
+            store.read_part_file(path)
         else:
             store.read_artifact_file(path.parent.name, path)
     except FileNotFoundError:
@@ -80,11 +102,10 @@ def find_damaged(store: ResultStore, rescan: bool = False) -> list[Damage]:
     cache = ReadCache(store.root)
     known = {} if rescan else cache.verified()
     verified, found = {}, []
-    folders = ([store.runs_dir] if store.runs_dir.is_dir() else []) + artifact_dirs(store)
-    for folder in folders:
+    for folder in _folders(store):
         stamps = final_files(folder)
         for name in sorted(stamps):
-            key = (folder.name, name)
+            key = (folder.relative_to(store.root).as_posix(), name)
             if known.get(key) != stamps[key[1]]:
                 reason = _damage(store, folder / name)
                 if reason is not None:
@@ -96,24 +117,45 @@ def find_damaged(store: ResultStore, rescan: bool = False) -> list[Damage]:
     return found
 
 
+def _is_part(store: ResultStore, damage: Damage) -> bool:
+    return damage.path.parent.parent == store.compacted_dir
+
+
+def damaged_runs(store: ResultStore, damaged: list[Damage]) -> set[str]:
+    """The runs that ``damaged`` leaves incomplete: those with a damaged file of their own, and
+    those read from a damaged part."""
+    parts = {d.name for d in damaged if _is_part(store, d)}
+    from_parts = {run_id for run_id, part in store.part_runs().items() if part in parts}
+    return {d.name for d in damaged if not _is_part(store, d)} | from_parts
+
+
 def usable_statuses(store: ResultStore) -> dict[str, str]:
     """``store.statuses()`` less every run with a damaged record or artifact."""
-    damaged = {d.run_id for d in find_damaged(store)}
+    damaged = damaged_runs(store, find_damaged(store))
     return {run_id: s for run_id, s in store.statuses().items() if run_id not in damaged}
 
 
 def repair(store: ResultStore, damaged: list[Damage]) -> list[tuple[Path, Path]]:
-    """Move every file of each damaged run into ``<results>/corrupt/<folder>/``; returns the
-    ``(from, to)`` moves. A name already taken there gets a numeric suffix (never
-    overwritten)."""
-    run_ids = {d.run_id for d in damaged}
+    """Move every file of each damaged run (or compacted part) into
+    ``<results>/corrupt/<folder>/``; returns the ``(from, to)`` moves. A name already taken
+    there gets a numeric suffix (never overwritten)."""
     moves = []
-    for folder in [store.runs_dir, *artifact_dirs(store)]:
-        for run_id in sorted(run_ids):
-            source = folder / f"{run_id}.parquet"
+    for folders, names in (([store.runs_dir, *artifact_dirs(store)],
+                            {d.name for d in damaged if not _is_part(store, d)}),
+                           (part_dirs(store), {d.name for d in damaged if _is_part(store, d)})):
+        moves += _move_aside(store, folders, names)
+    return moves
+
+
+def _move_aside(store: ResultStore, folders: list[Path], names: set[str]
+                ) -> list[tuple[Path, Path]]:
+    moves = []
+    for folder in folders:
+        for name in sorted(names):
+            source = folder / f"{name}.parquet"
             if not source.exists():
                 continue
-            target_dir = store.root / CORRUPT_DIR / folder.name
+            target_dir = store.root / CORRUPT_DIR / folder.relative_to(store.root)
             target_dir.mkdir(parents=True, exist_ok=True)
             target, n = target_dir / source.name, 1
             while target.exists():

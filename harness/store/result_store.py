@@ -9,6 +9,8 @@ Layout under the store root::
                                (:mod:`ltbench.metrics.shifted`)
     models/<run_id>.pt         the final model of a stage-1 run (a torch ``state_dict``,
                                verified before use: :mod:`ltbench.store.torchfiles`)
+    compacted/runs/<part>.parquet    the records of many runs, merged by ``ltbench compact``
+    compacted/<name>/<part>.parquet  their artifact ``name``, one row group per run, run_id first
 
 A run exists only once its record file exists (architecture.md §8 pitfall 1: DomainBed's
 ``load_records`` counted partial runs). Every file is written by
@@ -29,6 +31,13 @@ failing its checksums, a record that is not one row of :data:`RECORD_SCHEMA` nam
 ``run_id`` (a foreign file, a copy under another name), curves without :data:`CURVE_COLUMNS`.
 Every reader skips a damaged file, as if the run were missing, so it is re-run; it is found,
 reported and moved aside by :mod:`ltbench.store.integrity` (``ltbench status [--repair]``).
+
+A compacted part (:mod:`ltbench.store.compaction`) is published like a run: its artifact files
+first, its record file last, and an artifact part counts only for the runs of the record part
+of the same name. Every reader reads both forms, and a run found in both is read from its own
+record file (published after the part: a run trained again), else from the newest part holding
+it; its artifacts come from its own files where they exist, else from the part its record
+came from.
 
 The store schema version and the shot-group thresholds live in the parquet schema metadata, as
 in benchopt/benchopt : benchopt/results/parquet.py. This module must not import torch: the
@@ -55,7 +64,7 @@ from ..errors import BadInput
 from ..metrics.headline import FEW_THRESHOLD, MANY_THRESHOLD
 from . import torchfiles
 from .atomicfile import atomic_write
-from .read_cache import STAMP_COLUMNS, ReadCache, final_files, stamp_columns, with_stamps
+from .read_cache import STAMP_COLUMNS, ReadCache, Stamp, final_files, stamp_columns, with_stamps
 
 STORE_SCHEMA_VERSION = "1"
 _VERSION_KEY = b"ltbench.store_schema_version"
@@ -142,6 +151,11 @@ ADDED_COLUMNS = {"selection_rule": "last", "stage1_run_id": None, "artifact_erro
 
 #: The per-epoch curve columns the engine writes (:mod:`ltbench.engine.train`) and readers use.
 CURVE_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "train_s", "eval_s")
+
+#: The folder of compacted parts (:mod:`ltbench.store.compaction`), inside the store root.
+COMPACTED_DIR = "compacted"
+#: The schema-metadata key of an artifact part: its run ids (JSON), one per row group, in order.
+PART_RUN_IDS_KEY = b"ltbench.part_run_ids"
 
 _SORT_KEYS = ["dataset", "method", "imb_factor", "seed", "run_id"]
 # Run ids become file names: no separators, no leading dot (hidden names are temp files).
@@ -246,6 +260,16 @@ def _record_schema_problem(path: Path, schema: pa.Schema, rows: int) -> str | No
     version's); :class:`BadInput` for a record of another store schema version, which is not
     damaged but must not be mixed in.
     """
+    problem = _records_schema_problem(path, schema)
+    return problem or (None if rows == 1 else f"{rows} rows, not one")
+
+
+def _part_schema_problem(path: Path, schema: pa.Schema, rows: int) -> str | None:
+    """As :func:`_record_schema_problem`, for a compacted record part: any number of rows."""
+    return _records_schema_problem(path, schema) or (None if rows else "no rows")
+
+
+def _records_schema_problem(path: Path, schema: pa.Schema) -> str | None:
     metadata = schema.metadata or {}
     if _VERSION_KEY not in metadata:
         return "not an ltbench record (no store schema version in its metadata)"
@@ -265,12 +289,27 @@ def _record_schema_problem(path: Path, schema: pa.Schema, rows: int) -> str | No
     absent = [name for name in ADDED_COLUMNS if name not in schema.names]
     if unknown and absent:
         return f"column(s) {', '.join(unknown)} instead of {', '.join(absent)}"
-    return None if rows == 1 else f"{rows} rows, not one"
+    return None
 
 
 def _curves_schema_problem(path: Path, schema: pa.Schema, rows: int) -> str | None:
     missing = [name for name in CURVE_COLUMNS if name not in schema.names]
     return f"curves without column(s) {', '.join(missing)}" if missing else None
+
+
+def _one_record_per_run(table: pa.Table) -> pa.Table:
+    """The rows of ``table`` (records with their ``file_name`` under the store root) that a
+    reader reads: a run's own record file, else the newest compacted part holding it (part
+    names sort by creation time)."""
+    names = table.column("file_name").to_pylist()
+    if all(name.startswith("runs/") for name in names):
+        return table
+    order = sorted(range(len(names)), key=names.__getitem__, reverse=True)
+    order.sort(key=lambda i: names[i].startswith(COMPACTED_DIR))
+    row_of_run: dict[str, int] = {}
+    for i, run_id in zip(order, table.column("run_id").take(pa.array(order)).to_pylist()):
+        row_of_run.setdefault(run_id, i)
+    return table.take(pa.array(sorted(row_of_run.values()), pa.int64()))
 
 
 class ResultStore:
@@ -280,6 +319,10 @@ class ResultStore:
         self.root = Path(root)
         self.runs_dir = self.root / "runs"
         self.curves_dir = self.root / "curves"
+        self.compacted_dir = self.root / COMPACTED_DIR
+        # A part is never changed once published: its index holds while its stamp does.
+        self._part_indexes: dict[tuple[str, Stamp], dict[str, tuple[str, datetime]]] = {}
+        self._index_of_parts: tuple[list, dict[str, tuple[str, str, datetime]]] = ([], {})
 
     def ensure_writable(self) -> None:
         """Create ``runs/`` and ``curves/`` and prove a file can be written in each.
@@ -341,9 +384,20 @@ class ResultStore:
             raise DamagedFile(f"its run_id is {run_id!r}, not its file name")
         return table
 
+    def read_part_file(self, path: Path, columns: list[str] | None = None) -> pa.Table:
+        """``columns`` (None: all) of the compacted record part ``path``; :class:`DamagedFile`
+        if it is damaged (as a record file, or a run id repeated), ``FileNotFoundError`` if it
+        is gone."""
+        columns = None if columns is None else ["run_id", *(c for c in columns if c != "run_id")]
+        table = _read_verified(path, columns, _part_schema_problem)
+        if len(pc.unique(table.column("run_id"))) != table.num_rows:
+            raise DamagedFile("a run id appears twice")
+        return table
+
     def read_artifact_file(self, name: str, path: Path) -> pa.Table:
-        """The artifact file ``path`` of artifact ``name``; :class:`DamagedFile` if it is
-        damaged (module doc), ``FileNotFoundError`` if it is gone."""
+        """The artifact file (or compacted artifact part) ``path`` of artifact ``name``;
+        :class:`DamagedFile` if it is damaged (module doc), ``FileNotFoundError`` if it is
+        gone."""
         return _read_verified(path, check_schema=_curves_schema_problem if name == "curves"
                               else None)
 
@@ -354,6 +408,54 @@ class ResultStore:
         except (FileNotFoundError, DamagedFile):
             return None
 
+    def _record_stamps(self) -> dict[str, Stamp]:
+        """The stamp of every final record file and record part, by path under the root."""
+        return {**{f"runs/{name}": stamp for name, stamp in final_files(self.runs_dir).items()},
+                **{f"{COMPACTED_DIR}/runs/{name}": stamp for name, stamp
+                   in final_files(self.compacted_dir / "runs").items()}}
+
+    def _part_index(self) -> dict[str, tuple[str, str, datetime]]:
+        """``run_id -> (part, status, finished_utc)`` of every run whose record is in a
+        compacted part, from the newest part holding it; damaged parts left out."""
+        files = sorted(final_files(self.compacted_dir / "runs").items())
+        if files == self._index_of_parts[0]:
+            return self._index_of_parts[1]
+        index: dict[str, tuple[str, str, datetime]] = {}
+        for file, stamp in files:
+            key = (file, stamp)
+            if key not in self._part_indexes:
+                try:
+                    table = self.read_part_file(self.compacted_dir / "runs" / file,
+                                                ["status", "finished_utc"])
+                except (FileNotFoundError, DamagedFile):  # reported by ltbench status
+                    continue
+                self._part_indexes[key] = {
+                    run_id: (status, finished) for run_id, status, finished
+                    in zip(*(table.column(c).to_pylist()
+                             for c in ("run_id", "status", "finished_utc")))}
+            part = file[:-len(".parquet")]
+            index.update({run_id: (part, *entry)
+                          for run_id, entry in self._part_indexes[key].items()})
+        self._index_of_parts = (files, index)
+        return index
+
+    def part_of(self, run_id: str) -> str | None:
+        """The compacted part run ``run_id``'s record is read from, or None: it has its own
+        record file, or it is not published."""
+        if (self.runs_dir / f"{run_id}.parquet").exists():
+            return None
+        entry = self._part_index().get(run_id)
+        return None if entry is None else entry[0]
+
+    def part_runs(self) -> dict[str, str]:
+        """``run_id -> part`` of every run whose record is read from a compacted part."""
+        own = final_files(self.runs_dir)
+        return {run_id: entry[0] for run_id, entry in self._part_index().items()
+                if f"{run_id}.parquet" not in own}
+
+    def _published(self, run_id: str) -> bool:
+        return (self.runs_dir / f"{run_id}.parquet").exists() or self.part_of(run_id) is not None
+
     def read(self) -> pd.DataFrame:
         """All published records, one row per run, sorted by (dataset, method, imb_factor, seed).
 
@@ -361,9 +463,17 @@ class ResultStore:
         columns are pandas ``Int64`` (null stays ``<NA>``), list columns hold numpy arrays,
         timestamps are ``datetime64[us, UTC]``. Record files unchanged since the last read
         come from the reader's cache (:mod:`ltbench.store.read_cache`), the others are read
-        and verified.
+        and verified. A run in a compacted part and in its own file is read from its file (the
+        module doc).
         """
-        stamps = final_files(self.runs_dir)
+        frame = _to_pandas(_one_record_per_run(self.record_rows()).select(RECORD_SCHEMA.names))
+        return frame.sort_values(_SORT_KEYS, kind="stable").reset_index(drop=True)
+
+    def record_rows(self) -> pa.Table:
+        """Every intact record file's and record part's rows (:data:`RECORD_SCHEMA`, then
+        ``file_name``, the file's path under the root, and its stamp: :func:`with_stamps`); a
+        run in several of them appears once per file. :meth:`read` is what readers want."""
+        stamps = self._record_stamps()
         cache = ReadCache(self.root)
         cached = cache.records(RECORD_SCHEMA)
         kept = with_stamps(RECORD_SCHEMA).empty_table()
@@ -376,11 +486,14 @@ class ResultStore:
         known = set(kept.column("file_name").to_pylist())
         fresh, fresh_names = [], []
         for name in sorted(set(stamps) - known):
-            table = self._read_file(self.runs_dir / name, None)
-            if table is not None:
-                fresh.append(_with_added_columns(table).select(RECORD_SCHEMA.names)
-                             .cast(RECORD_SCHEMA))
-                fresh_names.append(name)
+            try:
+                table = (self.read_record_file if name.startswith("runs/")
+                         else self.read_part_file)(self.root / name)
+            except (FileNotFoundError, DamagedFile):  # damaged: reported by ltbench status
+                continue
+            fresh.append(_with_added_columns(table).select(RECORD_SCHEMA.names)
+                         .cast(RECORD_SCHEMA))
+            fresh_names += [name] * table.num_rows
         table = kept
         if fresh:
             new = pa.concat_tables(fresh)
@@ -391,8 +504,7 @@ class ResultStore:
             table = pa.concat_tables([kept, new])
         if fresh or cached is None or len(kept) < len(cached):
             cache.save_records(table)
-        frame = _to_pandas(table.select(RECORD_SCHEMA.names))
-        return frame.sort_values(_SORT_KEYS, kind="stable").reset_index(drop=True)
+        return table
 
     def statuses(self) -> dict[str, str]:
         """``run_id -> status`` of every published run."""
@@ -402,15 +514,25 @@ class ResultStore:
     def status(self, run_id: str) -> str | None:
         """The status of run ``run_id``, or None when it is not published."""
         table = self._read_file(self.runs_dir / f"{run_id}.parquet", ["status"])
-        return None if table is None else table.column("status")[0].as_py()
+        if table is not None:
+            return table.column("status")[0].as_py()
+        entry = self._part_index().get(run_id)
+        return None if entry is None else entry[1]
 
     def artifact(self, name: str, run_id: str) -> pd.DataFrame | None:
-        """Artifact ``name`` of a published run, or None (no such artifact, or run unpublished)."""
+        """Artifact ``name`` of a published run, or None (no such artifact, or run unpublished).
+        Read from a compacted part, it starts with a ``run_id`` column."""
         path = self.root / name / f"{run_id}.parquet"
-        if not (self.runs_dir / f"{run_id}.parquet").exists() or not path.exists():
+        part = self.part_of(run_id)
+        if part is None and not (self.runs_dir / f"{run_id}.parquet").exists():
             return None
         try:
-            table = self.read_artifact_file(name, path)
+            if path.exists():
+                table = self.read_artifact_file(name, path)
+            elif part is not None:
+                table = self._part_artifact(name, part, run_id)
+            else:
+                return None
         except (FileNotFoundError, DamagedFile):  # damaged: reported by ltbench status
             return None
         # Artifacts are plain columns: the pandas metadata (JSON in the footer, which parquet
@@ -420,11 +542,31 @@ class ResultStore:
     def published_since(self, run_id: str, timestamp: float) -> bool:
         """Whether the record of ``run_id`` was published at or after ``timestamp`` (seconds
         since the epoch, as ``time.time()``): by another process, when this one is about to
-        train it."""
+        train it. A run compacted since counts from its ``finished_utc``."""
         try:
             return (self.runs_dir / f"{run_id}.parquet").stat().st_mtime >= timestamp
         except FileNotFoundError:
-            return False
+            entry = self._part_index().get(run_id)
+            return entry is not None and entry[2].timestamp() >= timestamp
+
+    def _part_artifact(self, name: str, part: str, run_id: str) -> pa.Table:
+        """The rows of run ``run_id`` in part ``part`` of artifact ``name``: its row group.
+        :class:`DamagedFile` if the part is damaged, ``FileNotFoundError`` if it is absent
+        (the run had no such artifact)."""
+        path = self.compacted_dir / name / f"{part}.parquet"
+        try:
+            with pq.ParquetFile(path, page_checksum_verification=True) as file:
+                run_ids = json.loads((file.schema_arrow.metadata or {})[PART_RUN_IDS_KEY])
+                if run_id not in run_ids:
+                    raise FileNotFoundError(path)
+                table = file.read_row_group(run_ids.index(run_id))
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowException, OSError, ValueError, KeyError) as exc:
+            raise DamagedFile(f"{type(exc).__name__}: {exc}") from exc
+        if table.column("run_id").to_pylist() != [run_id] * table.num_rows:
+            raise DamagedFile(f"{path}: its row groups do not match its run ids")
+        return table
 
     def artifact_table(self, name: str, run_ids: Sequence[str]) -> pd.DataFrame:
         """Artifact ``name`` of those of the published runs ``run_ids`` that have one (an
@@ -433,7 +575,10 @@ class ResultStore:
         (:mod:`ltbench.store.read_cache`), the others are read and verified."""
         _check_artifact_name(name)
         folder = self.root / name
-        stamps = final_files(folder)
+        own = final_files(folder)
+        parts = {f"{COMPACTED_DIR}/{file}": stamp
+                 for file, stamp in final_files(self.compacted_dir / name).items()}
+        stamps = {**own, **parts}
         cache = ReadCache(self.root)
         cached = cache.artifact(name)
         kept = None
@@ -446,25 +591,27 @@ class ResultStore:
                      if stamps.get(name) == tuple(stamp)}
             kept = cached.filter(pc.is_in(cached.column("file_name"),
                                           value_set=pa.array(sorted(known), pa.string())))
-        published = final_files(self.runs_dir)
-        wanted = [run_id for run_id in dict.fromkeys(run_ids) if f"{run_id}.parquet" in published]
+        source = self._artifact_sources(own, parts, run_ids)
         fresh = []
-        for run_id in wanted:
-            file = f"{run_id}.parquet"
-            if file in known or file not in stamps:
+        for file in dict.fromkeys(source.values()):
+            if file in known:
                 continue
+            path = (self.compacted_dir / name / file[len(COMPACTED_DIR) + 1:] if file in parts
+                    else folder / file)
             try:
-                table = self.read_artifact_file(name, folder / file).replace_schema_metadata(None)
+                table = self.read_artifact_file(name, path).replace_schema_metadata(None)
             except (FileNotFoundError, DamagedFile):  # damaged: reported by ltbench status
                 continue
-            if "run_id" in table.column_names:
-                table = table.drop_columns(["run_id"])
             rows = table.num_rows
-            extra = [pa.array([run_id] * rows, pa.string()), pa.array([file] * rows, pa.string())]
-            extra += [pa.array([stamps[file][i]] * rows, pa.int64())
-                      for i in range(len(STAMP_COLUMNS))]
-            for column_name, column in zip(("run_id", "file_name", *STAMP_COLUMNS), extra):
-                table = table.append_column(column_name, column)
+            if file in own:  # a part has its run_id column; a run's own file may not
+                if "run_id" in table.column_names:
+                    table = table.drop_columns(["run_id"])
+                table = table.append_column("run_id", pa.array([file[:-len(".parquet")]] * rows,
+                                                               pa.string()))
+            table = table.append_column("file_name", pa.array([file] * rows, pa.string()))
+            for i, column_name in enumerate(STAMP_COLUMNS):
+                table = table.append_column(column_name,
+                                            pa.array([stamps[file][i]] * rows, pa.int64()))
             fresh.append(table)
         parts = ([] if kept is None else [kept]) + fresh
         if not parts:
@@ -472,15 +619,34 @@ class ResultStore:
         table = pa.concat_tables(parts, promote_options="permissive")
         if fresh or (cached is not None and len(kept) < len(cached)):
             cache.save_artifact(name, table)
-        table = table.filter(pc.is_in(table.column("run_id"),
-                                      value_set=pa.array(wanted, pa.string())))
+        # each run's rows from the file its source names: a part may hold older copies
+        keys = pc.binary_join_element_wise(table.column("run_id"), table.column("file_name"),
+                                           "/")
+        table = table.filter(pc.is_in(keys, value_set=pa.array(
+            [f"{run_id}/{file}" for run_id, file in source.items()], pa.string())))
         columns = ["run_id"] + [c for c in table.column_names
                                 if c not in ("run_id", "file_name", *STAMP_COLUMNS)]
         return table.select(columns).to_pandas()
 
+    def _artifact_sources(self, own: dict[str, Stamp], parts: dict[str, Stamp],
+                          run_ids: Sequence[str]) -> dict[str, str]:
+        """``run_id -> file`` (under the artifact's folder) to read each of the published
+        ``run_ids``' artifact from, given the artifact's own files and parts: its own file,
+        else the part its record is read from (module doc); runs without either left out."""
+        published = final_files(self.runs_dir)
+        part_of = self.part_runs() if self.compacted_dir.is_dir() else {}
+        source = {}
+        for run_id in dict.fromkeys(run_ids):
+            file = f"{run_id}.parquet"
+            if file in own and (file in published or run_id in part_of):
+                source[run_id] = file
+            elif run_id in part_of and f"{COMPACTED_DIR}/{part_of[run_id]}.parquet" in parts:
+                source[run_id] = f"{COMPACTED_DIR}/{part_of[run_id]}.parquet"
+        return source
+
     def has_artifact(self, name: str) -> bool:
         """Whether the store holds a folder of artifact ``name`` (some run may have one)."""
-        return (self.root / name).is_dir()
+        return (self.root / name).is_dir() or (self.compacted_dir / name).is_dir()
 
     def curves(self, run_id: str) -> pd.DataFrame | None:
         """The per-epoch curves of a published run, or None."""
@@ -506,7 +672,7 @@ class ResultStore:
         """Whether run ``run_id`` is published with its final model, intact (a damaged model
         file is as good as none: :mod:`ltbench.store.torchfiles`)."""
         try:
-            return ((self.runs_dir / f"{run_id}.parquet").exists()
+            return (self._published(run_id)
                     and torchfiles.damage(self.model_path(run_id)) is None)
         except FileNotFoundError:
             return False
