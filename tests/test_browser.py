@@ -195,11 +195,25 @@ def test_dataset_page_renders_offline(browser, report_dir, tmp_path):
     assert shot.stat().st_size > 10_000
 
 
-def test_pages_fit_a_phone_screen(browser, report_dir, tmp_path):
+def test_rank_page_renders_offline_with_its_chart(browser, report_dir, tmp_path):
+    """The cross-dataset page: one rank table (4 methods) and the critical-difference chart,
+    linked from every page's navigation."""
+    page = report_dir / "ranks.html"
+    facts = browser.load(page.as_uri(), 1280)
+    assert _local_only(browser.requested_urls()) == []
+    assert (facts["tables"], facts["rows"]) == (1, 4)
+    assert facts["images"] == 1 and facts["imagesDecoded"] == 1
+    assert facts["pageWidth"] <= facts["viewportWidth"]
+    print(f"\nscreenshot (1280 px): {browser.screenshot(tmp_path / 'ranks-1280.png')}")
     for name in ("index.html", "cifar10-lt.html"):
+        assert 'href="ranks.html"' in (report_dir / name).read_text(encoding="utf-8")
+
+
+def test_pages_fit_a_phone_screen(browser, report_dir, tmp_path):
+    for name, tables in (("index.html", 2), ("cifar10-lt.html", 3), ("ranks.html", 1)):
         facts = browser.load((report_dir / name).as_uri(), 390, mobile=True)
         assert _local_only(browser.requested_urls()) == []
-        assert facts["tables"] >= 2
+        assert facts["tables"] >= tables
         # Wide tables scroll inside their own box; the page itself never scrolls sideways.
         assert facts["pageWidth"] <= facts["viewportWidth"], name
         shot = browser.screenshot(tmp_path / name.replace(".html", "-390.png"))

@@ -45,7 +45,7 @@ def test_run_trains_the_grid_and_prints_a_table(grid_store):
     assert "[8/8] synthetic-lt imb=4 ldam-drw seed=1" in proc.stderr
     assert "epoch 2/2" in proc.stderr
     # The closing table has a row per method and a column per factor.
-    assert "ldam-drw" in proc.stdout and "10" in proc.stdout and "(n=2)" in proc.stdout
+    assert "ldam-drw" in proc.stdout and "10" in proc.stdout and "(n=2, no CI)" in proc.stdout
     row = records.iloc[0]
     assert row["epochs"] == 2 and json.loads(row["hparams"])["classes"] == 4
     assert len(row["per_class_acc"]) == 4

@@ -60,19 +60,22 @@ def test_mean_and_sample_std_over_seeds(tmp_path):
                    + [record(f"t{seed}", imb=10.0, seed=seed, err=err)
                       for seed, err in enumerate([29.5, 30.25])])
     table = error_table(records, "cifar10-lt")
-    assert table.cells[("ce", 100.0)] == Cell(mean=31.0, std=1.0, n=3, failed=0, missing=0)
-    assert format_cell(table.cells[("ce", 100.0)]) == "31.00 ± 1.00 (n=3)"
+    assert table.cells[("ce", 100.0)] == Cell(mean=31.0, std=1.0, n=3, failed=0, missing=0,
+                                              values={(0, 0): 30.0, (0, 1): 31.0, (0, 2): 32.0})
+    # 95 % t-interval: 31 ± t(0.975, 2) · 1 / √3 = 31 ± 4.302653 / 1.732051 = 31 ± 2.484138
+    assert table.cells[("ce", 100.0)].interval == pytest.approx((28.515862, 33.484138))
+    assert format_cell(table.cells[("ce", 100.0)]) == "31.00 ± 1.00 (n=3, CI 28.52–33.48)"
     two = table.cells[("ce", 10.0)]
     assert two.mean == pytest.approx(29.875)
     assert two.std == pytest.approx(statistics.stdev([29.5, 30.25]))  # 0.5303...
     # Seed 2 runs at IF 100 only: at IF 10 it is missing.
     assert two.missing == 1
-    assert format_cell(two) == "29.88 ± 0.53 (n=2) (1 missing)"
+    assert format_cell(two) == "29.88 ± 0.53 (n=2, no CI) (1 missing)"
 
 
 def test_single_seed_has_no_std():
     cell = Cell(mean=29.6449, std=math.nan, n=1, failed=0)
-    assert format_cell(cell) == "29.64 (n=1)"
+    assert format_cell(cell) == "29.64 (n=1, no CI)"
 
 
 def test_columns_descending_and_missing_cell(tmp_path):
@@ -97,8 +100,9 @@ def test_failed_and_diverged_runs_are_counted_not_averaged(tmp_path):
     ])
     table = error_table(records, "cifar10-lt")
     assert table.cells[("ce", 100.0)] == Cell(mean=31.0, std=pytest.approx(math.sqrt(2)),
-                                              n=2, failed=2, missing=0)
-    assert format_cell(table.cells[("ce", 100.0)]) == "31.00 ± 1.41 (n=2) (2 failed)"
+                                              n=2, failed=2, missing=0,
+                                              values={(0, 0): 30.0, (0, 1): 32.0})
+    assert format_cell(table.cells[("ce", 100.0)]) == "31.00 ± 1.41 (n=2, no CI) (2 failed)"
     # Seeds 0-3 exist in the dataset; IF 10 has one failed run (seed 1), 3 seeds missing.
     assert format_cell(table.cells[("ce", 10.0)]) == "— (1 failed, 3 missing)"
     assert status_counts(records) == {"ok": 2, "failed": 2, "diverged": 1}
@@ -130,8 +134,8 @@ def test_configuration_labels(tmp_path):
                           "ldam [pad_mode=reflect, profile=exp]",
                           "ldam [pad_mode=zero, profile=exp]",
                           "ldam [pad_mode=zero, profile=step]"]
-    assert table.cells[("ce [epochs=200]", 100.0)] == Cell(31.0, pytest.approx(math.sqrt(2)),
-                                                           2, 0, 0)
+    assert table.cells[("ce [epochs=200]", 100.0)] == Cell(
+        31.0, pytest.approx(math.sqrt(2)), 2, 0, 0, {(0, 0): 30.0, (0, 1): 32.0})
     assert table.cells[("ce [epochs=1]", 100.0)].mean == 80.0
     assert table.configs["ce [epochs=1]"].epochs == 1
     assert table.configs["ldam [pad_mode=zero, profile=step]"].profile == "step"
@@ -190,13 +194,13 @@ def test_run_summary_exact(tmp_path):
     records = read(tmp_path, SMALL_RECORDS + [record("d0", dataset="cifar100-lt", err=61.5)])
     assert run_summary(records) == (
         "cifar10-lt: top-1 error (%), final epoch, mean ± std over seeds\n"
-        "method  IF 100                             IF 10\n"
-        "ce      31.00 ± 1.00 (n=3)                 12.35 (n=1) (2 missing)\n"
-        "focal   29.00 (n=1) (1 failed, 1 missing)  — (3 missing)\n"
+        "method  IF 100                                    IF 10\n"
+        "ce      31.00 ± 1.00 (n=3, CI 28.52–33.48)        12.35 (n=1, no CI) (2 missing)\n"
+        "focal   29.00 (n=1, no CI) (1 failed, 1 missing)  — (3 missing)\n"
         "\n"
         "cifar100-lt: top-1 error (%), final epoch, mean ± std over seeds\n"
         "method  IF 100\n"
-        "ce      61.50 (n=1)\n"
+        "ce      61.50 (n=1, no CI)\n"
     )
     assert run_summary(read(tmp_path / "empty", [])) == "no results\n"
 
@@ -281,10 +285,10 @@ def test_report_cells_show_matching_published_numbers(tmp_path):
     out = tmp_path / "report"
     write_report(store, out, published=rows)
     markdown = (out / "results.md").read_text(encoding="utf-8")
-    assert ("| ce [epochs=200] | 31.00 ± 1.41 (n=2) · pub. 30.00 [1] Δ +1.00; also [2] |"
+    assert ("| ce [epochs=200] | 31.00 ± 1.41 (n=2, no CI) · pub. 30.00 [1] Δ +1.00; also [2] |"
             in markdown)
-    assert "| ce [epochs=1] | 80.00 (n=1) (1 missing) |" in markdown
-    assert ("| focal | **28.00 (n=1) (1 missing)** · pub. 29.62 [2] Δ -2.12 (best ep.) |"
+    assert "| ce [epochs=1] | 80.00 (n=1, no CI) (1 missing) |" in markdown
+    assert ("| focal | **28.00 (n=1, no CI) (1 missing)** · pub. 29.62 [2] Δ -2.12 (best ep.) |"
             in markdown)
     assert "[1] Q, T2: Paper B (P1). Model selection: final epoch — last epoch." in markdown
     assert "[2] P, T1: Paper A (P2). Model selection: best test epoch" in markdown
@@ -320,7 +324,7 @@ def small_report(tmp_path_factory):
 def test_report_of_a_small_store(small_report):
     out, index = small_report, small_report / "index.html"
     assert sorted(p.name for p in out.iterdir()) == [
-        "cifar10-lt.html", "cifar100-lt.html", "data", "index.html", "results.md",
+        "cifar10-lt.html", "cifar100-lt.html", "data", "index.html", "ranks.html", "results.md",
         "results.tex"]
     assert sorted(p.name for p in (out / "data").iterdir()) == sorted(
         [f"cifar10-lt_{name}.csv" for name in
@@ -328,17 +332,20 @@ def test_report_of_a_small_store(small_report):
           "curves_if100", "curves_if10", "eps_meta-ce_if100", "eps_meta-ce_if10",
           "eps_mean_meta-ce_if100", "eps_mean_meta-ce_if10")]
         + [f"cifar100-lt_{name}.csv" for name in
-           ("top1_err", "shot_acc", "training_counts", "per_class_if100", "curves_if100")])
-    for page in ("index.html", "cifar10-lt.html", "cifar100-lt.html"):
+           ("top1_err", "shot_acc", "training_counts", "per_class_if100", "curves_if100")]
+        + ["ranks.csv", "critical_difference.csv"])
+    for page in ("index.html", "cifar10-lt.html", "cifar100-lt.html", "ranks.html"):
         html = (out / page).read_text(encoding="utf-8")
         assert "http://" not in html and "https://" not in html, page
         assert "<script" not in html and "<link" not in html and 'name="viewport"' in html
         assert f"ltbench</dt><dd>{__version__}" in html
     index_html = index.read_text(encoding="utf-8")
     assert index_html.index(">cifar10-lt<") < index_html.index(">cifar100-lt<")
-    # ce (seeds 0-2 at 30, 31, 32 % error) and the bold best cell (meta-ce, 23 %).
-    assert '<span class="value">31.00 ± 1.00 (n=3)</span>' in index_html
-    assert '<td class="num best"><span class="value">23.00 ± 1.00 (n=3)</span>' in index_html
+    # ce (seeds 0-2 at 30, 31, 32 % error: 8 points above meta-ce's at every seed, so
+    # significantly worse) and the bold best cell (meta-ce, 23 %).
+    assert '<span class="value">31.00 ± 1.00 (n=3, CI 28.52–33.48) †</span>' in index_html
+    assert ('<td class="num best"><span class="value">23.00 ± 1.00 (n=3, CI 20.52–25.48)</span>'
+            in index_html)
     assert '<td class="missing"><span class="value">— (3 missing)</span>' in index_html
     # ldam-drw on CIFAR-100-LT: best-epoch errors 56.5, 57.5 → Δ = 57.0 − 57.96.
     assert "pub. 57.96 [1] Δ -0.96 (best ep.)" in index_html

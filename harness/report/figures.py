@@ -141,3 +141,33 @@ def shifted_accuracy(dataset: str, imb: float, eval_sets: Sequence[str],
                      f"LADE use each set's true label prior.",
                      draw, 4.6, pd.DataFrame(rows), f"shifted_if{format_imb(imb)}",
                      [(label, style_of[label]) for label, *_ in series])
+
+
+def critical_difference(mean_ranks: Mapping[str, float], cd: float, blocks: int) -> Plot:
+    """Each method's mean rank over ``blocks`` cells with its Nemenyi interval, mean ± CD / 2:
+    two methods differ significantly (α = 0.05) where their intervals do not overlap (the
+    interval form of Demšar's 2006 critical-difference diagram, :mod:`ltbench.report.ranks`)."""
+    order = sorted(mean_ranks, key=lambda method: (mean_ranks[method], method))
+    means = np.array([mean_ranks[method] for method in order])
+
+    def draw(figure: Figure, narrow: bool) -> None:
+        axes = figure.add_subplot()
+        rows = np.arange(len(order))
+        axes.errorbar(means, rows, xerr=cd / 2, fmt="o", color=style(0)["color"],
+                      ecolor="0.45", elinewidth=1.2, capsize=3, markersize=5)
+        axes.set_yticks(rows, order)
+        axes.invert_yaxis()
+        axes.set_xlim(min(1.0, means.min() - cd / 2) - 0.25,
+                      max(float(len(order)), means.max() + cd / 2) + 0.25)
+        axes.set_xlabel(f"mean rank over {blocks} cells (1 = lowest error)")
+        axes.grid(axis="x", color="0.9", linewidth=0.8)
+
+    rows = [{"method": method, "mean_rank": float(mean), "nemenyi_low": float(mean - cd / 2),
+             "nemenyi_high": float(mean + cd / 2), "critical_difference": cd, "cells": blocks}
+            for method, mean in zip(order, means)]
+    return make_plot("Critical difference of mean ranks",
+                     f"Mean rank of each method over the {blocks} dataset × imbalance-factor "
+                     f"cells that all of them have, with its Nemenyi interval (mean ± CD/2, "
+                     f"CD = {cd:.2f} at α = 0.05; Demšar 2006): methods whose intervals do not "
+                     f"overlap differ significantly.",
+                     draw, 0.9 + 0.32 * len(order), pd.DataFrame(rows), "critical_difference")

@@ -8,7 +8,6 @@ not import torch.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd
@@ -18,14 +17,14 @@ from ..metrics.shifted import SHIFTED_SETS
 from ..spec import format_imb
 from ..store.result_store import ResultStore
 from . import figures
-from .tables import Cell, CellView, TableView, best_flags, format_cell
+from .tables import SIGNIFICANCE_NOTE, TableView, cell_of, cell_statistics, column_views
 
 SHIFT_NOTE = ("Top-1 accuracy (%) of the final model on test sets drawn from the balanced test "
               "set with shifted label distributions (LADE protocol, protocols.md §1.4): F = "
               "the training order, B = reversed, U = uniform, the number is the test "
               "imbalance ratio. PC softmax and LADE are given each set's true label prior, "
               "the other methods use their plain predictions. Mean ± std over ok runs; bold: "
-              "the best of the column.")
+              "the best of the column. " + SIGNIFICANCE_NOTE)
 _SET_NAMES = [name for name, _, _ in SHIFTED_SETS]
 
 
@@ -36,14 +35,9 @@ def _evaluations(store: ResultStore, records: pd.DataFrame, labels: pd.Series) -
     if evals.empty:
         return pd.DataFrame()
     runs = pd.DataFrame({"run_id": ok["run_id"], "configuration": labels[ok.index],
-                         "imb_factor": ok["imb_factor"].astype(float)})
+                         "imb_factor": ok["imb_factor"].astype(float),
+                         "split_seed": ok["split_seed"], "seed": ok["seed"]})
     return evals.merge(runs, on="run_id", how="inner", sort=False)
-
-
-def _cell(values: pd.Series) -> Cell:
-    n = len(values)
-    return Cell(mean=float(values.mean()) if n else math.nan,
-                std=float(values.std(ddof=1)) if n >= 2 else math.nan, n=n, failed=0)
 
 
 def shifted_section(store: ResultStore, records: pd.DataFrame, labels: pd.Series,
@@ -58,12 +52,11 @@ def shifted_section(store: ResultStore, records: pd.DataFrame, labels: pd.Series
     for imb in sorted(evaluations["imb_factor"].unique(), reverse=True):
         at_imb = evaluations[evaluations["imb_factor"] == imb]
         present = [label for label in rows if label in set(at_imb["configuration"])]
-        grouped = at_imb.groupby(["configuration", "eval_set"])["top1_acc"]
-        columns = [[_cell(grouped.get_group((label, name))) for label in present]
+        grouped = at_imb.groupby(["configuration", "eval_set"])
+        columns = [[cell_of(grouped.get_group((label, name)), "top1_acc") for label in present]
                    for name in _SET_NAMES]
-        flags = [best_flags(cells, lower_is_better=False) for cells in columns]
-        body = [(label, [CellView(format_cell(cells[r]), best=best[r])
-                         for cells, best in zip(columns, flags)])
+        views_of_column = [column_views(cells, lower_is_better=False) for cells in columns]
+        body = [(label, [column[r] for column in views_of_column])
                 for r, label in enumerate(present)]
         views.append(TableView(f"{dataset}, IF {format_imb(imb)}: top-1 accuracy (%) on "
                                f"shifted test label distributions", ["method"] + _SET_NAMES,
@@ -73,7 +66,7 @@ def shifted_section(store: ResultStore, records: pd.DataFrame, labels: pd.Series
                   for r, label in enumerate(present)]
         plots.append(figures.shifted_accuracy(dataset, imb, _SET_NAMES, series, style_of))
         data += [{"configuration": label, "imb_factor": imb, "eval_set": name,
-                  "mean": cells[r].mean, "std": cells[r].std, "n": cells[r].n}
+                  **cell_statistics(cells[r], views[r])}
                  for r, label in enumerate(present)
-                 for name, cells in zip(_SET_NAMES, columns)]
+                 for name, cells, views in zip(_SET_NAMES, columns, views_of_column)]
     return views, plots, pd.DataFrame(data)

@@ -54,16 +54,17 @@ from ..store.integrity import file_stamps
 from ..store.result_store import ResultStore
 from . import figures
 from .published import SELECTION_TEXT, PublishedRow, comparable, skip_reason, with_compared_metrics
+from .ranks import RANK_NOTE, RankPage, rank_page
 from .shift_section import SHIFT_NOTE, shifted_section
-from .tables import (CellView, Configuration, ErrorTable, TableView, best_flags, column_header,
-                     configurations, error_table, format_cell, markdown_escape, status_counts,
-                     to_latex, to_markdown)
+from .tables import (SIGNIFICANCE_NOTE, Configuration, ErrorTable, TableView,
+                     cell_statistics, column_header, column_views, configurations, error_table,
+                     markdown_escape, status_counts, to_latex, to_markdown)
 
 METRIC_NOTE = ("Top-1 error (%) at the final epoch on the balanced test set; mean ± sample "
                "standard deviation over seeds, n = number of successful runs. Only runs with "
                "status ok are averaged; failed and diverged runs, and seeds without a run, are "
                "counted next to the cell. — marks a cell without a successful run. Bold: the "
-               "lowest error of the column.")
+               "lowest error of the column. " + SIGNIFICANCE_NOTE)
 PUBLISHED_NOTE = ("pub.: a published number for the same method, dataset and imbalance factor "
                   "(as top-1 error; footnotes name the source), shown only beside "
                   "configurations trained for the published protocol's length and count "
@@ -74,7 +75,7 @@ PUBLISHED_NOTE = ("pub.: a published number for the same method, dataset and imb
 SHOT_NOTE = (f"Top-1 accuracy (%) per training-count group at the final epoch: many > "
              f"{MANY_THRESHOLD}, medium {FEW_THRESHOLD}–{MANY_THRESHOLD}, few < {FEW_THRESHOLD} "
              f"training images (protocols.md §1.2); mean ± std over ok runs. An empty group "
-             f"is —, never 0. Bold: the highest accuracy of the column.")
+             f"is —, never 0. Bold: the highest accuracy of the column. {SIGNIFICANCE_NOTE}")
 _SHOT_COLUMNS = (("many", "many_acc"), ("medium", "medium_acc"), ("few", "few_acc"),
                  ("all", "top1_acc"))
 
@@ -145,15 +146,15 @@ class _Footnotes:
 def _error_view(table: ErrorTable, records: pd.DataFrame, labels: pd.Series,
                 published: Sequence[PublishedRow]) -> tuple[TableView, pd.DataFrame]:
     notes = _Footnotes()
-    best = {imb: dict(zip(table.rows, best_flags([table.cells[(r, imb)] for r in table.rows],
-                                                 lower_is_better=True)))
-            for imb in table.columns}
+    views_of = {imb: dict(zip(table.rows, column_views([table.cells[(r, imb)]
+                                                        for r in table.rows], True)))
+                for imb in table.columns}
     rows, data = [], []
     for label in table.rows:
         cells = []
         for imb in table.columns:
             cell = table.cells[(label, imb)]
-            view = CellView(format_cell(cell), missing=cell.n == 0, best=best[imb][label])
+            view = views_of[imb][label]
             matches = _published_rows(table.configs[label], table.dataset, imb, published)
             delta = math.nan
             if matches:
@@ -169,7 +170,7 @@ def _error_view(table: ErrorTable, records: pd.DataFrame, labels: pd.Series,
                 view.tooltip = "\n".join(_describe(row) for row in matches)
             cells.append(view)
             data.append({"configuration": label, "method": table.configs[label].method,
-                         "imb_factor": imb, "mean": cell.mean, "std": cell.std, "n": cell.n,
+                         "imb_factor": imb, **cell_statistics(cell, view),
                          "failed": cell.failed, "missing": cell.missing,
                          "published_error": matches[0].as_error if matches else math.nan,
                          "published_source": matches[0].label() if matches else "",
@@ -204,19 +205,17 @@ def _shot_views(records: pd.DataFrame, labels: pd.Series, dataset: str,
         rows = [label for label in order if label in present]
         columns = [[tables[metric].cells[(label, imb)] for label in rows]
                    for _, metric in _SHOT_COLUMNS]
-        flags = [best_flags(cells, lower_is_better=False) for cells in columns]
-        body = [(label, [CellView(format_cell(cells[r]), missing=cells[r].n == 0,
-                                  best=best[r]) for cells, best in zip(columns, flags)])
-                for r, label in enumerate(rows)]
+        column_cells = [column_views(cells, lower_is_better=False) for cells in columns]
+        body = [(label, [views[r] for views in column_cells]) for r, label in enumerate(rows)]
         sizes = _group_sizes(records[at_imb]) + ("",)
         header = ["method"] + [f"{name} ({size})" if size else name
                                for (name, _), size in zip(_SHOT_COLUMNS, sizes)]
         views.append(TableView(f"{dataset}, IF {format_imb(imb)}: top-1 accuracy (%) by "
                                f"training-count group, final epoch", header, body))
         data += [{"configuration": label, "imb_factor": imb, "group": name,
-                  "mean": cells[r].mean, "std": cells[r].std, "n": cells[r].n}
+                  **cell_statistics(cells[r], views[r])}
                  for r, label in enumerate(rows)
-                 for (name, _), cells in zip(_SHOT_COLUMNS, columns)]
+                 for (name, _), cells, views in zip(_SHOT_COLUMNS, columns, column_cells)]
     return views, pd.DataFrame(data)
 
 
@@ -386,7 +385,7 @@ def _dataset_page(store: ResultStore, records: pd.DataFrame, dataset: str,
     return page
 
 
-def _markdown(pages: list[DatasetPage], generated: str) -> str:
+def _markdown(pages: list[DatasetPage], ranks: RankPage | None, generated: str) -> str:
     parts = ["# ltbench results\n"]
     if not pages:
         parts.append("No results in the store yet.\n")
@@ -399,6 +398,10 @@ def _markdown(pages: list[DatasetPage], generated: str) -> str:
                      + "\n".join(to_markdown(view) for view in page.shot_views)
                      + (f"\n{SHIFT_NOTE}\n\n" if page.shift_views else "")
                      + "\n".join(to_markdown(view) for view in page.shift_views))
+    if ranks is not None:
+        parts.append("## Ranks across datasets\n\n" + RANK_NOTE + "\n\n"
+                     + "".join(f"{markdown_escape(note)}\n\n" for note in ranks.notes)
+                     + to_markdown(ranks.view))
     parts.append(f"Generated by ltbench {__version__} on {generated}.\n")
     return "\n".join(parts)
 
@@ -431,25 +434,35 @@ def write_report(store: ResultStore, out_dir: Path, method_order: Sequence[str] 
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     pages = [_dataset_page(store, records, dataset, method_order, published, generated)
              for dataset in sorted(records["dataset"].unique())]
+    ranks = rank_page(records, method_order) if pages else None
+    if ranks is not None and ranks.chart is not None:
+        ranks.chart.data_file = f"{ranks.chart.slug}.csv"
     environment = _environment()
-    common = {"pages": pages, "metric_note": METRIC_NOTE, "published_note": PUBLISHED_NOTE,
-              "shot_note": SHOT_NOTE, "shift_note": SHIFT_NOTE, "version": __version__,
-              "generated": generated}
+    common = {"pages": pages, "ranks": ranks, "metric_note": METRIC_NOTE,
+              "published_note": PUBLISHED_NOTE, "shot_note": SHOT_NOTE,
+              "shift_note": SHIFT_NOTE, "version": __version__, "generated": generated}
+    provenance = _provenance(records, generated)
     texts = {"index.html": environment.get_template("index.html.j2").render(
-                 provenance=_provenance(records, generated), **common),
-             "results.md": _markdown(pages, generated),
+                 provenance=provenance, **common),
+             "results.md": _markdown(pages, ranks, generated),
              "results.tex": _latex(pages, generated)}
     for page in pages:
         texts[page.file] = environment.get_template("dataset.html.j2").render(page=page,
                                                                                **common)
+    data = {name: frame for page in pages for name, frame in page.data.items()}
+    if ranks is not None:
+        texts["ranks.html"] = environment.get_template("ranks.html.j2").render(
+            rank_note=RANK_NOTE, provenance=provenance, **common)
+        data["ranks.csv"] = ranks.data
+        if ranks.chart is not None:
+            data[ranks.chart.data_file] = ranks.chart.data
     try:
         (out_dir / "data").mkdir(parents=True, exist_ok=True)
         for name, text in texts.items():
             atomicfile.write_text(out_dir / name, text, durable=False)
-        for page in pages:
-            for name, frame in page.data.items():
-                atomicfile.write_text(out_dir / "data" / name, frame.to_csv(index=False),
-                                      durable=False)
+        for name, frame in data.items():
+            atomicfile.write_text(out_dir / "data" / name, frame.to_csv(index=False),
+                                  durable=False)
     except OSError as exc:
         raise BadInput(f"report folder {out_dir} is not writable: "
                        f"{exc.strerror or exc}") from exc

@@ -13,7 +13,10 @@ Rules (architecture.md §8 pitfalls 1 and 2):
 * a cell without a finite value renders "—", never a number (DomainBed prints ``X`` tables,
   facebookresearch/DomainBed #127; classifier-balancing's ``shot_acc`` reports an empty group
   as 0);
-* the spread is the sample standard deviation over seeds (ddof = 1), NaN for fewer than two.
+* the spread is the sample standard deviation over seeds (ddof = 1), NaN for fewer than two;
+  the 95 % confidence interval of the mean is the t-interval over seeds, shown from three runs
+  on (:mod:`ltbench.report.stats`), and :func:`significant_flags` marks the cells of a column
+  that differ significantly from its best.
 
 A row is one :class:`Configuration`: a method with one set of resolved hyper-parameters, count
 profile and harness version. Runs of different configurations are never pooled, e.g. an
@@ -36,18 +39,28 @@ import pandas as pd
 from ..families import family_rank
 from ..spec import canonical_json, format_imb
 from ..store.result_store import STATUSES
+from .stats import MIN_RUNS, compare_to_best, t_interval
 
 MISSING = "—"
 
 @dataclass
 class Cell:
-    """One table entry: statistics over the ``ok`` runs, and the runs that are not in them."""
+    """One table entry: statistics over the ``ok`` runs, and the runs that are not in them;
+    ``values`` holds each ok run's value by (split seed, training seed), for tests that pair
+    runs."""
 
     mean: float
     std: float
     n: int
     failed: int
     missing: int = 0
+    values: dict[tuple[int, int], float] = field(default_factory=dict)
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The 95 % t-interval of the mean (NaNs below :data:`~ltbench.report.stats.MIN_RUNS`
+        runs)."""
+        return t_interval(list(self.values.values()))
 
 
 @dataclass(frozen=True)
@@ -155,15 +168,23 @@ def configurations(records: pd.DataFrame, method_order: Sequence[str] | None = N
     return configs, labels
 
 
+def cell_of(runs: pd.DataFrame, column: str, failed: int = 0, missing: int = 0) -> Cell:
+    """The cell of the finite values of ``column`` in ``runs`` (rows with ``split_seed`` and
+    ``seed``, all to be averaged)."""
+    values = {(int(split), int(seed)): float(value) for split, seed, value
+              in zip(runs["split_seed"], runs["seed"], runs[column].to_numpy(dtype=np.float64))
+              if math.isfinite(value)}
+    array = np.array(list(values.values()))
+    n = len(array)
+    return Cell(mean=float(array.mean()) if n else math.nan,
+                std=float(array.std(ddof=1)) if n >= 2 else math.nan,
+                n=n, failed=failed, missing=missing, values=values)
+
+
 def _cell(group: pd.DataFrame, metric: str, expected_seeds: set[int]) -> Cell:
     ok = group["status"] == "ok"
-    values = group.loc[ok, metric].to_numpy(dtype=np.float64)
-    values = values[np.isfinite(values)]
-    n = len(values)
-    return Cell(mean=float(values.mean()) if n else math.nan,
-                std=float(values.std(ddof=1)) if n >= 2 else math.nan,
-                n=n, failed=int((~ok).sum()),
-                missing=len(expected_seeds - {int(seed) for seed in group["seed"]}))
+    return cell_of(group[ok], metric, failed=int((~ok).sum()),
+                   missing=len(expected_seeds - {int(seed) for seed in group["seed"]}))
 
 
 def error_table(records: pd.DataFrame, dataset: str, metric: str = "top1_err",
@@ -189,14 +210,17 @@ def error_table(records: pd.DataFrame, dataset: str, metric: str = "top1_err",
 
 
 def format_cell(cell: Cell) -> str:
-    """``"29.64 ± 0.31 (n=3)"``, ``"29.64 (n=1)"`` or ``"—"``; then ``" (k failed, m missing)"``.
-    """
+    """``"29.64 ± 0.31 (n=3, CI 28.87–30.41)"`` (mean ± std, the 95 % t-interval),
+    ``"29.64 ± 0.31 (n=2, no CI)"``, ``"29.64 (n=1, no CI)"`` or ``"—"``; then
+    ``" (k failed, m missing)"``."""
+    low, high = cell.interval
+    ci = f"CI {low:.2f}–{high:.2f}" if math.isfinite(low) else "no CI"
     if cell.n == 0:
         text = MISSING
     elif cell.n == 1:
-        text = f"{cell.mean:.2f} (n=1)"
+        text = f"{cell.mean:.2f} (n=1, {ci})"
     else:
-        text = f"{cell.mean:.2f} ± {cell.std:.2f} (n={cell.n})"
+        text = f"{cell.mean:.2f} ± {cell.std:.2f} (n={cell.n}, {ci})"
     unusable = [f"{count} {what}" for count, what in ((cell.failed, "failed"),
                                                        (cell.missing, "missing")) if count]
     return f"{text} ({', '.join(unusable)})" if unusable else text
@@ -222,13 +246,15 @@ def _markdown_line(cells: list[str]) -> str:
 
 @dataclass
 class CellView:
-    """One printable cell: its text, whether it is the column's best, a published annotation."""
+    """One printable cell: its text, whether it is the column's best (or significantly worse
+    than it: :func:`significant_flags`), a published annotation."""
 
     text: str
     missing: bool = False
     best: bool = False
     published: str = ""
     tooltip: str = ""
+    significant: bool = False
 
 
 @dataclass
@@ -251,6 +277,45 @@ def best_flags(cells: Sequence[Cell], lower_is_better: bool) -> list[bool]:
     return [value == best for value in shown]
 
 
+#: What :func:`significant_flags` marks, for the notes under a table.
+SIGNIFICANCE_NOTE = (f"CI: the 95 % t-interval of the mean over seeds, from {MIN_RUNS} runs "
+                     f"on. †: differs from the column's bold best at α = 0.05 — paired t-test "
+                     f"over runs with the same split and training seed (Welch's t-test where "
+                     f"fewer than {MIN_RUNS} pair), Holm-corrected over the column; cells with "
+                     f"fewer than {MIN_RUNS} runs are not tested.")
+SIGNIFICANT_MARK = " †"
+
+
+def significant_flags(cells: Sequence[Cell], best: Sequence[bool]) -> list[bool]:
+    """Which ``cells`` of a column differ significantly from its ``best`` cell (of several
+    tied, the one with most runs: :func:`~ltbench.report.stats.compare_to_best`); cells tied
+    as best are never marked."""
+    if not any(best):
+        return [False] * len(cells)
+    reference = max((i for i in range(len(cells)) if best[i]), key=lambda i: cells[i].n)
+    tested = compare_to_best({i: cell.values for i, cell in enumerate(cells) if not best[i]
+                              or i == reference}, reference)
+    return [i in tested and tested[i].significant for i in range(len(cells))]
+
+
+def column_views(cells: Sequence[Cell], lower_is_better: bool) -> list[CellView]:
+    """The printable cells of one table column: text, bold best, † where significantly worse
+    than the best (:func:`significant_flags`)."""
+    best = best_flags(cells, lower_is_better)
+    marked = significant_flags(cells, best)
+    return [CellView(format_cell(cell) + (SIGNIFICANT_MARK if mark else ""),
+                     missing=cell.n == 0, best=is_best, significant=mark)
+            for cell, is_best, mark in zip(cells, best, marked)]
+
+
+def cell_statistics(cell: Cell, view: CellView) -> dict[str, Any]:
+    """A cell's statistics for a table's CSV: mean, std, n, its 95 % interval, and whether
+    its view marks it significantly worse than its column's best."""
+    low, high = cell.interval
+    return {"mean": cell.mean, "std": cell.std, "n": cell.n, "ci95_low": low, "ci95_high": high,
+            "significantly_worse_than_best": view.significant}
+
+
 def to_markdown(view: TableView) -> str:
     """``view`` as a Markdown table: best cells in bold, published values after a ``·``."""
     def text(cell: CellView) -> str:
@@ -267,7 +332,7 @@ def to_markdown(view: TableView) -> str:
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                    "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                    "^": r"\textasciicircum{}", "±": r"$\pm$", "—": "--", "Δ": r"$\Delta$",
-                   "·": r"$\cdot$"}
+                   "·": r"$\cdot$", "–": "--", "†": r"\textdagger{}", "α": r"$\alpha$"}
 
 
 def latex_escape(text: str) -> str:
