@@ -63,6 +63,7 @@ def make_record(run_id: str = "0123456789abcdef", **overrides) -> dict:
         "precision": "bf16", "memory_format": "channels_last", "deterministic": False,
         "artifact_error": None, "pack_size": 1,
         "method_family": method_family(overrides.get("method", "ce")), "compile_mode": None,
+        "ece": 4.25,
     }
     record.update(overrides)
     return record
@@ -77,7 +78,7 @@ def method_family(method: str) -> str | None:
 def failed_record(run_id: str, **overrides) -> dict:
     """A failed run: metrics unknown (NaN / None), error message set."""
     metrics = {name: math.nan for name in ("top1_acc", "top1_err", "top1_err_best_epoch",
-                                           "many_acc", "medium_acc", "few_acc")}
+                                           "many_acc", "medium_acc", "few_acc", "ece")}
     metrics.update(best_epoch=None, n_many=math.nan, n_medium=None, n_few=None,
                    per_class_acc=None, train_class_counts=None, best_epoch_selected_on=None)
     return make_record(run_id, status="failed", error="RuntimeError: CUDA out of memory",

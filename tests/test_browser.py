@@ -179,12 +179,12 @@ def test_dataset_page_renders_offline(browser, report_dir, tmp_path):
     urls = browser.requested_urls()
     assert urls[0] == page.as_uri()
     assert _local_only(urls) == []
-    # Error table + many/medium/few tables at IF 100 and 10; 5 configurations.
-    assert facts["tables"] == 3
-    assert facts["rows"] == 5 + 5 + 4
-    # Training counts, per-class x2, curves x2, ε histograms x2 and per-class ε means x2
-    # (meta-ce at two factors): all decoded.
-    assert facts["images"] == 9 and facts["imagesDecoded"] == 9
+    # Error table, many/medium/few tables at IF 100 and 10, cost table; 5 configurations.
+    assert facts["tables"] == 4
+    assert facts["rows"] == 5 + 5 + 4 + 5
+    # Training counts, per-class x2, curves x2, ε histograms x2, per-class ε means x2
+    # (meta-ce at two factors) and error vs. cost x2: all decoded.
+    assert facts["images"] == 11 and facts["imagesDecoded"] == 11
     # Every configuration trained for 200 epochs has a published number at both factors.
     assert facts["published"] == 8
     assert facts["bold"] >= 2

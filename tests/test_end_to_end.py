@@ -52,6 +52,7 @@ def test_run_trains_the_grid_and_prints_a_table(grid_store):
     assert row["train_class_counts"].tolist() == \
         json.loads(json.dumps(row["train_class_counts"].tolist()))
     assert np.isclose(row["top1_err"], 100 - row["top1_acc"])
+    assert 0.0 <= row["ece"] <= 100.0  # computed for every ok run (NaN would fail)
     curves = ResultStore(work / "results").curves(row["run_id"])
     assert list(curves["epoch"]) == [0, 1]
 

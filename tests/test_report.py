@@ -328,11 +328,13 @@ def test_report_of_a_small_store(small_report):
         "results.tex"]
     assert sorted(p.name for p in (out / "data").iterdir()) == sorted(
         [f"cifar10-lt_{name}.csv" for name in
-         ("top1_err", "shot_acc", "training_counts", "per_class_if100", "per_class_if10",
-          "curves_if100", "curves_if10", "eps_meta-ce_if100", "eps_meta-ce_if10",
-          "eps_mean_meta-ce_if100", "eps_mean_meta-ce_if10")]
+         ("top1_err", "shot_acc", "cost", "training_counts", "per_class_if100",
+          "per_class_if10", "curves_if100", "curves_if10", "eps_meta-ce_if100",
+          "eps_meta-ce_if10", "eps_mean_meta-ce_if100", "eps_mean_meta-ce_if10", "cost_if100",
+          "cost_if10")]
         + [f"cifar100-lt_{name}.csv" for name in
-           ("top1_err", "shot_acc", "training_counts", "per_class_if100", "curves_if100")]
+           ("top1_err", "shot_acc", "cost", "training_counts", "per_class_if100",
+            "curves_if100", "cost_if100")]
         + ["ranks.csv", "critical_difference.csv"])
     for page in ("index.html", "cifar10-lt.html", "cifar100-lt.html", "ranks.html"):
         html = (out / page).read_text(encoding="utf-8")
@@ -350,7 +352,7 @@ def test_report_of_a_small_store(small_report):
     # ldam-drw on CIFAR-100-LT: best-epoch errors 56.5, 57.5 → Δ = 57.0 − 57.96.
     assert "pub. 57.96 [1] Δ -0.96 (best ep.)" in index_html
     page = (out / "cifar10-lt.html").read_text(encoding="utf-8")
-    assert page.count("<picture>") == 9 and page.count("data:image/svg+xml;base64,") == 18
+    assert page.count("<picture>") == 11 and page.count("data:image/svg+xml;base64,") == 22
     assert "Runs: 22 ok, 2 failed, 0 diverged, 6 missing." in page
     assert "many (8 classes)" in page and "few (0 classes)" in page
     # Provenance: 4 CIFAR-100 runs of 1800 s on a GPU; CUDA from the torch build tag.
@@ -532,7 +534,7 @@ def test_a_second_report_of_the_same_data_renders_nothing_and_a_change_renders_i
         draw.__qualname__) or real_render(draw, height))
     write_report(store, tmp_path / "first")
     first = len(rendered)
-    assert first == 5  # training counts, per-class accuracy and curves at IF 100 and 10
+    assert first == 7  # training counts; per-class accuracy, curves, cost at IF 100 and 10
     write_report(store, tmp_path / "second")
     assert len(rendered) == first
     for page in ("index.html", "cifar10-lt.html"):
@@ -541,7 +543,9 @@ def test_a_second_report_of_the_same_data_renders_nothing_and_a_change_renders_i
             strip((tmp_path / "second" / page).read_text())
     store.write(record("2010", seed=2, imb=10.0, err=33.0))  # a run without curves
     write_report(store, tmp_path / "third")
-    assert rendered[first:] == ["per_class_accuracy.<locals>.draw"]  # of IF 10
+    # of IF 10: the new run is a new per-class mean and a new point of the cost plot
+    assert sorted(rendered[first:]) == ["error_vs_cost.<locals>.draw",
+                                        "per_class_accuracy.<locals>.draw"]
 
 
 def test_a_second_report_reads_no_eps_artifact_and_a_new_run_recomputes_only_its_cell(

@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from ..api import Method, StepContext
+from ..metrics.calibration import BINS
 from .augment import DeviceImages
 from .grouped import GroupedResNet, PackSGD
 
@@ -164,6 +165,27 @@ class Numerics:
         return model, torch.compile(model, mode=self.compile_mode, dynamic=False)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """One test pass of every model of a step: per-class correct top-1 counts, int64 [N, C],
+    and per confidence bin the example count, confidence sum and correct count, float64
+    [N, BINS, 3] (:mod:`ltbench.metrics.calibration`)."""
+
+    correct: np.ndarray
+    calibration: np.ndarray
+
+
+def _add_calibration(bins: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+    """Add the predictions ``logits`` [N, n, C] of labels ``targets`` [n] to ``bins`` [N,
+    BINS, 3] (:class:`Evaluation`), on the device."""
+    confidence, predicted = logits.float().softmax(dim=-1).max(dim=-1)  # [N, n]
+    index = (confidence * BINS).ceil().long().clamp(1, BINS) - 1  # bin b holds ((b-1)/B, b/B]
+    index = index + torch.arange(len(bins), device=index.device)[:, None] * BINS
+    stats = torch.stack((torch.ones_like(confidence), confidence,
+                         (predicted == targets).float()), dim=-1)
+    bins.view(-1, 3).index_add_(0, index.reshape(-1), stats.reshape(-1, 3).to(bins.dtype))
+
+
 def build_optimizer(model: nn.Module, hparams: Mapping[str, Any]) -> torch.optim.SGD:
     """SGD over all parameters, weight decay included on BN and biases as the reference.
 
@@ -219,11 +241,12 @@ class SingleModelStep:
         correct = (logits.detach().argmax(dim=1) == scored).sum().reshape(1)
         return loss_sum, correct, [scored.shape[0]]
 
-    def evaluate(self, images: DeviceImages, num_classes: int) -> np.ndarray:
-        """Per-class correct top-1 counts, int64 [1, C], in eval mode."""
+    def evaluate(self, images: DeviceImages, num_classes: int) -> Evaluation:
+        """The :class:`Evaluation` of the model ([1, ...]), in eval mode."""
         self.model.eval()
         device = images.labels.device
         correct = torch.zeros(num_classes, dtype=torch.int64, device=device)
+        bins = torch.zeros(1, BINS, 3, dtype=torch.float64, device=device)
         precision = self.numerics.precision()
         with torch.inference_mode():
             for inputs, targets in images.eval_batches(EVAL_BATCH_SIZE):
@@ -231,7 +254,8 @@ class SingleModelStep:
                 with precision():
                     logits = self._forward(inputs)
                 correct.index_add_(0, targets, (logits.argmax(dim=1) == targets).long())
-        return correct.cpu().numpy()[None]
+                _add_calibration(bins, logits[None], targets)
+        return Evaluation(correct.cpu().numpy()[None], bins.cpu().numpy())
 
     def trained_models(self) -> list[nn.Module]:
         """The run's model, as trained."""
@@ -309,14 +333,15 @@ class GroupedStep:
         correct = (logits.detach().argmax(dim=2) == targets).sum(dim=1)
         return losses.detach().double() * batch, correct, [batch] * models
 
-    def evaluate(self, images: DeviceImages, num_classes: int) -> np.ndarray:
-        """Per-class correct top-1 counts of every model, int64 [N, C]: one grouped forward
-        per test chunk (every model sees the same chunk); chunks hold about
-        ``GROUPED_EVAL_IMAGES`` model-images, which bounds the activation memory."""
+    def evaluate(self, images: DeviceImages, num_classes: int) -> Evaluation:
+        """The :class:`Evaluation` of every model: one grouped forward per test chunk (every
+        model sees the same chunk); chunks hold about ``GROUPED_EVAL_IMAGES`` model-images,
+        which bounds the activation memory."""
         self.model.eval()
         models = len(self.methods)
         device = images.labels.device
         correct = torch.zeros(models, num_classes, dtype=torch.int64, device=device)
+        bins = torch.zeros(models, BINS, 3, dtype=torch.float64, device=device)
         precision = self.numerics.precision()
         chunk = max(1, min(EVAL_BATCH_SIZE, GROUPED_EVAL_IMAGES // models))
         with torch.inference_mode():
@@ -328,4 +353,5 @@ class GroupedStep:
                     logits = self._forward(x)
                 hits = (logits.argmax(dim=2) == targets).long()
                 correct.index_add_(1, targets, hits)
-        return correct.cpu().numpy()
+                _add_calibration(bins, logits, targets)
+        return Evaluation(correct.cpu().numpy(), bins.cpu().numpy())

@@ -54,6 +54,7 @@ import torch.nn as nn
 
 from ..api import LTData, Method, StepContext, step_decay
 from ..hparams import PACK_SHARED_HPARAMS
+from ..metrics.calibration import BINS
 from ..metrics.headline import summarize
 from ..spec import derive_seed
 from ..store.result_store import CURVE_COLUMNS
@@ -74,7 +75,8 @@ class TrainResult:
     """Outcome of one run of :func:`train_pack` (or :func:`train_alone`).
 
     ``per_class_correct``/``per_class_total`` are the test counts at the last evaluated epoch
-    (correct counts are zeros when no epoch was evaluated, e.g. a run that diverged first).
+    (correct counts are zeros when no epoch was evaluated, e.g. a run that diverged first), and
+    ``calibration`` that epoch's confidence bins (:class:`~ltbench.engine.steps.Evaluation`).
     ``curves`` has one row per epoch run, the diverged one included: ``epoch``, ``lr``,
     ``train_loss``, ``train_acc`` and ``test_acc`` (percent; NaN where not evaluated), and the
     wall seconds of the epoch's training (``train_s``) and evaluation (``eval_s``).
@@ -93,6 +95,7 @@ class TrainResult:
     epochs_completed: int
     model: nn.Module | None = None  # the final model (saved for stage 2, scored on shifted sets)
     resumed_wall_s: float = 0.0
+    calibration: np.ndarray = field(default_factory=lambda: np.zeros((BINS, 3)))
 
 
 def learning_rate(epoch: int, hparams: Mapping[str, Any]) -> float:
@@ -336,13 +339,14 @@ def train_alone(data: LTData, method: Method, hparams: Mapping[str, Any], seed: 
 class MemberState:
     """How far one run of a pack has come: its curve rows so far, its status (``ok`` while it
     trains, ``diverged``) and error, the epochs it completed and evaluated, and its per-class
-    correct test counts at the last evaluated epoch."""
+    correct test counts and confidence bins at the last evaluated epoch."""
 
     per_class_correct: np.ndarray
     rows: list[dict[str, Any]] = field(default_factory=list)
     status: str = "ok"
     error: str | None = None
     epochs_completed: int = 0
+    calibration: np.ndarray = field(default_factory=lambda: np.zeros((BINS, 3)))
 
 
 #: What a pack's resume checkpoint keeps besides its parts (see :meth:`ResumeCheckpoint.save`):
@@ -350,6 +354,8 @@ class MemberState:
 _RESUMED = ("curves", "statuses", "errors", "epochs_completed", "per_class_correct")
 #: What it keeps besides those within an epoch: the :meth:`PartialEpoch.state`.
 _WITHIN_EPOCH = "within_epoch"
+#: The members' confidence bins, absent from checkpoints written before ltbench kept them.
+_CALIBRATION = "calibration"
 
 
 def _saved_states(states: Sequence[MemberState]) -> dict[str, Any]:
@@ -358,15 +364,19 @@ def _saved_states(states: Sequence[MemberState]) -> dict[str, Any]:
             "errors": [s.error for s in states],
             "epochs_completed": [s.epochs_completed for s in states],
             "per_class_correct": torch.from_numpy(np.stack([s.per_class_correct
-                                                            for s in states]))}
+                                                            for s in states])),
+            _CALIBRATION: torch.from_numpy(np.stack([s.calibration for s in states]))}
 
 
 def _restored_states(saved: Mapping[str, Any]) -> list[MemberState]:
     """The member states :func:`_saved_states` wrote into ``saved``."""
-    return [MemberState(correct, rows, status, error, completed)
-            for correct, rows, status, error, completed in zip(
+    runs = len(saved["statuses"])
+    calibration = saved[_CALIBRATION].numpy() if _CALIBRATION in saved else \
+        np.zeros((runs, BINS, 3))
+    return [MemberState(correct, rows, status, error, completed, bins)
+            for correct, rows, status, error, completed, bins in zip(
                 saved["per_class_correct"].numpy(), saved["curves"], saved["statuses"],
-                saved["errors"], saved["epochs_completed"])]
+                saved["errors"], saved["epochs_completed"], calibration)]
 
 
 @dataclass
@@ -442,7 +452,7 @@ def _resume(pack: _Pack, states: list[MemberState], checkpoint: ResumeCheckpoint
     """Restore the pack's parts and ``states`` (in place) from ``checkpoint``, if it holds a
     saved state; where training starts."""
     if checkpoint is None or (saved := checkpoint.load(resumable, _RESUMED,
-                                                       (_WITHIN_EPOCH,))) is None:
+                                                       (_WITHIN_EPOCH, _CALIBRATION))) is None:
         return _Start()
     states[:] = _restored_states(saved)
     partial, partial_train_s = None, 0.0
@@ -491,11 +501,12 @@ def _run_epoch(pack: _Pack, states: list[MemberState], data: LTData, epoch: int,
     evaluated = [k for k in running if states[k].status == "ok"]
     if evaluated and is_evaluation_epoch(epoch, epochs, int(shared["eval_every"])):
         started = time.perf_counter()
-        counts = pack.step.evaluate(pack.test_images, num_classes)
+        evaluation = pack.step.evaluate(pack.test_images, num_classes)
         eval_s = time.perf_counter() - started
         for k in evaluated:
-            states[k].per_class_correct = counts[k]
-            test_acc[k] = summarize(counts[k], pack.per_class_total,
+            states[k].per_class_correct = evaluation.correct[k]
+            states[k].calibration = evaluation.calibration[k]
+            test_acc[k] = summarize(evaluation.correct[k], pack.per_class_total,
                                     data.class_counts)["top1_acc"]
     for k in running:
         states[k].rows.append({"epoch": epoch, "lr": lrs[k], "train_loss": train_losses[k],
@@ -557,9 +568,9 @@ def train_pack(data: LTData, members: Sequence[PackMember], device: torch.device
         if checkpoint is not None:
             checkpoint.epoch_done(epoch, epochs, resumable, **_saved_states(states))
     if epochs == 0:  # a post-hoc classifier: nothing to train, score it as given
-        for state, counts in zip(states, pack.step.evaluate(pack.test_images,
-                                                            data.num_classes)):
-            state.per_class_correct = counts
+        evaluation = pack.step.evaluate(pack.test_images, data.num_classes)
+        for state, counts, bins in zip(states, evaluation.correct, evaluation.calibration):
+            state.per_class_correct, state.calibration = counts, bins
     return [_result(state, pack.per_class_total, model, resumed_wall_s)
             for state, model in zip(states, pack.step.trained_models())]
 
@@ -595,4 +606,4 @@ def _result(state: MemberState, per_class_total: np.ndarray, model: nn.Module,
                        per_class_total=per_class_total.astype(np.int64),
                        best_epoch=best_epoch, best_top1_acc=best_top1_acc, curves=curves,
                        epochs_completed=state.epochs_completed, model=model,
-                       resumed_wall_s=resumed_wall_s)
+                       resumed_wall_s=resumed_wall_s, calibration=state.calibration)

@@ -45,7 +45,7 @@ import pandas as pd
 from .published import (SELECTION_TEXT, PublishedRow, comparable, compared_column, matches_setting,
                         setting, skip_reason, with_compared_metrics)
 from ..spec import format_imb
-from .tables import Configuration, configurations, markdown_escape, method_rank
+from .tables import Configuration, configurations, device_time, markdown_escape, method_rank
 
 #: Outcomes in the order the summary lists them.
 OUTCOMES = ("regression", "missing", "improvement", "pass")
@@ -158,19 +158,11 @@ def _compare(row: PublishedRow, label: str, group: pd.DataFrame,
     if row.selection == "best_test_epoch":
         final_values = group.loc[ok, row.metric].to_numpy(dtype=np.float64)
         final = float(np.nanmean(final_values)) if np.isfinite(final_values).any() else final
-    hours, kind = _device_time(group[ok])
+    hours, kind = device_time(group[ok])
     return Comparison(row, _outcome(row, diff, allowed), config=label, n=n, failed=failed,
                       mean=mean, std=std, se=se, tolerance=allowed,
                       tolerance_basis=tolerance.basis(n), diff=diff,
                       final_epoch_mean=final, device_hours=hours, device_kind=kind)
-
-
-def _device_time(runs: pd.DataFrame) -> tuple[float, str]:
-    """Device hours of ``runs`` (a record without ``pack_size`` counts as trained alone) and
-    the kind of device they ran on."""
-    shares = runs["wall_s"].astype(float) / runs["pack_size"].astype(float).fillna(1.0)
-    kinds = {"CPU" if str(device).startswith("cpu") else "GPU" for device in runs["device"]}
-    return float(shares.sum()) / 3600.0, "+".join(sorted(kinds))
 
 
 def _compare_row(row: PublishedRow, mine: pd.DataFrame, configs: list[Configuration],

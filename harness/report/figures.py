@@ -171,3 +171,27 @@ def critical_difference(mean_ranks: Mapping[str, float], cd: float, blocks: int)
                      f"CD = {cd:.2f} at α = 0.05; Demšar 2006): methods whose intervals do not "
                      f"overlap differ significantly.",
                      draw, 0.9 + 0.32 * len(order), pd.DataFrame(rows), "critical_difference")
+
+
+def error_vs_cost(dataset: str, imb: float, series: Sequence[tuple[str, float, float, int]],
+                  style_of: Mapping[str, int]) -> Plot:
+    """Each configuration's mean top-1 error against its device hours per run, one point per
+    row label; ``series``: (label, device hours per run, mean error, ok runs)."""
+    def draw(figure: Figure, narrow: bool) -> None:
+        axes = figure.add_subplot()
+        for label, hours, error, _ in series:
+            axes.plot([hours], [error], linestyle="none", markersize=6, label=label,
+                      **style(style_of[label]))
+        axes.set_xscale("log")
+        axes.set_xlabel("device hours per run (log scale)")
+        axes.set_ylabel("top-1 error (%), final epoch")
+        legend(figure, len(series), narrow)
+
+    rows = [{"configuration": label, "imb_factor": imb, "device_hours_per_run": hours,
+             "top1_err_mean": error, "runs": runs} for label, hours, error, runs in series]
+    return make_plot(f"Error vs. cost, IF {format_imb(imb)}",
+                     f"{dataset}, IF {format_imb(imb)}: mean top-1 error of each configuration "
+                     f"against the device hours one of its runs took (its share of its pack's "
+                     f"wall time), over the ok runs; lower left is better and cheaper.",
+                     draw, 4.2, pd.DataFrame(rows), f"cost_if{format_imb(imb)}",
+                     [(label, style_of[label]) for label, *_ in series])

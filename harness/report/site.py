@@ -56,9 +56,10 @@ from . import figures
 from .published import SELECTION_TEXT, PublishedRow, comparable, skip_reason, with_compared_metrics
 from .ranks import RANK_NOTE, RankPage, rank_page
 from .shift_section import SHIFT_NOTE, shifted_section
-from .tables import (SIGNIFICANCE_NOTE, Configuration, ErrorTable, TableView,
-                     cell_statistics, column_header, column_views, configurations, error_table,
-                     markdown_escape, status_counts, to_latex, to_markdown)
+from .tables import (MISSING, SIGNIFICANCE_NOTE, CellView, Configuration, ErrorTable,
+                     TableView, cell_statistics, column_header, column_views, configurations,
+                     device_time, error_table, markdown_escape, status_counts, to_latex,
+                     to_markdown)
 
 METRIC_NOTE = ("Top-1 error (%) at the final epoch on the balanced test set; mean ± sample "
                "standard deviation over seeds, n = number of successful runs. Only runs with "
@@ -75,9 +76,16 @@ PUBLISHED_NOTE = ("pub.: a published number for the same method, dataset and imb
 SHOT_NOTE = (f"Top-1 accuracy (%) per training-count group at the final epoch: many > "
              f"{MANY_THRESHOLD}, medium {FEW_THRESHOLD}–{MANY_THRESHOLD}, few < {FEW_THRESHOLD} "
              f"training images (protocols.md §1.2); mean ± std over ok runs. An empty group "
-             f"is —, never 0. Bold: the highest accuracy of the column. {SIGNIFICANCE_NOTE}")
-_SHOT_COLUMNS = (("many", "many_acc"), ("medium", "medium_acc"), ("few", "few_acc"),
-                 ("all", "top1_acc"))
+             f"is —, never 0. ECE: expected calibration error (%) of the final test "
+             f"predictions over 15 equal-width bins of the top softmax probability (Guo et al., "
+             f"ICML 2017; lower is better; — for runs that predate it). Bold: the best of the "
+             f"column. {SIGNIFICANCE_NOTE}")
+COST_NOTE = ("Cost: device hours of every run of a cell (ok, failed and diverged: each cost its "
+             "time), a run's share being its pack's wall time over the pack's size, with the "
+             "device kind and the numeric precision; the error-vs-cost plots use the ok runs.")
+#: The shot tables' columns: header, metric, whether lower is better.
+_SHOT_COLUMNS = (("many", "many_acc", False), ("medium", "medium_acc", False),
+                 ("few", "few_acc", False), ("all", "top1_acc", False), ("ECE", "ece", True))
 
 
 @dataclass
@@ -93,6 +101,7 @@ class DatasetPage:
     table_files: list[str] = field(default_factory=list)
     data: dict[str, pd.DataFrame] = field(default_factory=dict)
     shift_views: list[TableView] = field(default_factory=list)
+    cost_view: TableView | None = None
 
 
 # -- published numbers beside the error table -----------------------------------------------
@@ -183,6 +192,41 @@ def _error_view(table: ErrorTable, records: pd.DataFrame, labels: pd.Series,
     return view, pd.DataFrame(data)
 
 
+def _cost(table: ErrorTable, records: pd.DataFrame, labels: pd.Series
+          ) -> tuple[TableView, list[Plot], pd.DataFrame]:
+    """Device hours per cell (every run, failed ones too: they cost as much), the table's
+    total, and per IF the error-vs-cost plot of the ok runs."""
+    rows, data, plots = [], [], []
+    style_of = {label: index for index, label in enumerate(table.rows)}
+    imb_of = records["imb_factor"].astype(float)
+    series: dict[float, list] = {imb: [] for imb in table.columns}
+    for label in table.rows:
+        cells = []
+        for imb in table.columns:
+            runs = records[(labels == label) & (imb_of == imb)]
+            hours, kind = device_time(runs)
+            precision = "+".join(sorted({str(p) for p in runs["precision"].dropna()}))
+            cells.append(CellView(f"{hours:.2f} {kind}-h, {len(runs)} run"
+                                  + ("s" if len(runs) > 1 else "")
+                                  + (f", {precision}" if precision else ""))
+                         if len(runs) else CellView(MISSING, missing=True))
+            ok = runs[runs["status"] == "ok"]
+            cell = table.cells[(label, imb)]
+            if len(ok) and cell.n:
+                series[imb].append((label, device_time(ok)[0] / len(ok), cell.mean, cell.n))
+            data.append({"configuration": label, "imb_factor": imb, "runs": len(runs),
+                         "device_hours": hours, "device_kind": kind, "precision": precision})
+        rows.append((label, cells))
+    total, kind = device_time(records)
+    for imb, points in series.items():
+        if points and all(hours > 0 for _, hours, _, _ in points):
+            plots.append(figures.error_vs_cost(table.dataset, imb, points, style_of))
+    view = TableView(f"{table.dataset}: device hours per cell, every run's share of its pack's "
+                     f"wall time (failed runs included); total {total:.2f} {kind}-h",
+                     ["method"] + [column_header(imb) for imb in table.columns], rows)
+    return view, plots, pd.DataFrame(data)
+
+
 def _group_sizes(records: pd.DataFrame) -> tuple[str, str, str]:
     ok = records[records["status"] == "ok"]
     sizes = {tuple(int(v) for v in row) for row in ok[["n_many", "n_medium", "n_few"]]
@@ -196,7 +240,7 @@ def _shot_views(records: pd.DataFrame, labels: pd.Series, dataset: str,
                 method_order: Sequence[str] | None) -> tuple[list[TableView], pd.DataFrame]:
     """One many / medium / few / all table per imbalance factor, rows with runs there."""
     tables = {metric: error_table(records, dataset, metric, method_order)
-              for _, metric in _SHOT_COLUMNS}
+              for _, metric, _ in _SHOT_COLUMNS}
     order = tables["top1_acc"].rows
     views, data = [], []
     for imb in tables["top1_acc"].columns:
@@ -204,18 +248,20 @@ def _shot_views(records: pd.DataFrame, labels: pd.Series, dataset: str,
         present = set(labels[at_imb])
         rows = [label for label in order if label in present]
         columns = [[tables[metric].cells[(label, imb)] for label in rows]
-                   for _, metric in _SHOT_COLUMNS]
-        column_cells = [column_views(cells, lower_is_better=False) for cells in columns]
+                   for _, metric, _ in _SHOT_COLUMNS]
+        column_cells = [column_views(cells, lower_is_better)
+                        for cells, (_, _, lower_is_better) in zip(columns, _SHOT_COLUMNS)]
         body = [(label, [views[r] for views in column_cells]) for r, label in enumerate(rows)]
-        sizes = _group_sizes(records[at_imb]) + ("",)
+        sizes = _group_sizes(records[at_imb]) + ("", "")
         header = ["method"] + [f"{name} ({size})" if size else name
-                               for (name, _), size in zip(_SHOT_COLUMNS, sizes)]
+                               for (name, _, _), size in zip(_SHOT_COLUMNS, sizes)]
         views.append(TableView(f"{dataset}, IF {format_imb(imb)}: top-1 accuracy (%) by "
-                               f"training-count group, final epoch", header, body))
+                               f"training-count group and calibration error (%), final epoch",
+                               header, body))
         data += [{"configuration": label, "imb_factor": imb, "group": name,
                   **cell_statistics(cells[r], views[r])}
                  for r, label in enumerate(rows)
-                 for (name, _), cells, views in zip(_SHOT_COLUMNS, columns, column_cells)]
+                 for (name, _, _), cells, views in zip(_SHOT_COLUMNS, columns, column_cells)]
     return views, pd.DataFrame(data)
 
 
@@ -363,14 +409,17 @@ def _dataset_page(store: ResultStore, records: pd.DataFrame, dataset: str,
     _, labels = configurations(mine, method_order)
     error_view, error_data = _error_view(table, mine, labels, published)
     shot_views, shot_data = _shot_views(mine, labels, dataset, method_order)
+    cost_view, cost_plots, cost_data = _cost(table, mine, labels)
     page = DatasetPage(dataset=dataset, file=_page_file(dataset), counts=status_counts(mine),
                        missing=sum(cell.missing for cell in table.cells.values()),
                        error_view=error_view, shot_views=shot_views,
                        plot_sections=_plot_sections(store, mine, labels, table),
-                       provenance=_provenance(mine, generated))
+                       provenance=_provenance(mine, generated), cost_view=cost_view)
     stem = page.file.removesuffix(".html")
-    page.table_files = [f"{stem}_top1_err.csv", f"{stem}_shot_acc.csv"]
-    page.data = dict(zip(page.table_files, [error_data, shot_data]))
+    page.table_files = [f"{stem}_top1_err.csv", f"{stem}_shot_acc.csv", f"{stem}_cost.csv"]
+    page.data = dict(zip(page.table_files, [error_data, shot_data, cost_data]))
+    if cost_plots:
+        page.plot_sections.append(("Error vs. cost", cost_plots))
     page.shift_views, shift_plots, shift_data = shifted_section(store, mine, labels, table.rows,
                                                                 dataset)
     if page.shift_views:
@@ -397,7 +446,8 @@ def _markdown(pages: list[DatasetPage], ranks: RankPage | None, generated: str) 
                      + to_markdown(page.error_view) + f"\n{SHOT_NOTE}\n\n"
                      + "\n".join(to_markdown(view) for view in page.shot_views)
                      + (f"\n{SHIFT_NOTE}\n\n" if page.shift_views else "")
-                     + "\n".join(to_markdown(view) for view in page.shift_views))
+                     + "\n".join(to_markdown(view) for view in page.shift_views)
+                     + f"\n{COST_NOTE}\n\n" + to_markdown(page.cost_view))
     if ranks is not None:
         parts.append("## Ranks across datasets\n\n" + RANK_NOTE + "\n\n"
                      + "".join(f"{markdown_escape(note)}\n\n" for note in ranks.notes)
@@ -440,7 +490,8 @@ def write_report(store: ResultStore, out_dir: Path, method_order: Sequence[str] 
     environment = _environment()
     common = {"pages": pages, "ranks": ranks, "metric_note": METRIC_NOTE,
               "published_note": PUBLISHED_NOTE, "shot_note": SHOT_NOTE,
-              "shift_note": SHIFT_NOTE, "version": __version__, "generated": generated}
+              "shift_note": SHIFT_NOTE, "cost_note": COST_NOTE, "version": __version__,
+              "generated": generated}
     provenance = _provenance(records, generated)
     texts = {"index.html": environment.get_template("index.html.j2").render(
                  provenance=provenance, **common),

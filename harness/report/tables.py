@@ -209,6 +209,15 @@ def error_table(records: pd.DataFrame, dataset: str, metric: str = "top1_err",
                       configs={config.label: config for config in configs})
 
 
+def device_time(runs: pd.DataFrame) -> tuple[float, str]:
+    """Device hours of ``runs``, each its share of its pack's wall time (``wall_s /
+    pack_size``; a record without ``pack_size`` counts as trained alone), and the kind of
+    device they ran on (``GPU``, ``CPU`` or ``CPU+GPU``; empty for no runs)."""
+    shares = runs["wall_s"].astype(float) / runs["pack_size"].astype(float).fillna(1.0)
+    kinds = {"CPU" if str(device).startswith("cpu") else "GPU" for device in runs["device"]}
+    return float(shares.sum()) / 3600.0, "+".join(sorted(kinds))
+
+
 def format_cell(cell: Cell) -> str:
     """``"29.64 ± 0.31 (n=3, CI 28.87–30.41)"`` (mean ± std, the 95 % t-interval),
     ``"29.64 ± 0.31 (n=2, no CI)"``, ``"29.64 (n=1, no CI)"`` or ``"—"``; then

@@ -45,6 +45,7 @@ from .. import registry
 from ..engine.progress import RunProgress
 from ..envinfo import device_name, git_commit
 from ..errors import BadInput
+from ..metrics.calibration import expected_calibration_error
 from ..metrics.headline import summarize
 from ..metrics.shifted import evaluate_shifted
 from ..spec import RunSpec, canonical_json, format_imb
@@ -179,6 +180,7 @@ def _base_record(spec: RunSpec, device, numerics, started: datetime, wall_s: flo
         "many_acc": float("nan"),
         "medium_acc": float("nan"),
         "few_acc": float("nan"),
+        "ece": float("nan"),
         "n_many": 0,
         "n_medium": 0,
         "n_few": 0,
@@ -252,6 +254,7 @@ def train_runs(specs: list[RunSpec], data, device, progress: RunProgress | None 
         if result.status == "ok":  # a diverged run has no final accuracy to report
             fields.update(summarize(result.per_class_correct, result.per_class_total,
                                     data.class_counts))
+            fields["ece"] = expected_calibration_error(result.calibration)
             fields["top1_err_best_epoch"] = 100.0 - result.best_top1_acc
             fields["best_epoch"] = result.best_epoch
         trained.append(Trained(fields, artifacts,

@@ -135,6 +135,9 @@ RECORD_SCHEMA = pa.schema(
         # The torch.compile mode of the network's forward (ltbench run --compile); null for
         # eager runs and in records written before the column existed.
         pa.field("compile_mode", pa.string()),
+        # Expected calibration error (%) of the final test predictions, 15 equal-width bins
+        # (ltbench.metrics.calibration); NaN for failed runs, null in records written before.
+        pa.field("ece", pa.float64()),
     ],
     metadata={
         _VERSION_KEY: STORE_SCHEMA_VERSION.encode(),
@@ -147,7 +150,7 @@ RECORD_SCHEMA = pa.schema(
 ADDED_COLUMNS = {"selection_rule": "last", "stage1_run_id": None, "artifact_error": None,
                  "precision": None, "memory_format": None, "deterministic": None,
                  "pack_size": None, "method_family": None,
-                 "compile_mode": None}
+                 "compile_mode": None, "ece": None}
 
 #: The per-epoch curve columns the engine writes (:mod:`ltbench.engine.train`) and readers use.
 CURVE_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "train_s", "eval_s")
