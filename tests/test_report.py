@@ -288,7 +288,7 @@ def test_report_cells_show_matching_published_numbers(tmp_path):
     assert ("| ce [epochs=200] | 31.00 ± 1.41 (n=2, no CI) · pub. 30.00 [1] Δ +1.00; also [2] |"
             in markdown)
     assert "| ce [epochs=1] | 80.00 (n=1, no CI) (1 missing) |" in markdown
-    assert ("| focal | **28.00 (n=1, no CI) (1 missing)** · pub. 29.62 [2] Δ -2.12 (best ep.) |"
+    assert ("| focal | **28.00 (n=1, no CI) (1 missing)** · pub. 29.62 [2] Δ -2.12 from best test ep. 27.50 |"
             in markdown)
     assert "[1] Q, T2: Paper B (P1). Model selection: final epoch — last epoch." in markdown
     assert "[2] P, T1: Paper A (P2). Model selection: best test epoch" in markdown
@@ -350,7 +350,7 @@ def test_report_of_a_small_store(small_report):
             in index_html)
     assert '<td class="missing"><span class="value">— (3 missing)</span>' in index_html
     # ldam-drw on CIFAR-100-LT: best-epoch errors 56.5, 57.5 → Δ = 57.0 − 57.96.
-    assert "pub. 57.96 [1] Δ -0.96 (best ep.)" in index_html
+    assert "pub. 57.96 [1] Δ -0.96 from best test ep. 57.00" in index_html
     page = (out / "cifar10-lt.html").read_text(encoding="utf-8")
     assert page.count("<picture>") == 11 and page.count("data:image/svg+xml;base64,") == 22
     assert "Runs: 22 ok, 2 failed, 0 diverged, 6 missing." in page
@@ -420,7 +420,7 @@ def test_report_command(tmp_path):
     assert result.stdout == f"wrote {tmp_path / 'site' / 'index.html'}\n"
     # The repository's published numbers are used by default: Jamal's CE at IF 100 (best
     # test epoch) against the best-epoch mean 30.5.
-    assert "pub. 29.64 [1] Δ +0.86 (best ep.)" in (tmp_path / "site" / "index.html").read_text()
+    assert "pub. 29.64 [1] Δ +0.86 from best test ep. 30.50" in (tmp_path / "site" / "index.html").read_text()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -581,3 +581,14 @@ def test_a_second_report_reads_no_eps_artifact_and_a_new_run_recomputes_only_its
     third = pd.read_csv(tmp_path / "third" / "data" / "cifar10-lt_eps_meta-ce_if10.csv")
     first = pd.read_csv(tmp_path / "first" / "data" / "cifar10-lt_eps_meta-ce_if10.csv")
     assert third["count"].sum() == pytest.approx(first["count"].sum() * 1.5)  # 3 seeds, not 2
+
+
+def test_every_error_table_states_its_model_selection(tmp_path):
+    """The caption names the rule: the final epoch, and where a configuration also selected
+    τ, that it did so on the validation split."""
+    store = stored(tmp_path, [record("a"), record("b", method="tau-norm",
+                                                  selection_rule="last,tau=val")])
+    write_report(store, tmp_path / "site")
+    markdown = (tmp_path / "site" / "results.md").read_text(encoding="utf-8")
+    assert ("cifar10-lt: top-1 error (%), mean ± std over seeds; model selection: final epoch; "
+            "tau-norm: final epoch, τ chosen on the validation split\n") in markdown

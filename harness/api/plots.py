@@ -44,7 +44,12 @@ _RC = {"svg.hashsalt": "ltbench", "svg.fonttype": "none", "font.size": 9,
        "axes.spines.top": False, "axes.spines.right": False}
 #: Figure widths in inches: the page shows wide figures up to 860 px, phone figures at 390 px.
 WIDE, NARROW = 7.5, 4.0
-# Enough distinct colour × marker pairs for a table of every built-in method and then some.
+#: Okabe and Ito's palette ("Color universal design", 2008), distinguishable with every common
+#: colour-vision deficiency; markers tell series apart where colours repeat, and in grey print.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
+           "#000000")
+# 8 colours × 11 markers, both changing with every series: 88 distinct pairs, more than a
+# table of every built-in method needs.
 _MARKERS = "os^Dv<>ph*X"
 
 
@@ -63,8 +68,7 @@ class Plot:
 
 def style(index: int) -> dict:
     """The colour and marker of series ``index`` (a row's position in its table)."""
-    return {"color": matplotlib.colormaps["tab10"](index % 10),
-            "marker": _MARKERS[(index // 10) % len(_MARKERS)]}
+    return {"color": PALETTE[index % len(PALETTE)], "marker": _MARKERS[index % len(_MARKERS)]}
 
 
 def _svg_uri(figure: Figure) -> str:

@@ -70,9 +70,10 @@ PUBLISHED_NOTE = ("pub.: a published number for the same method, dataset and imb
                   "(as top-1 error; footnotes name the source), shown only beside "
                   "configurations trained for the published protocol's length and count "
                   "profile. Δ = ltbench mean − published (negative: ltbench better), against "
-                  "the ltbench number with the paper's model selection: final epoch, or the "
-                  "best test epoch (marked best ep.: selected on the test set by the reference "
-                  "codes, never shown as a result here).")
+                  "the ltbench number with the paper's model selection: the final epoch shown "
+                  "in the cell, or the best test epoch, whose mean is then given after Δ "
+                  "(\"from best test ep.\": selected on the test set, as the reference codes "
+                  "do; a comparison only, never a result or a rank here).")
 SHOT_NOTE = (f"Top-1 accuracy (%) per training-count group at the final epoch: many > "
              f"{MANY_THRESHOLD}, medium {FEW_THRESHOLD}–{MANY_THRESHOLD}, few < {FEW_THRESHOLD} "
              f"training images (protocols.md §1.2); mean ± std over ok runs. An empty group "
@@ -169,8 +170,11 @@ def _error_view(table: ErrorTable, records: pd.DataFrame, labels: pd.Series,
             if matches:
                 primary = matches[0]
                 mask = (labels == label) & (records["imb_factor"].astype(float) == imb)
-                delta = _error_mean(records, mask, primary) - primary.as_error
-                basis = " (best ep.)" if primary.selection == "best_test_epoch" else ""
+                compared = _error_mean(records, mask, primary)
+                delta = compared - primary.as_error
+                # Δ from a number the cell does not show says which one it is
+                basis = (f" from best test ep. {compared:.2f}"
+                         if primary.selection == "best_test_epoch" else "")
                 shown_delta = f" Δ {delta:+.2f}{basis}" if math.isfinite(delta) else ""
                 number = notes.number(primary)
                 others = sorted({notes.number(row) for row in matches[1:]} - {number})
@@ -186,10 +190,26 @@ def _error_view(table: ErrorTable, records: pd.DataFrame, labels: pd.Series,
                          "published_selection": matches[0].selection if matches else "",
                          "delta": delta, "all_published": view.tooltip})
         rows.append((label, cells))
-    view = TableView(f"{table.dataset}: top-1 error (%), final epoch, mean ± std over seeds",
+    view = TableView(f"{table.dataset}: top-1 error (%), mean ± std over seeds; model "
+                     f"selection: {_selection(records, labels)}",
                      ["method"] + [column_header(imb) for imb in table.columns], rows,
                      notes.texts)
     return view, pd.DataFrame(data)
+
+
+#: How each part of a record's ``selection_rule`` reads (protocols.md §1.3).
+_SELECTION_PARTS = {"last": "final epoch", "tau=val": "τ chosen on the validation split",
+                    "tau=fixed": "τ fixed (no validation split)"}
+
+
+def _selection(records: pd.DataFrame, labels: pd.Series) -> str:
+    """The table's model-selection rule: the final epoch, and what the configurations that
+    select more (τ-norm's τ) chose it on; never the test set."""
+    rules = records["selection_rule"].fillna("last")
+    other = sorted({(label, rule) for label, rule in zip(labels, rules) if rule != "last"})
+    return "; ".join(["final epoch"] + [
+        f"{label}: " + ", ".join(_SELECTION_PARTS.get(part, part) for part in rule.split(","))
+        for label, rule in other])
 
 
 def _cost(table: ErrorTable, records: pd.DataFrame, labels: pd.Series
