@@ -209,6 +209,31 @@ def test_rank_page_renders_offline_with_its_chart(browser, report_dir, tmp_path)
         assert 'href="ranks.html"' in (report_dir / name).read_text(encoding="utf-8")
 
 
+SORTED_ORDER = """(() => {
+  const table = document.querySelector("table");
+  const labels = () => [...table.tBodies[0].rows].map(row => row.cells[0].textContent);
+  const header = table.querySelectorAll("thead th")[1];
+  header.click();
+  const ascending = labels();
+  header.click();
+  return {ascending, descending: labels(), sort: header.getAttribute("aria-sort")};
+})()"""
+
+
+def test_a_header_click_sorts_the_table_and_a_second_reverses_it(browser, report_dir):
+    """Progressive enhancement: the error table's IF 100 column sorted by mean error (rows
+    with — last), then the other way; the page made no request for it."""
+    browser.load((report_dir / "cifar10-lt.html").as_uri(), 1280)
+    result = browser.send("Runtime.evaluate", {"expression": SORTED_ORDER,
+                                               "returnByValue": True}, session=True)
+    order = result["result"]["value"]
+    # IF 100 means: meta-ce 23, ldam-drw 24, focal 29.5, ce [epochs=200] 31, ce [epochs=1] 80
+    assert order["ascending"] == ["meta-ce", "ldam-drw", "focal", "ce [epochs=200]",
+                                  "ce [epochs=1]"]
+    assert order["descending"] == order["ascending"][::-1] and order["sort"] == "descending"
+    assert _local_only(browser.requested_urls()) == []
+
+
 def test_pages_fit_a_phone_screen(browser, report_dir, tmp_path):
     for name, tables in (("index.html", 2), ("cifar10-lt.html", 3), ("ranks.html", 1)):
         facts = browser.load((report_dir / name).as_uri(), 390, mobile=True)
