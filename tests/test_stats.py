@@ -123,3 +123,34 @@ def test_rank_page_shares_tied_ranks_and_leaves_out_a_method_without_common_cell
     assert page.chart is not None
     assert page.chart.data["critical_difference"].iloc[0] == pytest.approx(
         2.343 * math.sqrt(12 / 18), abs=1e-3)
+
+
+def test_compare_two_stores_tests_cells_both_hold_and_lists_the_others(tmp_path):
+    """ce at IF 100 on both stores with the same three seeds: paired differences −2, −2,
+    −1.5, so t = −11 with 2 degrees of freedom, p = 1 − 11 / √123 (Holm over the one cell
+    tested); focal has two runs a side (not tested); ldam is only in B."""
+    from click.testing import CliRunner
+
+    from ltbench.cli import cli
+    from ltbench.store.result_store import ResultStore
+
+    def store(name, errors):
+        result = ResultStore(tmp_path / name)
+        for run_id, method, seed, err in errors:
+            result.write(make_record(run_id, method=method, seed=seed, top1_err=err))
+        return result.root
+
+    a = store("a", [("a0", "ce", 0, 30.0), ("a1", "ce", 1, 31.0), ("a2", "ce", 2, 32.0),
+                    ("f0", "focal", 0, 29.0), ("f1", "focal", 1, 29.5)])
+    b = store("b", [("b0", "ce", 0, 28.0), ("b1", "ce", 1, 29.0), ("b2", "ce", 2, 30.5),
+                    ("g0", "focal", 0, 28.0), ("g1", "focal", 1, 28.5), ("l0", "ldam", 0, 25.0)])
+    result = CliRunner().invoke(cli, ["compare", str(a), str(b)])
+    assert result.exit_code == 0, result.output
+    p = 1 - 11 / math.sqrt(123)  # 0.00816
+    assert (f"| cifar10-lt | ce | 100 | 31.00 ± 1.00 (n=3, CI 28.52–33.48) | 29.17 ± 1.26 "
+            f"(n=3, CI 26.04–32.29) | -1.83 | {p:.3g} † (paired t-test) |") in result.stdout
+    assert "| cifar10-lt | focal | 100 |" in result.stdout and "not tested" in result.stdout
+    assert "only in B: cifar10-lt ldam IF 100" in result.stdout
+    assert "Holm-corrected over the 1 cells tested" in result.stdout
+    missing = CliRunner().invoke(cli, ["compare", str(a), str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "no results store" in missing.stderr

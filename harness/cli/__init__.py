@@ -1,7 +1,7 @@
 """The ``ltbench`` command line: this group, and one module per command (``run``, ``status``,
-``report``, ``check``, ``export``, ``compact``, ``bench``, ``list`` in :mod:`.listing`,
-``data``), with the options they share in :mod:`.shared` and ``run``'s launch options in
-:mod:`.launch`.
+``report``, ``check``, ``compare``, ``export``, ``compact``, ``bench``, ``list`` in
+:mod:`.listing`, ``data``), with the options they share in :mod:`.shared` and ``run``'s launch
+options in :mod:`.launch`.
 
 Heavy modules (torch, pandas) are imported inside the commands that need them, so ``ltbench
 --help``, ``report`` and ``status`` start fast. Every problem with the user's input is reported
@@ -17,7 +17,7 @@ import click
 
 from .. import __version__
 from ..errors import BadInput
-from . import bench, check, compact, data, export, listing, report, run, status
+from . import bench, check, compact, compare, data, export, listing, report, run, status
 
 
 class LtbenchGroup(click.Group):
@@ -55,8 +55,8 @@ def cli():
     """ltbench: train, compare and report long-tailed recognition methods."""
 
 
-for command in (run.run, status.status, report.report, check.check, export.export,
-                compact.compact, bench.bench, listing.list_plugins, data.data):
+for command in (run.run, status.status, report.report, check.check, compare.compare,
+                export.export, compact.compact, bench.bench, listing.list_plugins, data.data):
     cli.add_command(command)
 
 

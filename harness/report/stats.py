@@ -56,9 +56,10 @@ class Difference:
     significant: bool
 
 
-def _p_value(best: Mapping[tuple, float], other: Mapping[tuple, float]) -> tuple[str, float]:
-    """The two-sided p-value of ``other`` against ``best`` (values by (split seed, seed)):
-    paired where at least :data:`MIN_RUNS` seeds pair, else Welch's."""
+def difference_test(best: Mapping[tuple, float], other: Mapping[tuple, float]
+                    ) -> tuple[str, float]:
+    """The test and two-sided p-value of ``other`` against ``best`` (values by (split seed,
+    seed)): paired where at least :data:`MIN_RUNS` seeds pair, else Welch's."""
     paired = sorted(set(best) & set(other))
     if len(paired) >= MIN_RUNS:
         differences = np.array([other[key] - best[key] for key in paired])
@@ -90,7 +91,7 @@ def compare_to_best(cells: Mapping[str, Mapping[tuple, float]], best: str,
     fewer) are not tested and left out."""
     if len(cells.get(best, {})) < MIN_RUNS:
         return {}
-    tested = {label: _p_value(cells[best], values) for label, values in cells.items()
+    tested = {label: difference_test(cells[best], values) for label, values in cells.items()
               if label != best and len(values) >= MIN_RUNS}
     labels = list(tested)
     adjusted = holm([tested[label][1] for label in labels])
