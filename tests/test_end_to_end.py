@@ -55,6 +55,7 @@ def test_run_trains_the_grid_and_prints_a_table(grid_store):
     assert 0.0 <= row["ece"] <= 100.0  # computed for every ok run (NaN would fail)
     curves = ResultStore(work / "results").curves(row["run_id"])
     assert list(curves["epoch"]) == [0, 1]
+    assert curves.columns[0] == "run_id" and set(curves["run_id"]) == {row["run_id"]}
 
 
 @pytest.mark.slow
@@ -78,6 +79,10 @@ def test_status_counts_done_and_missing(grid_store):
     assert any(l.split() == ["synthetic-lt", "10", "ce", "2", "0", "0", "0"] for l in lines)
     assert any(l.split() == ["synthetic-lt", "4", "focal", "0", "0", "0", "2"] for l in lines)
     assert lines[-1] == "total: 8 done, 0 failed, 0 diverged, 4 missing"
+    # Without --methods it expects the methods the store holds, not every registered one.
+    plain = ltbench("status", cwd=work).stdout.splitlines()
+    assert sorted({line.split()[2] for line in plain[1:-1]}) == ["ce", "ldam-drw"]
+    assert plain[-1] == "total: 8 done, 0 failed, 0 diverged, 0 missing"
 
 
 @pytest.mark.slow

@@ -10,8 +10,9 @@ from .shared import results_option
 
 @click.command()
 @results_option
-@click.option("--methods", default="all", show_default=True,
-              help="Methods expected in every (dataset, imb) group.")
+@click.option("--methods", default=None,
+              help="Methods expected in every (dataset, imb) group, or 'all' registered "
+                   "[default: those in the store].")
 @click.option("--datasets", default=None, help="Datasets to show [default: those in the store].")
 @click.option("--imb", default=None, help="Imbalance factors expected [default: those stored].")
 @click.option("--seeds", default=None, help="Seeds expected [default: those stored].")
@@ -23,6 +24,7 @@ def status(results, methods, datasets, imb, seeds, repair, rescan):
     """Done / failed / missing seed counts per (dataset, imb, method), and damaged files."""
     from .. import registry
     from ..report.status import status_table
+    from ..report.tables import method_rank
     from ..run import grid
     from ..store import integrity
     from ..store.result_store import ResultStore
@@ -34,7 +36,8 @@ def status(results, methods, datasets, imb, seeds, repair, rescan):
     records = store.read()
     click.echo(status_table(
         records[~records["run_id"].isin(integrity.damaged_runs(store, damaged))],
-        methods=registry.parse_names("method", methods),
+        methods=(registry.parse_names("method", methods) if methods
+                 else sorted(set(records["method"]), key=method_rank(records))),
         datasets=registry.parse_names("dataset", datasets) if datasets else None,
         imb_factors=grid.parse_imb_factors(imb) if imb else None,
         seeds=grid.parse_seeds(seeds) if seeds else None))

@@ -245,12 +245,14 @@ def train_runs(specs: list[RunSpec], data, device, progress: RunProgress | None 
         results = [train_alone(data, method, method.stage2_hparams(), seed, device, progress,
                                model=model, checkpoint=checkpoint, numerics=numerics)]
     trained = []
-    for method, result in zip(methods, results):
+    for spec, method, result in zip(specs, methods, results):
         fields: dict[str, Any] = {"status": result.status, "error": result.error,
                                   "train_class_counts": list(data.class_counts),
                                   "selection_rule": method.selection_rule,
                                   "stage1_run_id": stage1.run_id if stage1 is not None else None}
-        artifacts = {"curves": result.curves, **method.artifacts()}
+        # the run id in the file too, so curves join without their file names
+        curves = result.curves.assign(run_id=spec.run_id)[["run_id", *result.curves.columns]]
+        artifacts = {"curves": curves, **method.artifacts()}
         if result.status == "ok":  # a diverged run has no final accuracy to report
             fields.update(summarize(result.per_class_correct, result.per_class_total,
                                     data.class_counts))
