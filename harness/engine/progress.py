@@ -1,14 +1,18 @@
-"""Progress output for long work: a bar per run on a terminal, one line per epoch in logs.
+"""Progress output for long work: a bar per run on a terminal, one line per event in logs.
 
 The training loop calls :meth:`RunProgress.advance` once per step (cheap: no host sync, no
 formatting unless the terminal is due a redraw) and :meth:`RunProgress.epoch_done` once per
-epoch with numbers it has already synchronised.
+epoch with numbers it has already synchronised; :meth:`RunProgress.phase` names the work after
+training (the shifted-set evaluations). On a terminal the bar is one line that fits the
+terminal's width (it is redrawn in place, so a longer one would stack up), with the time left
+estimated from the steps of this process; elsewhere (a log, a pipe) every event is a line.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import time
 from typing import TextIO
@@ -43,6 +47,7 @@ class RunProgress:
         self.started = time.monotonic()
         self._last_draw = 0.0
         self._status = ""
+        self._done_at_start = 0  # steps restored from a checkpoint: not this process's pace
 
     def begin(self, total_steps: int) -> None:
         self.total = max(total_steps, 1)
@@ -53,7 +58,7 @@ class RunProgress:
     def resumed(self, epochs_done: int, steps_done: int, batches_done: int = 0) -> None:
         """The run continues from a checkpoint taken after ``epochs_done`` epochs and
         ``batches_done`` batches of the next (``steps_done`` steps in all)."""
-        self.done = steps_done
+        self.done = self._done_at_start = steps_done
         where = (f"batch {batches_done} of epoch {epochs_done + 1}" if batches_done
                  else f"epoch {epochs_done}")
         self._write(f"{self.label} resumed after {where}\n")
@@ -75,6 +80,15 @@ class RunProgress:
         else:
             self._write(f"{self.label} {self._status} ({self._elapsed()})\n")
 
+    def phase(self, name: str) -> None:
+        """The run's work goes on after training, as ``name`` (e.g. its shifted-set
+        evaluations): shown instead of the last epoch's line."""
+        self._status = name
+        if self.tty:
+            self._draw()
+        else:
+            self._write(f"{self.label} {name} ({self._elapsed()})\n")
+
     def end(self, outcome: str) -> None:
         if self.tty:
             self._draw()
@@ -82,16 +96,35 @@ class RunProgress:
         self._write(f"{self.label} {outcome} in {self._elapsed()}\n")
 
     def _elapsed(self) -> str:
-        seconds = time.monotonic() - self.started
-        return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}min"
+        return _duration(time.monotonic() - self.started)
+
+    def _left(self) -> str:
+        """``", 3.2min left"`` from this process's pace, or ``""`` before its first step and
+        once every step is done."""
+        done = self.done - self._done_at_start
+        if done <= 0 or self.done >= self.total:
+            return ""
+        seconds = (time.monotonic() - self.started) * (self.total - self.done) / done
+        return f", {_duration(seconds)} left"
 
     def _draw(self) -> None:
-        width = 24
+        columns = shutil.get_terminal_size().columns
+        width = 24 if columns >= 120 else 10 if columns >= 100 else 0  # narrow: no bar
         filled = int(width * min(self.done / self.total, 1.0))
-        bar = "#" * filled + "-" * (width - filled)
+        bar = f" [{'#' * filled}{'-' * (width - filled)}]" if width else ""
         pct = 100.0 * self.done / self.total
-        self._write(f"\r{self.label} [{bar}] {pct:5.1f}% {self._status} ({self._elapsed()})\x1b[K")
+        line = f"{self.label}{bar} {pct:5.1f}% ({self._elapsed()}{self._left()}) {self._status}"
+        if len(line) >= columns:  # a wrapped line is not redrawn in place: cut its end
+            line = line[:max(columns - 2, 1)] + "…"
+        self._write(f"\r{line}\x1b[K")
 
     def _write(self, text: str) -> None:
         self.stream.write(text)
         self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    """``"42.0s"``, ``"3.5min"`` or ``"2.1h"``."""
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    return f"{seconds / 60:.1f}min" if seconds < 7200 else f"{seconds / 3600:.1f}h"

@@ -466,6 +466,7 @@ def _train_and_publish_pack(chunk: list, label: str, store: ResultStore, cache: 
         checkpoint.discard()
     for spec, record, model in records:
         if model is not None:  # sets its artifact_error when one is missing
+            progress.phase(f"evaluating {spec.method} seed={spec.seed} on the shifted test sets")
             store_optional_artifacts(spec, record, model, data, device, numerics, store,
                                      stream)
         notes[spec.run_id] = _outcome(record)
