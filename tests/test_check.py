@@ -489,3 +489,27 @@ def test_check_and_report_modules_do_not_import_torch():
             "ltbench.report.figures, ltbench.report.site; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_ones_own_numbers_in_the_minimal_form_add_to_the_published_table(tmp_path):
+    """Five columns suffice (docs/published.md): the row is a final-epoch top-1 error on the
+    whole test set, credited to its file, and --published-extra adds it to --published's."""
+    store_of(tmp_path, CE_RUNS)
+    mine = tmp_path / "mine.csv"
+    mine.write_text("ltbench_method,ltbench_dataset,imbalance_factor,protocol_epochs,value\n"
+                    "ce,cifar10-lt,100,200,30.5\n")
+    [parsed] = load_published(mine)
+    assert (parsed.paper, parsed.split, parsed.metric, parsed.selection, parsed.source) == \
+        ("mine", "all", "top1_err", "final_epoch", "mine.csv:2")
+    other = tmp_path / "other.csv"
+    other.write_text(HEADER + row("ce", 100, "top1_err", 30.0, epochs="100") + "\n")
+    out = tmp_path / "check.json"
+    result = invoke("--results", tmp_path / "results", "--published", other,
+                    "--published-extra", mine, "--out", out)
+    assert result.exit_code == 0, result.output  # 31.0 vs 30.5: within the tolerance
+    document = json.loads(out.read_text())
+    assert document["counts"]["pass"] == 1 and document["published_extra"] == [str(mine)]
+    short = tmp_path / "short.csv"
+    short.write_text("ltbench_method,value\nce,30\n")
+    bad = invoke("--results", tmp_path / "results", "--published-extra", short)
+    assert bad.exit_code == 2 and "missing columns ltbench_dataset" in bad.stderr

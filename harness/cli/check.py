@@ -36,7 +36,8 @@ def _tolerance(name: str, value: float) -> float:
               help="Exit 0 even when no published number could be compared.")
 @click.option("--out", default=None, type=click.Path(path_type=Path, dir_okay=False),
               help="JSON file to write [default: <results>/check.json].")
-def check(results, published, methods, floor, k, assumed_seed_std, allow_empty, out):
+def check(results, published, published_extra, methods, floor, k, assumed_seed_std, allow_empty,
+          out):
     """Compare the store's means over seeds with the published numbers.
 
     Prints a Markdown table (pass / regression / improvement / missing per published row) and
@@ -52,7 +53,7 @@ def check(results, published, methods, floor, k, assumed_seed_std, allow_empty, 
     tolerance = Tolerance(_tolerance("--tolerance-floor", floor), _tolerance("--tolerance-k", k),
                           _tolerance("--assumed-seed-std", assumed_seed_std))
     store = read_store(results)
-    path, rows = load_published(published, required=True)
+    path, rows = load_published(published, required=True, extra=published_extra)
     if not rows:
         raise BadInput(f"no published numbers in {path} (nothing but a header): nothing to "
                        f"compare")
@@ -72,7 +73,9 @@ def check(results, published, methods, floor, k, assumed_seed_std, allow_empty, 
     result = run_check(records, rows, methods=chosen, tolerance=tolerance)
     click.echo(to_markdown(result), nl=False)
     document = {"ltbench_version": __version__, "results": str(results),
-                "published": str(path), **to_json(result, allow_empty)}
+                "published": str(path),
+                "published_extra": [str(file) for file in published_extra],
+                **to_json(result, allow_empty)}
     try:
         atomicfile.write_text(out, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     except OSError as exc:

@@ -42,10 +42,15 @@ def subset_options(f):
 
 
 def published_option(f):
+    f = click.option("--published-extra", "published_extra", multiple=True,
+                     type=click.Path(path_type=Path),
+                     help="A CSV file of one's own published numbers, added to --published's "
+                          "(repeatable; docs/published.md gives the format).")(f)
     return click.option("--published", "published", default=None,
                         type=click.Path(path_type=Path),
-                        help="Published-numbers CSV file or folder [default: results/published "
-                             "of the ltbench source checkout].")(f)
+                        help="Published-numbers CSV file or folder, instead of the built-in "
+                             "table [default: results/published of the ltbench source "
+                             "checkout].")(f)
 
 
 def read_store(results: Path):
@@ -63,15 +68,17 @@ def read_store(results: Path):
     return store
 
 
-def load_published(path: Path | None, required: bool):
-    """The published rows of ``path`` (default: the checkout's), or () if optional and absent."""
+def load_published(path: Path | None, required: bool, extra: tuple[Path, ...] = ()):
+    """The published rows of ``path`` (default: the checkout's; () if optional and absent),
+    then those of the ``extra`` files."""
     from ..report.published import default_published_dir, load_published
 
+    added = [row for file in extra for row in load_published(file)]
     if path is None:
         path = default_published_dir()
         if not path.exists():
-            if required:
+            if required and not added:
                 raise BadInput(f"no published numbers at {path} (ltbench is not installed from "
                                f"a source checkout): pass --published FILE")
-            return path, ()
-    return path, load_published(path)
+            return path, added
+    return path, [*load_published(path), *added]

@@ -50,6 +50,11 @@ ORIGINAL_COLUMNS = ("paper", "table", "method", "dataset", "imbalance_factor", "
 LTBENCH_COLUMNS = ("ltbench_method", "ltbench_dataset", "ltbench_profile", "ltbench_protocol",
                    "protocol_epochs", "selection", "selection_source", "mapping_note")
 
+#: The columns a file of one's own numbers needs (docs/published.md); the others default as in
+#: :func:`_with_defaults`.
+MINIMAL_COLUMNS = ("ltbench_method", "ltbench_dataset", "imbalance_factor", "protocol_epochs",
+                   "value")
+
 SELECTIONS = ("best_test_epoch", "final_epoch", "unknown")
 SELECTION_TEXT = {"best_test_epoch": "best test epoch", "final_epoch": "final epoch",
                   "unknown": "unknown"}
@@ -121,6 +126,18 @@ def _choice(value: str, allowed: Sequence[str], what: str, where: str) -> str:
     return value
 
 
+def _with_defaults(row: dict[str, str], file: Path, line: int) -> dict[str, str]:
+    """``row`` with every column it lacks at its default: a final-epoch top-1 error on the
+    whole test set, credited to the file (docs/published.md)."""
+    defaults = {"paper": file.stem, "table": "", "method": row.get("ltbench_method", ""),
+                "dataset": row.get("ltbench_dataset", ""), "split": "all",
+                "metric": "top1_err", "source": f"{file.name}:{line}", "provenance": "user",
+                "note": "", "ltbench_profile": "", "ltbench_protocol": "",
+                "selection": "final_epoch", "selection_source": "given with the number",
+                "mapping_note": ""}
+    return {**defaults, **row}
+
+
 def _parse(row: dict[str, str], where: str) -> PublishedRow:
     imb = _number(row["imbalance_factor"], "imbalance_factor", where)
     if imb < 1:
@@ -154,6 +171,8 @@ def _parse(row: dict[str, str], where: str) -> PublishedRow:
 def load_published(path: Path) -> list[PublishedRow]:
     """Every row of ``path`` (a CSV file, or a folder whose ``*.csv`` files are read in order).
 
+    A file has either all of :data:`ORIGINAL_COLUMNS` and :data:`LTBENCH_COLUMNS`, or at
+    least :data:`MINIMAL_COLUMNS`, the others then taking their defaults (docs/published.md).
     ``ltbench_method`` must be empty or a registered method, ``ltbench_dataset`` a registered
     dataset (:mod:`ltbench.registry`: built-in or a plugin's). Raises
     :class:`~ltbench.errors.BadInput` naming the file and line of the first bad row.
@@ -172,14 +191,14 @@ def load_published(path: Path) -> list[PublishedRow]:
         try:
             with open(file, newline="", encoding="utf-8") as handle:
                 reader = csv.DictReader(handle)
-                missing = [c for c in ORIGINAL_COLUMNS + LTBENCH_COLUMNS
-                           if c not in (reader.fieldnames or [])]
+                missing = [c for c in MINIMAL_COLUMNS if c not in (reader.fieldnames or [])]
                 if missing:
-                    raise BadInput(f"{file}: missing columns {', '.join(missing)}")
+                    raise BadInput(f"{file}: missing columns {', '.join(missing)} (a file needs "
+                                   f"at least {', '.join(MINIMAL_COLUMNS)}: docs/published.md)")
                 for line, row in enumerate(reader, start=2):
                     if None in row or any(value is None for value in row.values()):
                         raise BadInput(f"{file}:{line}: wrong number of fields")
-                    rows.append(_parse(row, f"{file}:{line}"))
+                    rows.append(_parse(_with_defaults(row, file, line), f"{file}:{line}"))
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise BadInput(f"{file} is not a readable CSV file: {exc}") from exc
     return rows
