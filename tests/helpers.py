@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
 from datetime import datetime, timezone
 from pathlib import Path
@@ -203,3 +204,15 @@ def install_plugin(site: Path, module: str, source: str, entry_points: str) -> N
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(entry_points)
+
+
+def flip_a_value_byte(path, keep_stamp: bool) -> None:
+    """Damage ``path`` in place (a byte of the first data page); with ``keep_stamp`` its size,
+    modification time and inode stay what they were, as after a media error."""
+    info = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(b"PAR1") + 40] ^= 0xFF
+    with open(path, "r+b") as handle:
+        handle.write(data)
+    if keep_stamp:
+        os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))

@@ -14,9 +14,8 @@ from ltbench.cli import cli
 from ltbench.report.site import write_report
 from ltbench.store import compaction, integrity
 from ltbench.store.result_store import ResultStore
-from helpers import TINY_SYNTHETIC, curves_frame, make_record, small_store, tree_snapshot
-
-from test_store import _flip_a_value_byte
+from helpers import (TINY_SYNTHETIC, curves_frame, flip_a_value_byte, make_record, small_store,
+                     tree_snapshot)
 
 
 def invoke(*args):
@@ -109,14 +108,14 @@ def test_damage_is_left_to_status_and_a_damaged_part_is_repaired_as_a_whole(tmp_
     a, b, c = "a" * 16, "b" * 16, "c" * 16
     for run_id in (a, b, c):
         store.write(make_record(run_id), {"curves": curves_frame(3, 30.0)})
-    _flip_a_value_byte(store.curves_dir / f"{c}.parquet", keep_stamp=False)
+    flip_a_value_byte(store.curves_dir / f"{c}.parquet", keep_stamp=False)
     done = compaction.compact(store)
     assert done.runs == 2 and done.runs_left == [c]
     assert _final_files(store.runs_dir) == _final_files(store.curves_dir) == [f"{c}.parquet"]
     assert [d.name for d in integrity.find_damaged(store)] == [c]
 
     part = done.parts[0]
-    _flip_a_value_byte(store.compacted_dir / "curves" / f"{part}.parquet", keep_stamp=False)
+    flip_a_value_byte(store.compacted_dir / "curves" / f"{part}.parquet", keep_stamp=False)
     damaged = integrity.find_damaged(store)
     assert [(d.name, d.path.parent.name) for d in damaged] == [(c, "curves"), (part, "curves")]
     assert integrity.damaged_runs(store, damaged) == {a, b, c}

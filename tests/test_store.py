@@ -15,7 +15,7 @@ import pytest
 
 from ltbench.errors import BadInput
 from ltbench.store.result_store import RECORD_SCHEMA, STORE_SCHEMA_VERSION, ResultStore
-from helpers import curves_frame, failed_record, make_record
+from helpers import curves_frame, failed_record, flip_a_value_byte, make_record
 
 
 def test_helper_record_covers_the_schema():
@@ -229,24 +229,13 @@ def test_ensure_writable_rejects_read_only_folder(tmp_path):
 
 
 def test_store_modules_do_not_import_torch():
+    """Nor scipy.stats, which takes most of a second: status and check never need it."""
     code = ("import sys, ltbench.store.result_store, ltbench.report.tables, ltbench.report.site; "
-            "sys.exit(1 if 'torch' in sys.modules else 0)")
+            "sys.exit(1 if {'torch', 'scipy.stats'} & set(sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 # -- the read cache (ltbench.store.read_cache) -----------------------------------------------
-
-def _flip_a_value_byte(path, keep_stamp: bool) -> None:
-    """Damage ``path`` in place (a byte of the first data page); with ``keep_stamp`` its size,
-    modification time and inode stay what they were, as after a media error."""
-    info = path.stat()
-    data = bytearray(path.read_bytes())
-    data[len(b"PAR1") + 40] ^= 0xFF
-    with open(path, "r+b") as handle:
-        handle.write(data)
-    if keep_stamp:
-        os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
-
 
 def test_cached_reads_follow_every_change_and_never_write_into_the_store(tmp_path):
     """The second read serves unchanged records from the cache; a record replaced, added or
@@ -281,11 +270,11 @@ def test_damage_is_found_again_unless_the_stamp_hides_it_from_all_but_a_rescan(t
     for run_id in ("a" * 16, "b" * 16):
         store.write(make_record(run_id), {"curves": curves_frame(3, 30.0)})
     assert integrity.find_damaged(store) == [] and len(store.read()) == 2
-    _flip_a_value_byte(store.runs_dir / f"{'a' * 16}.parquet", keep_stamp=False)
+    flip_a_value_byte(store.runs_dir / f"{'a' * 16}.parquet", keep_stamp=False)
     assert [d.name for d in integrity.find_damaged(store)] == ["a" * 16]
     assert store.read()["run_id"].tolist() == ["b" * 16]
     assert [d.name for d in integrity.find_damaged(store)] == ["a" * 16]  # not cached
-    _flip_a_value_byte(store.curves_dir / f"{'b' * 16}.parquet", keep_stamp=True)
+    flip_a_value_byte(store.curves_dir / f"{'b' * 16}.parquet", keep_stamp=True)
     assert [d.name for d in integrity.find_damaged(store)] == ["a" * 16]
     assert [d.name for d in integrity.find_damaged(store, rescan=True)] == ["a" * 16,
                                                                               "b" * 16]
@@ -310,6 +299,6 @@ def test_artifact_table_joins_published_runs_and_follows_changes(tmp_path):
     assert table[table["run_id"] == a]["split"].isna().all()
     assert store.artifact_table("curves", [a])["run_id"].tolist() == [a] * 3  # from the cache
     store.write(make_record(a), {"curves": curves_frame(4, 29.0)})
-    _flip_a_value_byte(store.curves_dir / f"{b}.parquet", keep_stamp=False)
+    flip_a_value_byte(store.curves_dir / f"{b}.parquet", keep_stamp=False)
     assert store.artifact_table("curves", [a, b]).groupby("run_id").size().to_dict() == {a: 4}
     assert store.artifact_table("evals", [a]).columns.tolist() == ["run_id"]

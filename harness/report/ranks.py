@@ -23,7 +23,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from ..api.plots import Plot
 from ..spec import format_imb
@@ -114,7 +113,9 @@ def rank_page(records: pd.DataFrame, method_order: Sequence[str] | None = None) 
                 f"({', '.join(f'{d} IF {format_imb(i)}' for d, i in common)}). Nemenyi "
                 f"critical difference at α = 0.05: {cd:.2f}.")
         if len(compared) >= 3 and len(common) >= 2:
-            friedman = scipy_stats.friedmanchisquare(*scores.T)
+            from scipy.stats import friedmanchisquare
+
+            friedman = friedmanchisquare(*scores.T)
             text += (f" Friedman test over the same cells: χ² = {friedman.statistic:.2f}, "
                      f"p = {friedman.pvalue:.3g}.")
         notes.append(text)

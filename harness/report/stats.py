@@ -15,7 +15,8 @@
   ``N`` blocks, with ``q_α`` the studentized range quantile divided by √2 (Demšar, "Statistical
   comparisons of classifiers over multiple data sets", JMLR 7, 2006, §3.2.2 and Table 5).
 
-This module must not import torch.
+This module must not import torch, and imports scipy only when it computes (``scipy.stats``
+takes most of a second to import, which ``ltbench status`` and ``check`` need not pay).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy import stats
 
 #: Fewer runs than this get no confidence interval and no test.
 MIN_RUNS = 3
@@ -36,6 +36,8 @@ ALPHA = 0.05
 def t_interval(values: Sequence[float], alpha: float = ALPHA) -> tuple[float, float]:
     """The ``1 − alpha`` Student-t interval of the mean of ``values``; NaNs when fewer than
     :data:`MIN_RUNS`."""
+    from scipy import stats
+
     values = np.asarray(values, dtype=float)
     n = len(values)
     if n < MIN_RUNS:
@@ -60,6 +62,8 @@ def difference_test(best: Mapping[tuple, float], other: Mapping[tuple, float]
                     ) -> tuple[str, float]:
     """The test and two-sided p-value of ``other`` against ``best`` (values by (split seed,
     seed)): paired where at least :data:`MIN_RUNS` seeds pair, else Welch's."""
+    from scipy import stats
+
     paired = sorted(set(best) & set(other))
     if len(paired) >= MIN_RUNS:
         differences = np.array([other[key] - best[key] for key in paired])
@@ -102,10 +106,14 @@ def compare_to_best(cells: Mapping[str, Mapping[tuple, float]], best: str,
 def average_ranks(scores: np.ndarray) -> np.ndarray:
     """Ranks (1 = best = lowest score) of each column within each row of ``scores`` (blocks ×
     methods), tied scores sharing their average rank."""
+    from scipy import stats
+
     return np.vstack([stats.rankdata(row, method="average") for row in scores])
 
 
 def critical_difference(methods: int, blocks: int, alpha: float = ALPHA) -> float:
     """The Nemenyi critical difference of mean ranks for ``methods`` over ``blocks``."""
+    from scipy import stats
+
     q = stats.studentized_range.ppf(1 - alpha, methods, math.inf) / math.sqrt(2)
     return float(q * math.sqrt(methods * (methods + 1) / (6 * blocks)))
