@@ -104,8 +104,9 @@ def find_damaged(store: ResultStore, rescan: bool = False) -> list[Damage]:
     verified, found = {}, []
     for folder in _folders(store):
         stamps = final_files(folder)
+        where = folder.relative_to(store.root).as_posix()
         for name in sorted(stamps):
-            key = (folder.relative_to(store.root).as_posix(), name)
+            key = (where, name)
             if known.get(key) != stamps[key[1]]:
                 reason = _damage(store, folder / name)
                 if reason is not None:
