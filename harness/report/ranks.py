@@ -10,7 +10,8 @@ test set selects nothing. Within a cell the methods with an entry are ranked by 
 The mean ranks, their 95 % t-intervals over cells, the Friedman test and the critical
 difference are computed over a *complete block design*: the cells where every compared method
 has an entry. Missing cells are never imputed: starting from all methods, while fewer than two
-cells are common to all, the method with the fewest cells is left out (and the page says so).
+cells are common to all and leaving out the method with the fewest cells would add a common
+cell, that method is left out (and the page says so).
 
 This module must not import torch.
 """
@@ -81,10 +82,11 @@ def _complete_design(entries: pd.DataFrame, methods: list[str]
     compared, left_out = [m for m in methods if m in cells_of], []
     while len(compared) > 2:
         common = set.intersection(*(cells_of[m] for m in compared))
-        if len(common) >= 2:
-            break
         fewest = min(reversed(compared), key=lambda m: len(cells_of[m]))
-        compared.remove(fewest)
+        rest = [m for m in compared if m != fewest]
+        if len(common) >= 2 or len(set.intersection(*(cells_of[m] for m in rest))) <= len(common):
+            break  # enough cells, or leaving a method out would not add one
+        compared = rest
         left_out.append(fewest)
     common = set.intersection(*(cells_of[m] for m in compared)) if compared else set()
     return compared, sorted(common, key=lambda cell: (cell[0], -cell[1])), left_out
@@ -109,7 +111,8 @@ def rank_page(records: pd.DataFrame, method_order: Sequence[str] | None = None) 
         means = block_ranks.mean(axis=0)
         summary = {m: (means[j], *t_interval(block_ranks[:, j])) for j, m in enumerate(compared)}
         cd = critical_difference(len(compared), len(common))
-        text = (f"Compared: {len(compared)} methods over the {len(common)} cells they all have "
+        cells_text = f"{len(common)} cell{'s' if len(common) != 1 else ''}"
+        text = (f"Compared: {len(compared)} methods over the {cells_text} they all have "
                 f"({', '.join(f'{d} IF {format_imb(i)}' for d, i in common)}). Nemenyi "
                 f"critical difference at α = 0.05: {cd:.2f}.")
         if len(compared) >= 3 and len(common) >= 2:

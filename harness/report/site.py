@@ -76,7 +76,9 @@ PUBLISHED_NOTE = ("pub.: a published number for the same method, dataset and imb
                   "do; a comparison only, never a result or a rank here).")
 SHOT_NOTE = (f"Top-1 accuracy (%) per training-count group at the final epoch: many > "
              f"{MANY_THRESHOLD}, medium {FEW_THRESHOLD}–{MANY_THRESHOLD}, few < {FEW_THRESHOLD} "
-             f"training images (protocols.md §1.2); mean ± std over ok runs. An empty group "
+             f"training images (protocols.md §1.2); mean ± std over ok runs. The thresholds "
+             f"are fixed, so a subset can leave a group without classes (CIFAR-10-LT at IF 100 "
+             f"has none under {FEW_THRESHOLD} images: the header says 0 classes); an empty group "
              f"is —, never 0. ECE: expected calibration error (%) of the final test "
              f"predictions over 15 equal-width bins of the top softmax probability (Guo et al., "
              f"ICML 2017; lower is better; — for runs that predate it). Bold: the best of the "
@@ -193,8 +195,25 @@ def _error_view(table: ErrorTable, records: pd.DataFrame, labels: pd.Series,
     view = TableView(f"{table.dataset}: top-1 error (%), mean ± std over seeds; model "
                      f"selection: {_selection(records, labels)}",
                      ["method"] + [column_header(imb) for imb in table.columns], rows,
-                     notes.texts)
+                     [_schedules(table, published), *notes.texts])
     return view, pd.DataFrame(data)
+
+
+def _schedules(table: ErrorTable, published: Sequence[PublishedRow]) -> str:
+    """Each row's protocol and schedule length, and whether it is shorter than the published
+    protocol of its method on the dataset (so a smoke run never reads as a result)."""
+    parts = []
+    for label in table.rows:
+        config = table.configs[label]
+        lengths = {row.protocol_epochs for row in published
+                   if row.ltbench_method == config.method and row.ltbench_dataset == table.dataset
+                   and row.protocol_epochs is not None}
+        short = (f", SHORTER than the published {max(lengths)}"
+                 if lengths and config.epochs is not None and config.epochs < max(lengths)
+                 else "")
+        parts.append(f"{label}: {config.protocol or 'no'} protocol, "
+                     f"{config.epochs if config.epochs is not None else '?'} epochs{short}")
+    return "Schedules: " + "; ".join(parts) + "."
 
 
 #: How each part of a record's ``selection_rule`` reads (protocols.md §1.3).
