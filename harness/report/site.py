@@ -200,7 +200,7 @@ def _error_view(table: ErrorTable, records: pd.DataFrame, labels: pd.Series,
 
 
 def _schedules(table: ErrorTable, published: Sequence[PublishedRow]) -> str:
-    """Each row's protocol and schedule length, and whether it is shorter than the published
+    """Each row's protocol and schedule length, and whether it is shorter than every published
     protocol of its method on the dataset (so a smoke run never reads as a result)."""
     parts = []
     for label in table.rows:
@@ -208,11 +208,12 @@ def _schedules(table: ErrorTable, published: Sequence[PublishedRow]) -> str:
         lengths = {row.protocol_epochs for row in published
                    if row.ltbench_method == config.method and row.ltbench_dataset == table.dataset
                    and row.protocol_epochs is not None}
-        short = (f", SHORTER than the published {max(lengths)}"
-                 if lengths and config.epochs is not None and config.epochs < max(lengths)
+        short = (f", SHORTER than the published {min(lengths)}"
+                 if lengths and config.epochs is not None and config.epochs < min(lengths)
                  else "")
-        parts.append(f"{label}: {config.protocol or 'no'} protocol, "
-                     f"{config.epochs if config.epochs is not None else '?'} epochs{short}")
+        epochs = "? epochs" if config.epochs is None else \
+            f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
+        parts.append(f"{label}: {config.protocol or 'no'} protocol, {epochs}{short}")
     return "Schedules: " + "; ".join(parts) + "."
 
 
