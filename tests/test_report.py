@@ -596,3 +596,22 @@ def test_every_error_table_states_its_model_selection(tmp_path):
     markdown = (tmp_path / "site" / "results.md").read_text(encoding="utf-8")
     assert ("cifar10-lt: top-1 error (%), mean ± std over seeds; model selection: final epoch; "
             "tau-norm: final epoch, τ chosen on the validation split\n") in markdown
+
+
+def test_shot_tables_show_published_group_accuracies_and_their_delta(tmp_path):
+    """A final-epoch many-shot accuracy published for ce at 200 epochs shows beside the
+    group's cell with Δ = ltbench − published; a best-test-epoch group number (stored for the
+    whole test set only) never does."""
+    store = stored(tmp_path, [record("a", seed=0), record("b", seed=1)])  # many_acc 90.5
+    rows = load_published(published_file(tmp_path, [
+        "Q,T9,Softmax,CIFAR-10-LT,100,many,top1_acc,88.0,Paper B,P1,,ce,cifar10-lt,exp,,200,"
+        "final_epoch,last epoch,",
+        "P,T1,Softmax,CIFAR-10-LT,100,medium,top1_acc,50.0,Paper A,P2,,ce,cifar10-lt,exp,,200,"
+        "best_test_epoch,code selects on test,"]))
+    write_report(store, tmp_path / "site", published=rows)
+    markdown = (tmp_path / "site" / "results.md").read_text(encoding="utf-8")
+    [line] = [line for line in markdown.splitlines() if line.startswith("| ce |")
+              and "90.50" in line]
+    assert "**90.50 ± 0.00 (n=2, no CI)** · pub. 88.00 [1] Δ +2.50 |" in line
+    assert "pub. 50.00" not in markdown
+    assert "[1] Q, T9: Paper B (P1). Model selection: final epoch" in markdown

@@ -53,7 +53,8 @@ from ..store import atomicfile
 from ..store.integrity import file_stamps
 from ..store.result_store import ResultStore
 from . import figures
-from .published import SELECTION_TEXT, PublishedRow, comparable, skip_reason, with_compared_metrics
+from .published import (SELECTION_TEXT, SHOT_SPLITS, PublishedRow, comparable, skip_reason,
+                        with_compared_metrics)
 from .ranks import RANK_NOTE, RankPage, rank_page
 from .shift_section import SHIFT_NOTE, shifted_section
 from .tables import (MISSING, SIGNIFICANCE_NOTE, CellView, Configuration, ErrorTable,
@@ -82,7 +83,9 @@ SHOT_NOTE = (f"Top-1 accuracy (%) per training-count group at the final epoch: m
              f"is —, never 0. ECE: expected calibration error (%) of the final test "
              f"predictions over 15 equal-width bins of the top softmax probability (Guo et al., "
              f"ICML 2017; lower is better; — for runs that predate it). Bold: the best of the "
-             f"column. {SIGNIFICANCE_NOTE}")
+             f"column. pub.: the published accuracy of the group for the same configuration "
+             f"(final-epoch numbers only), Δ = ltbench − published (positive: ltbench "
+             f"better). {SIGNIFICANCE_NOTE}")
 COST_NOTE = ("Cost: device hours of every run of a cell (ok, failed and diverged: each cost its "
              "time), a run's share being its pack's wall time over the pack's size, with the "
              "device kind and the numeric precision; the error-vs-cost plots use the ok runs.")
@@ -115,9 +118,9 @@ def _preference(row: PublishedRow) -> tuple:
 
 
 def _published_rows(config: Configuration, dataset: str, imb: float,
-                    published: Sequence[PublishedRow]) -> list[PublishedRow]:
+                    published: Sequence[PublishedRow], split: str = "all") -> list[PublishedRow]:
     rows = [row for row in published
-            if row.ltbench_dataset == dataset and row.imb_factor == imb and row.split == "all"
+            if row.ltbench_dataset == dataset and row.imb_factor == imb and row.split == split
             and comparable(row, config) and skip_reason(row) is None]
     return sorted(rows, key=_preference)
 
@@ -277,8 +280,11 @@ def _group_sizes(records: pd.DataFrame) -> tuple[str, str, str]:
 
 
 def _shot_views(records: pd.DataFrame, labels: pd.Series, dataset: str,
-                method_order: Sequence[str] | None) -> tuple[list[TableView], pd.DataFrame]:
-    """One many / medium / few / all table per imbalance factor, rows with runs there."""
+                method_order: Sequence[str] | None, published: Sequence[PublishedRow]
+                ) -> tuple[list[TableView], pd.DataFrame]:
+    """One many / medium / few / all table per imbalance factor, rows with runs there; the
+    group cells show the published group accuracies of their configuration (final-epoch
+    numbers: best-epoch ones exist for the whole test set only) and Δ."""
     tables = {metric: error_table(records, dataset, metric, method_order)
               for _, metric, _ in _SHOT_COLUMNS}
     order = tables["top1_acc"].rows
@@ -291,13 +297,27 @@ def _shot_views(records: pd.DataFrame, labels: pd.Series, dataset: str,
                    for _, metric, _ in _SHOT_COLUMNS]
         column_cells = [column_views(cells, lower_is_better)
                         for cells, (_, _, lower_is_better) in zip(columns, _SHOT_COLUMNS)]
+        notes = _Footnotes()
+        for (name, _, _), cells, cell_views in zip(_SHOT_COLUMNS, columns, column_cells):
+            if name not in SHOT_SPLITS:
+                continue
+            for r, label in enumerate(rows):
+                matches = _published_rows(tables["top1_acc"].configs[label], dataset, imb,
+                                          published, split=name)
+                if matches:
+                    accuracy = 100.0 - matches[0].as_error
+                    delta = (f" Δ {cells[r].mean - accuracy:+.2f}"
+                             if math.isfinite(cells[r].mean) else "")
+                    cell_views[r].published = (f"pub. {accuracy:.2f} "
+                                               f"[{notes.number(matches[0])}]{delta}")
+                    cell_views[r].tooltip = "\n".join(_describe(row) for row in matches)
         body = [(label, [views[r] for views in column_cells]) for r, label in enumerate(rows)]
         sizes = _group_sizes(records[at_imb]) + ("", "")
         header = ["method"] + [f"{name} ({size})" if size else name
                                for (name, _, _), size in zip(_SHOT_COLUMNS, sizes)]
         views.append(TableView(f"{dataset}, IF {format_imb(imb)}: top-1 accuracy (%) by "
                                f"training-count group and calibration error (%), final epoch",
-                               header, body))
+                               header, body, notes.texts))
         data += [{"configuration": label, "imb_factor": imb, "group": name,
                   **cell_statistics(cells[r], views[r])}
                  for r, label in enumerate(rows)
@@ -448,7 +468,7 @@ def _dataset_page(store: ResultStore, records: pd.DataFrame, dataset: str,
     table = error_table(mine, dataset, method_order=method_order)
     _, labels = configurations(mine, method_order)
     error_view, error_data = _error_view(table, mine, labels, published)
-    shot_views, shot_data = _shot_views(mine, labels, dataset, method_order)
+    shot_views, shot_data = _shot_views(mine, labels, dataset, method_order, published)
     cost_view, cost_plots, cost_data = _cost(table, mine, labels)
     page = DatasetPage(dataset=dataset, file=_page_file(dataset), counts=status_counts(mine),
                        missing=sum(cell.missing for cell in table.cells.values()),
