@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from ltbench.engine.steps import _add_calibration
-from ltbench.metrics.calibration import BINS, bin_of, expected_calibration_error
+from ltbench.metrics.calibration import BINS, expected_calibration_error
+
+
+def bin_of(confidence) -> np.ndarray:
+    """The 0-based bin of each confidence in (0, 1], by the definition: bin b holds
+    ((b − 1) / B, b / B]."""
+    return np.clip(np.ceil(np.asarray(confidence) * BINS).astype(np.int64), 1, BINS) - 1
 
 
 def _bins(confidence, correct) -> np.ndarray:

@@ -25,11 +25,6 @@ import numpy as np
 BINS = 15
 
 
-def bin_of(confidence: np.ndarray) -> np.ndarray:
-    """The 0-based bin of each confidence in (0, 1]: ``ceil(confidence · BINS) − 1``."""
-    return np.clip(np.ceil(np.asarray(confidence) * BINS).astype(np.int64), 1, BINS) - 1
-
-
 def expected_calibration_error(bins: np.ndarray) -> float:
     """ECE in percent of the per-bin (count, confidence sum, correct count) ``bins``
     [BINS, 3]; NaN without examples."""

@@ -76,9 +76,8 @@ def _part_names(count: int) -> list[str]:
     return [f"{now}-{token}-{index:04d}" for index in range(count)]
 
 
-def _artifact_schema(paths: list[Path]) -> pa.Schema:
-    """The union of the columns of artifact files ``paths``, after a leading ``run_id``."""
-    schemas = [pq.read_schema(path).remove_metadata() for path in paths]
+def _artifact_schema(schemas: list[pa.Schema]) -> pa.Schema:
+    """The union of the artifact files' ``schemas``, after a leading ``run_id``."""
     union = pa.unify_schemas(schemas, promote_options="permissive")
     return pa.schema([pa.field("run_id", pa.string())]
                      + [f for f in union if f.name != "run_id"])
@@ -99,20 +98,18 @@ def _write_artifact_part(store: ResultStore, folder: Path, part: str, run_ids: l
     """Artifact part ``part`` of ``folder`` for those of ``run_ids`` that have a file there;
     returns the stamps of the files merged, by run id. A run whose file cannot be read leaves
     an empty row group and is left out of the returned stamps."""
-    present = [run_id for run_id in run_ids if f"{run_id}.parquet" in stamps]
-    if not present:
-        return {}
-    paths = [folder / f"{run_id}.parquet" for run_id in present]
-    readable = []
-    for run_id, path in zip(present, paths):
+    schemas = {}
+    for run_id in run_ids:
+        if f"{run_id}.parquet" not in stamps:
+            continue
         try:
-            pq.read_schema(path)
-            readable.append(run_id)
+            schemas[run_id] = pq.read_schema(folder / f"{run_id}.parquet").remove_metadata()
         except (OSError, pa.ArrowException):  # gone or damaged since the scan: left as it is
             continue
-    if not readable:
+    if not schemas:
         return {}
-    schema = _artifact_schema([folder / f"{run_id}.parquet" for run_id in readable])
+    readable = list(schemas)
+    schema = _artifact_schema(list(schemas.values()))
     schema = schema.with_metadata({PART_RUN_IDS_KEY: json.dumps(readable).encode()})
     merged = {}
     target = store.compacted_dir / folder.name / f"{part}.parquet"
