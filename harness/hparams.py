@@ -7,7 +7,8 @@ A run's hyper-parameters are one flat dict, resolved in this order (later wins):
    ``--set protocol=X`` if given, else the method's ``protocol`` attribute, else the dataset's
    ``default_protocol`` (:func:`protocol_defaults`);
 2. the method's defaults (its own knobs, e.g. focal ``gamma``);
-3. ``--epochs``, which also rescales every epoch-valued default (see :class:`EpochOf`);
+3. ``--epochs``, which also rescales every epoch-valued default, keeping the schedule's
+   shape (:func:`rescaled_epochs`);
 4. ``--set key=value`` overrides, taken exactly as given.
 
 :func:`resolve_run` does all four for a (dataset, method) pair; it is the only place a run's
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 from .errors import BadInput
@@ -29,16 +31,88 @@ from .integers import parse_int
 
 @dataclass(frozen=True)
 class EpochOf:
-    """An epoch index stated for the protocol's reference length (``epochs`` default).
-
-    When a run uses another epoch count, the index is scaled proportionally and rounded, so
-    ``--epochs 20`` keeps the LDAM-DRW schedule's shape: decays at 16 and 18, DRW from 16.
-    """
+    """An epoch index stated for a run of ``of`` epochs (None: the protocol's reference length,
+    its ``epochs`` default): an epoch where something starts (a learning-rate decay, DRW,
+    meta-learning) or the length of the warm-up. A run of another length rescales every such
+    index at once (:func:`rescaled_epochs`), keeping the schedule's shape."""
 
     epoch: int
+    of: int | None = None
 
-    def at(self, epochs: int, reference_epochs: int) -> int:
-        return int(round(self.epoch * epochs / reference_epochs))
+    def fraction(self, reference_epochs: int) -> Fraction:
+        """Where the index lies in its run, 0 … 1."""
+        return Fraction(self.epoch, self.of or reference_epochs)
+
+
+def _epoch_values(defaults: Mapping[str, Any]) -> list[tuple[EpochOf, ...]]:
+    """The :class:`EpochOf` values of ``defaults``, one tuple per key (in a tuple's order)."""
+    groups = []
+    for value in defaults.values():
+        items = value if isinstance(value, tuple) else (value,)
+        groups.append(tuple(item for item in items if isinstance(item, EpochOf)))
+    return [group for group in groups if group]
+
+
+def _fit_marks(marks: list[Fraction], apart: set[tuple[Fraction, Fraction]],
+               epochs: int) -> dict[Fraction, int] | None:
+    """Mark (a fraction of the run) → epoch of a run of ``epochs``, as close to proportional
+    as the schedule's shape allows, or None where ``epochs`` is too short for it.
+
+    The shape: the map never reverses two marks; the marks of a pair in ``apart`` stay on
+    different epochs; a mark after the start stays at 1 or later (a warm-up, or the stage
+    before a decay or DRW, keeps an epoch) and a mark before the end stays at ``epochs - 1``
+    or earlier (the stage it starts keeps an epoch). A forward pass raises marks to meet the
+    lower bounds, a backward pass lowers them to meet the upper ones; the result is the
+    largest map below the forward one, so it is feasible exactly when any map is.
+    """
+    def lowest(mark: Fraction) -> int:
+        return 1 if mark > 0 else 0
+
+    def highest(mark: Fraction) -> int:
+        return epochs - 1 if mark < 1 else epochs
+
+    fitted: dict[Fraction, int] = {}
+    for i, mark in enumerate(marks):
+        floors = [round(mark * epochs), lowest(mark)]
+        floors += [fitted[marks[i - 1]]] if i > 0 else []
+        floors += [fitted[a] + 1 for a, b in apart if b == mark]
+        fitted[mark] = max(floors)
+    for i in reversed(range(len(marks))):
+        mark = marks[i]
+        ceilings = [fitted[mark], highest(mark)]
+        ceilings += [fitted[marks[i + 1]]] if i + 1 < len(marks) else []
+        ceilings += [fitted[b] - 1 for a, b in apart if a == mark]
+        fitted[mark] = min(ceilings)
+    if any(fitted[mark] < lowest(mark) for mark in marks):
+        return None
+    return fitted
+
+
+def rescaled_epochs(defaults: Mapping[str, Any], epochs: int,
+                    reference_epochs: int) -> tuple[dict[EpochOf, int], int | None]:
+    """The epoch of a run of ``epochs`` for each :class:`EpochOf` value of ``defaults`` (a
+    protocol's reference length ``reference_epochs``), and None, or, where ``epochs`` is too
+    short to keep the schedule's shape (:func:`_fit_marks`; the entries of one tuple, such as
+    two decays, stay apart), the plain proportional map and the fewest epochs that keep it.
+
+    E.g. the LDAM-DRW CIFAR schedule (warm-up 5, decays at 160 and 180, DRW from 160 of 200)
+    at 6 epochs: warm-up 1, decays at 4 and 5, DRW from 4, where proportional rounding would
+    drop the warm-up and put both decays and DRW on the last epoch.
+    """
+    groups = _epoch_values(defaults)
+    marks = sorted({value.fraction(reference_epochs) for group in groups for value in group})
+    apart = {(a, b) for group in groups
+             for a, b in zip((v.fraction(reference_epochs) for v in group),
+                             (v.fraction(reference_epochs) for v in group[1:])) if a < b}
+    fitted = _fit_marks(marks, apart, epochs)
+    needed = None
+    if fitted is None:
+        needed = next((n for n in range(epochs + 1, max(epochs, reference_epochs) + 1)
+                       if _fit_marks(marks, apart, n) is not None),
+                      max(epochs + 1, reference_epochs))
+        fitted = {mark: round(mark * epochs) for mark in marks}
+    return {value: fitted[value.fraction(reference_epochs)]
+            for group in groups for value in group}, needed
 
 
 #: Hyper-parameters every run of a pack must share (:mod:`ltbench.run.packing`): they decide the
@@ -110,11 +184,11 @@ def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, str]:
     return out
 
 
-def _materialise(value: Any, epochs: int, reference_epochs: int) -> Any:
+def _materialise(value: Any, epoch_map: Mapping[EpochOf, int]) -> Any:
     if isinstance(value, EpochOf):
-        return value.at(epochs, reference_epochs)
+        return epoch_map[value]
     if isinstance(value, tuple):
-        return tuple(_materialise(v, epochs, reference_epochs) for v in value)
+        return tuple(_materialise(v, epoch_map) for v in value)
     return value
 
 
@@ -135,8 +209,10 @@ def resolve(dataset_defaults: Mapping[str, Any], method_defaults: Mapping[str, A
         defaults["epochs"] = epochs
     if "epochs" in overrides:
         defaults["epochs"] = parse_value("epochs", overrides["epochs"], 0)
-    n_epochs = int(defaults["epochs"])
-    resolved = {k: _materialise(v, n_epochs, reference_epochs) for k, v in defaults.items()}
+    # Explicit overrides are taken as given, so they take no part in the shape either.
+    rescaled = {k: v for k, v in defaults.items() if k not in overrides}
+    epoch_map, _ = rescaled_epochs(rescaled, int(defaults["epochs"]), reference_epochs)
+    resolved = {k: _materialise(v, epoch_map) for k, v in rescaled.items()}
     for key, text in overrides.items():
         if key in defaults:
             resolved[key] = parse_value(key, text, defaults[key])
@@ -213,3 +289,16 @@ def resolve_run(dataset: Any, method: Any | None, overrides: Mapping[str, str],
     if method is None:
         return resolve(defaults, {}, overrides, epochs)
     return resolve(defaults, method.defaults, overrides, epochs, method.choices)
+
+
+def schedule_shortfall(dataset: Any, method: Any, overrides: Mapping[str, str],
+                       epochs: int) -> int | None:
+    """The fewest epochs that keep the shape of ``method``'s schedule on ``dataset``
+    (:func:`rescaled_epochs`) where a run of ``epochs`` (its resolved count) is too short for
+    it, else None. Overridden keys take no part, as in :func:`resolve`."""
+    defaults = {**protocol_defaults(dataset.protocols, dataset.default_protocol,
+                                    method.protocol, overrides), **method.defaults}
+    reference_epochs = int(defaults["epochs"])
+    kept = {k: v for k, v in defaults.items() if k not in overrides}
+    return rescaled_epochs(kept, epochs, reference_epochs)[1]
+

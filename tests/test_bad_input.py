@@ -94,8 +94,8 @@ MORE_BAD_RUNS = [
     (["--set", "n_max=99999999999999999999"], "--set n_max must be at most 9223372036854775807"),
     (["--set", "pad=" + "9" * 5000], "--set pad must be at most 9223372036854775807"),
     # Hyper-parameter values the engine would refuse only once training started.
-    (["--set", "backbone=nosuch"], "--set backbone=nosuch: expected one of resnet32, resnet10, "
-                                   "resnet50, resnext50_32x4d, resnet152"),
+    (["--set", "backbone=nosuch"], "--set backbone=nosuch: expected one of resnet32, resnet8, "
+                                   "resnet10, resnet50, resnext50_32x4d, resnet152"),
     (["--set", "pad_mode=zzz"], "--set pad_mode=zzz: expected one of zero, reflect"),
     (["--set", "pad=-4"], "--set pad must be >= 0, got -4"),
     (["--set", "mean=0.5"], "--set mean=0.5: expected 3 comma-separated values (one per "

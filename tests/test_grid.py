@@ -7,7 +7,7 @@ import pytest
 from ltbench import HARNESS_VERSION, registry
 from ltbench.datasets.cifar_protocols import JAMAL_CIFAR, LDAM_CIFAR
 from ltbench.errors import BadInput
-from ltbench.hparams import EpochOf, parse_overrides, resolve, resolve_run
+from ltbench.hparams import EpochOf, parse_overrides, rescaled_epochs, resolve, resolve_run
 from ltbench.run import grid
 from ltbench.spec import RunSpec, derive_seed
 
@@ -23,14 +23,59 @@ def test_reference_protocol_resolves_to_ldam_drw_schedule():
 
 def test_epochs_rescale_epoch_valued_defaults_but_not_explicit_overrides():
     hp = resolve(LDAM_CIFAR, {"drw_epoch": EpochOf(160)}, {}, epochs=20)
+    # Proportional (16, 18, DRW 16), but the warm-up keeps an epoch: round(0.5) would be 0.
     assert (hp["epochs"], hp["warmup_epochs"], hp["lr_milestones"], hp["drw_epoch"]) == \
-        (20, 0, [16, 18], 16)
+        (20, 1, [16, 18], 16)
     hp = resolve(LDAM_CIFAR, {"drw_epoch": EpochOf(160)},
                  parse_overrides(["drw_epoch=3", "lr_milestones=5,7"]), epochs=10)
-    assert (hp["drw_epoch"], hp["lr_milestones"], hp["warmup_epochs"]) == (3, [5, 7], 0)
-    # One epoch trains at the full rate: milestones round up to 1, past the only epoch.
+    assert (hp["drw_epoch"], hp["lr_milestones"], hp["warmup_epochs"]) == (3, [5, 7], 1)
+    # One epoch cannot hold a warm-up, two decays and DRW: the plain proportional map, which
+    # trains the only epoch at the full rate (the milestones round up to 1, past it).
     hp = resolve(LDAM_CIFAR, {}, {}, epochs=1)
     assert hp["lr_milestones"] == [1, 1] and hp["warmup_epochs"] == 0
+
+
+def test_a_short_schedule_keeps_its_shape():
+    """Issue 18: at 6 epochs, proportional rounding put both decays and DRW on the last epoch
+    (the only DRW epoch, at lr 1e-5) and dropped the warm-up."""
+    hp = resolve(LDAM_CIFAR, {"drw_epoch": EpochOf(160)}, {}, epochs=6)
+    assert (hp["warmup_epochs"], hp["lr_milestones"], hp["drw_epoch"]) == (1, [4, 5], 4)
+    # Jamal: decays at 159/179 and meta-learning from 160 (its own decays at 160/180): the
+    # proportional 5, 5, 5, 5 becomes decays at 4 and 5 with two meta-learning epochs.
+    meta = {"meta_start_epoch": EpochOf(160), "meta_lr_milestones": (EpochOf(160),
+                                                                     EpochOf(180))}
+    hp = resolve(JAMAL_CIFAR, meta, {}, epochs=6)
+    assert (hp["warmup_epochs"], hp["lr_milestones"], hp["meta_start_epoch"],
+            hp["meta_lr_milestones"]) == (0, [4, 5], 4, [4, 5])
+
+
+def test_every_long_enough_schedule_keeps_its_stages():
+    defaults = {**LDAM_CIFAR, "drw_epoch": EpochOf(160)}
+    for epochs in range(3, 201):
+        epoch_map, needed = rescaled_epochs(defaults, epochs, 200)
+        assert needed is None
+        hp = resolve(LDAM_CIFAR, {"drw_epoch": EpochOf(160)}, {}, epochs=epochs)
+        first, second = hp["lr_milestones"]
+        assert 1 <= hp["warmup_epochs"] <= first <= hp["drw_epoch"] < second <= epochs - 1
+        # At most one epoch from proportional rounding (at most half an epoch off).
+        assert all(abs(epoch_map[m] - m.epoch * epochs / 200) <= 1.5 for m in epoch_map), epochs
+
+
+def test_too_short_a_schedule_says_how_many_epochs_it_needs():
+    defaults = {**LDAM_CIFAR, "drw_epoch": EpochOf(160)}
+    assert rescaled_epochs(defaults, 2, 200) == (
+        {EpochOf(5): 0, EpochOf(160): 2, EpochOf(180): 2}, 3)
+    assert rescaled_epochs(defaults, 200, 200) == (
+        {EpochOf(5): 5, EpochOf(160): 160, EpochOf(180): 180}, None)
+
+
+def test_drw_starts_at_four_fifths_of_any_protocol():
+    """DRW's start is stated for the 200-epoch CIFAR protocol; on a 90-epoch ImageNet-LT run
+    it used to stay at epoch 160, past the end, so ce-drw trained as ce."""
+    dataset, method = registry.load("dataset", "imagenet-lt"), registry.load("method", "ce-drw")
+    hp = resolve_run(dataset, method, {})
+    assert (hp["epochs"], hp["drw_epoch"]) == (90, 72)
+    assert resolve_run(registry.load("dataset", "cifar10-lt"), method, {})["drw_epoch"] == 160
 
 
 @pytest.mark.parametrize("item, message", [
@@ -59,8 +104,8 @@ def test_wrongly_typed_set_values(key, value, message):
 
 @pytest.mark.parametrize("defaults, overrides, choices, message", [
     (LDAM_CIFAR, {"backbone": "resnet33"}, None,
-     "--set backbone=resnet33: expected one of resnet32, resnet10, resnet50, resnext50_32x4d, "
-     "resnet152"),
+     "--set backbone=resnet33: expected one of resnet32, resnet8, resnet10, resnet50, "
+     "resnext50_32x4d, resnet152"),
     (LDAM_CIFAR, {"pad_mode": "edge"}, None, "--set pad_mode=edge: expected one of zero, "
                                              "reflect"),
     ({**LDAM_CIFAR, "lr_schedule": "step"}, {"lr_schedule": "linear"}, None,

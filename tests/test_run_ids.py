@@ -3,7 +3,10 @@ default and with non-default options, has the ids recorded in ``tests/golden/run
 
 A run id is the store's key (:mod:`ltbench.spec`): an id that changes orphans every stored
 record of that run. The fixture was written by :func:`grids` before the harness was split into
-sub-packages (issue 15); regenerate it only together with ``HARNESS_VERSION``::
+sub-packages (issue 15) and rewritten once on purpose since (issue 18: a rescaled schedule keeps
+its shape, so the 20-epoch grid's warm-up is 1 epoch, not 0, and DRW starts at 72 of the
+ImageNet-style protocols' 90 epochs instead of never); regenerate it only together with
+``HARNESS_VERSION`` or with such a deliberate change of the runs' hyper-parameters::
 
     .venv/bin/python tests/test_run_ids.py --write
 """

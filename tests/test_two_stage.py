@@ -343,7 +343,7 @@ def test_run_plan_lists_the_stage1_run_once(tmp_path):
     result = _cli("run", "--methods", "crt,ncm", "--datasets", "synthetic-lt", "--imb", "4",
                   "--epochs", "1", "--results", tmp_path / "r", "--dry-run", *sets)
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()
     assert [line.split()[4] for line in lines[:-1]] == ["ce", "crt", "ncm"]
     assert lines[-1] == "3 runs in the grid, 0 done, 3 to train"
     assert not (tmp_path / "r").exists()

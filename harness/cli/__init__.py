@@ -1,6 +1,6 @@
 """The ``ltbench`` command line: this group, and one module per command (``run``, ``status``,
 ``report``, ``check``, ``compare``, ``export``, ``compact``, ``bench``, ``list`` in
-:mod:`.listing`, ``data``), with the options they share in :mod:`.shared` and ``run``'s launch
+:mod:`.listing`, ``data``, ``demo``), with the options they share in :mod:`.shared` and ``run``'s launch
 options in :mod:`.launch`.
 
 Heavy modules (torch, pandas) are imported inside the commands that need them, so ``ltbench
@@ -17,7 +17,7 @@ import click
 
 from .. import __version__
 from ..errors import BadInput
-from . import bench, check, compact, compare, data, export, listing, report, run, status
+from . import bench, check, compact, compare, data, demo, export, listing, report, run, status
 
 
 class LtbenchGroup(click.Group):
@@ -56,7 +56,8 @@ def cli():
 
 
 for command in (run.run, status.status, report.report, check.check, compare.compare,
-                export.export, compact.compact, bench.bench, listing.list_plugins, data.data):
+                export.export, compact.compact, bench.bench, listing.list_plugins, data.data,
+                demo.demo):
     cli.add_command(command)
 
 

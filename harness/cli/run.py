@@ -22,7 +22,8 @@ from .shared import data_root_option, results_option, set_option, subset_options
               help="Comma-separated imbalance factors n_max/n_min (>= 1), e.g. 200,100,50.")
 @click.option("--seeds", default="0", show_default=True, help="Comma-separated training seeds.")
 @click.option("--epochs", type=Integer(1), default=None,
-              help="Epochs per run; epoch-valued defaults (warm-up, decays, DRW) scale with it.")
+              help="Epochs per run; epoch-valued defaults (warm-up, decays, DRW, meta-learning) "
+                   "scale with it, keeping the schedule's shape where it is long enough.")
 @subset_options
 @data_root_option
 @results_option
@@ -31,6 +32,9 @@ from .shared import data_root_option, results_option, set_option, subset_options
 @set_option
 @click.option("--dry-run", is_flag=True, help="Print the runs and whether each is done; train "
                                               "nothing, write nothing.")
+@click.option("--estimate/--no-estimate", default=True, show_default=True,
+              help="Before training (and in --dry-run), time a few training steps here and "
+                   "print what the runs to train will cost on this machine.")
 @click.option("--force", is_flag=True, help="Re-train runs that are already in the store.")
 @click.option("--rerun-failed", is_flag=True, help="Re-train failed and diverged runs.")
 @click.option("--pack-size", default="auto", show_default=True,
@@ -39,7 +43,7 @@ from .shared import data_root_option, results_option, set_option, subset_options
                    "A launcher worker trains one pack.")
 @launch_options
 def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, results, device,
-        overrides, dry_run, force, rerun_failed, pack_size, launch):
+        overrides, dry_run, estimate, force, rerun_failed, pack_size, launch):
     """Train every run of the grid datasets x imbalance factors x methods x seeds.
 
     Runs already in the results store are skipped, so re-running a command resumes it; a run
@@ -63,6 +67,7 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
         grid.parse_seeds(seeds),
         profile=profile, split_seed=split_seed, overrides=parse_overrides(overrides),
         epochs=epochs, all_methods=methods.strip() == "all")
+    notes = grid.schedule_notes(specs, parse_overrides(overrides))  # printed once all is valid
     specs = with_stage1(specs)  # two-stage methods' stage-1 runs are runs of the grid too
     launch.validate()
     store = ResultStore(results)
@@ -70,6 +75,9 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
     statuses = usable_statuses(store) if store.runs_dir.is_dir() else {}
     todo = pending(specs, statuses, force=force, rerun_failed=rerun_failed)
     if dry_run or launch.launcher == "dry":
+        click.echo("".join(f"{note}\n" for note in notes), err=True, nl=False)
+        if estimate and todo:
+            _print_estimate(todo, device)
         click.echo(describe_plan(specs, todo))
         if launch.launcher == "dry":
             click.echo(launch.describe_commands(todo, results, data_root, device,
@@ -82,6 +90,9 @@ def run(methods, datasets, imb, seeds, epochs, profile, split_seed, data_root, r
     launch.check_free_space(store.root)
     check_store_writable(store)
     store.ensure_writable()
+    click.echo("".join(f"{note}\n" for note in notes), err=True, nl=False)
+    if estimate and todo and plan.in_process():  # a pool's workers have the devices
+        _print_estimate(todo, device)
     pack_size = plan.pack_size(requested_pack_size,
                                max((s.hparams["batch_size"] for s in todo), default=1))
     click.echo(f"{len(specs)} runs in the grid, {len(specs) - len(todo)} already done, "
@@ -107,6 +118,16 @@ def _check_data(todo, data_root: Path) -> None:
         if key not in checked:
             dataset.check(data_root, spec.hparams, subset)
             checked.add(key)
+
+
+def _print_estimate(todo, device: str) -> None:
+    """The plan's cost on this machine (:mod:`ltbench.run.cost`), on stderr."""
+    from ..run.cost import estimate
+    from ..run.runner import resolve_device
+
+    click.echo(f"timing a few training steps on this machine to estimate the cost of "
+               f"{len(todo)} runs ...", err=True)
+    click.echo(estimate(todo, resolve_device(device)).describe(), err=True)
 
 
 def _pack_size(text: str) -> int | None:

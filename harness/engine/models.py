@@ -130,19 +130,25 @@ def initialise(model: nn.Module, generator: torch.Generator) -> None:
                 module.reset_parameters()
 
 
+#: The CIFAR ResNets (He et al., CVPR 2016, arXiv:1512.03385, Sec. 4.2: 6n + 2 layers) → n,
+#: the BasicBlocks per stage: ResNet-32, the protocols' backbone, and ResNet-8 (n = 1, about a
+#: sixth of its training FLOPs), which no published protocol uses: for demos and quick trials.
+CIFAR_RESNETS = {"resnet32": 5, "resnet8": 1}
+
+
 def backbone_names() -> tuple[str, ...]:
-    """Every backbone :func:`build_backbone` builds: ``"resnet32"`` and the ImageNet-scale
-    ones of :mod:`ltbench.engine.imagenet_models`."""
+    """Every backbone :func:`build_backbone` builds: the CIFAR ResNets of
+    :data:`CIFAR_RESNETS` and the ImageNet-scale ones of :mod:`ltbench.engine.imagenet_models`."""
     from .imagenet_models import BACKBONES
 
-    return ("resnet32", *BACKBONES)
+    return (*CIFAR_RESNETS, *BACKBONES)
 
 
 def build_backbone(name: str, num_classes: int, head: str,
                    generator: torch.Generator, pretrained: str = "none") -> nn.Module:
     """A freshly initialised backbone on the CPU (move it to a device afterwards).
 
-    ``name``: ``"resnet32"`` or one of the ImageNet-scale backbones of
+    ``name``: a CIFAR ResNet (:data:`CIFAR_RESNETS`) or one of the ImageNet-scale backbones of
     :mod:`ltbench.engine.imagenet_models` (which also take ``pretrained``); ``head``:
     ``"linear"`` or ``"cosine"`` (NormedLinear). Raises ``ValueError`` for anything else.
     """
@@ -158,7 +164,7 @@ def build_backbone(name: str, num_classes: int, head: str,
     if pretrained != "none":
         raise ValueError(f"backbone {name!r} has no pretrained weights")
     with torch.device("meta"):
-        model = CifarResNet(5, num_classes, head)
+        model = CifarResNet(CIFAR_RESNETS[name], num_classes, head)
     model = model.to_empty(device="cpu")
     initialise(model, generator)
     return model

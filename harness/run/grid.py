@@ -103,3 +103,20 @@ def expand(methods: list[str], datasets: list[str], imb_factors: list[float] | N
         dict.fromkeys((s.dataset, s.imb_factor) for s in specs))}
     specs.sort(key=lambda s: order[(s.dataset, s.imb_factor)])
     return specs
+
+
+def schedule_notes(specs: list[RunSpec], overrides: dict[str, str] | None = None) -> list[str]:
+    """One line per dataset, protocol and epoch count of ``specs`` whose schedule is too short to
+    keep its shape (:func:`ltbench.hparams.rescaled_epochs`): which methods, and the fewest
+    epochs that would keep it. Their runs rescale proportionally, so stages merge."""
+    overrides = overrides or {}
+    short: dict[tuple[str, str, int, int], list[str]] = {}
+    for dataset, method, protocol, epochs in dict.fromkeys(
+            (s.dataset, s.method, s.hparams["protocol"], s.epochs) for s in specs):
+        needed = hp.schedule_shortfall(registry.load("dataset", dataset),
+                                       registry.load("method", method), overrides, epochs)
+        if needed is not None:
+            short.setdefault((dataset, protocol, epochs, needed), []).append(method)
+    return [f"note: {epochs} epochs cannot keep the shape of the {protocol} schedule of "
+            f"{', '.join(methods)} on {dataset} (it needs {needed}): its stages merge"
+            for (dataset, protocol, epochs, needed), methods in short.items()]
