@@ -49,11 +49,30 @@ def test_a_meta_learning_run_is_priced_stage_by_stage():
     assert (hp["lr_milestones"], hp["meta_start_epoch"]) == ([8, 9], 8)
     assert cost._stage_starts(hp, 10) == [0, 8, 9]
     steps = math.ceil(training_images(spec) / int(hp["batch_size"]))
-    expected = steps * (8 * calibration.step_seconds(spec, 0, "meta-ce")
-                        + calibration.step_seconds(spec, 8, "meta-ce")
-                        + calibration.step_seconds(spec, 9, "meta-ce"))
-    assert cost._run_seconds(spec, calibration) == pytest.approx(expected)
-    assert calibration.timed_steps == 3
+    plain = calibration.step_seconds(spec, 0, "meta-ce")
+    meta = calibration.step_seconds(spec, 9, "meta-ce")
+    assert meta > cost.SAME_COST * plain  # a look-ahead step: two forwards, a double backward
+    assert cost._run_seconds(spec, calibration) == pytest.approx(steps * (8 * plain + 2 * meta))
+    assert calibration.timed_steps == 3  # epochs 0, 9 and 8, where the bisection looked
+
+
+def test_stage_costs_come_from_the_fewest_timings():
+    asked = []
+
+    def time_at(costs):
+        def timed(epoch):
+            asked.append(epoch)
+            return costs[epoch]
+        return timed
+
+    starts = [0, 159, 160, 179, 180]
+    jamal = {0: 1.0, 159: 1.1, 160: 9.0, 179: 10.0, 180: 9.5}
+    assert cost._stage_step_seconds(starts, time_at(jamal)) == [1.0, 1.0, 9.5, 9.5, 9.5]
+    assert asked == [0, 180, 160, 159]
+    asked.clear()
+    # The same cost throughout (within timing noise): two timings, their mean everywhere.
+    assert cost._stage_step_seconds(starts, time_at({0: 2.0, 180: 2.4})) == [2.2] * 5
+    assert asked == [0, 180]
 
 
 def test_a_two_stage_run_prices_only_its_classifier():

@@ -48,6 +48,15 @@ def test_resnet32_parameter_counts():
     assert count_parameters(build_backbone("resnet32", 100, "linear", generator(0))) == 470_004  # 464,154 - 650 + 6,500
 
 
+def test_resnet8_is_the_same_network_with_one_block_per_stage():
+    # conv1 + BN 432 + 32; stage 1 (16→16) 2·2,304 + 2·32; stage 2 (16→32, stride 2)
+    # 4,608 + 9,216 + 2·64; stage 3 (32→64) 18,432 + 36,864 + 2·128; head 64·10 + 10.
+    model = build_backbone("resnet8", 10, "linear", generator(0))
+    assert count_parameters(model) == 464 + 4_672 + 13_952 + 55_552 + 650 == 75_290
+    assert [len(stage) for stage in (model.layer1, model.layer2, model.layer3)] == [1, 1, 1]
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
 def test_unknown_backbone_or_head_is_rejected():
     with pytest.raises(ValueError, match="backbone"):
         build_backbone("resnet18", 10, "linear", generator(0))

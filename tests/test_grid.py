@@ -279,3 +279,19 @@ def test_meta_set_problems_fail_the_grid_before_training():
     (spec,) = grid.expand(["cb-finetune"], ["synthetic-lt"], [10.0], [0],
                           overrides={"meta_per_class": "0"})
     assert spec.hparams["protocol"] == "jamal" and spec.hparams["meta_per_class"] == 0
+
+
+def test_a_plan_too_short_for_its_schedules_says_so_once_per_schedule():
+    specs = grid.expand(["ce", "ldam-drw", "meta-ce", "mwn"], ["cifar10-lt"], [100.0], [0, 1],
+                        epochs=2)
+    assert grid.schedule_notes(specs) == [
+        "note: 2 epochs cannot keep the shape of the ldam schedule of ce, ldam-drw on "
+        "cifar10-lt (it needs 3): its stages merge",
+        "note: 2 epochs cannot keep the shape of the jamal schedule of meta-ce, mwn on "
+        "cifar10-lt (it needs 3): its stages merge"]
+    assert grid.schedule_notes(grid.expand(["ce", "meta-ce"], ["cifar10-lt"], [100.0], [0],
+                                           epochs=3)) == []
+    # An explicit schedule is the user's: only the warm-up is left to fit, and 2 epochs hold it.
+    overrides = {"lr_milestones": "1,2", "drw_epoch": "1"}
+    assert grid.schedule_notes(grid.expand(["ldam-drw"], ["cifar10-lt"], [100.0], [0],
+                                           epochs=2, overrides=overrides), overrides) == []

@@ -291,8 +291,9 @@ def test_report_cells_show_matching_published_numbers(tmp_path):
     assert ("| focal | **28.00 (n=1, no CI) (1 missing)** · pub. 29.62 [2] Δ -2.12 from best test ep. 27.50 |"
             in markdown)
     assert "[1] Q, T2: Paper B (P1). Model selection: final epoch — last epoch." in markdown
+    # Rows with the same schedule are named together.
     assert ("Schedules: ce [epochs=1]: no protocol, 1 epoch, SHORTER than the published 200; "
-            "ce [epochs=200]: no protocol, 200 epochs;") in markdown
+            "ce [epochs=200], focal: no protocol, 200 epochs.") in markdown
     assert "[2] P, T1: Paper A (P2). Model selection: best test epoch" in markdown
     assert "Paper C" not in markdown and "Paper D" not in markdown
     data = pd.read_csv(out / "data" / "cifar10-lt_top1_err.csv")

@@ -26,6 +26,17 @@ def test_t_interval_by_hand_and_none_below_three_runs():
     assert all(math.isnan(x) for x in t_interval([30.0, 31.0]))
 
 
+def test_a_cells_interval_stays_within_the_percentage_range():
+    """100, 100, 98: mean 99.33, s = 1.1547, half-width 4.302653 · 1.1547 / √3 = 2.8684, so
+    the raw interval 96.465 … 102.202 ends at 100 (the demo report showed 'CI 97.44–101.23')."""
+    cell = Cell(99.333, 1.155, 3, 0, values={(0, 0): 100.0, (0, 1): 100.0, (0, 2): 98.0})
+    assert cell.interval == pytest.approx((96.464983, 100.0))
+    low = Cell(1.0, 1.0, 3, 0, values={(0, 0): 0.0, (0, 1): 1.0, (0, 2): 2.0})
+    assert low.interval == pytest.approx((0.0, 3.484138))
+    assert all(math.isnan(x) for x in Cell(1.0, 0.0, 2, 0, values={(0, 0): 1.0,
+                                                                  (0, 1): 1.0}).interval)
+
+
 def test_paired_t_test_by_hand():
     """Differences 1, 2, 0.5 over three paired seeds: t = √7 with 2 degrees of freedom, whose
     two-sided p-value has the closed form 1 − √7 / 3 = 0.118083."""

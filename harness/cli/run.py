@@ -126,7 +126,7 @@ def _print_estimate(todo, device: str) -> None:
     from ..run.runner import resolve_device
 
     click.echo(f"timing a few training steps on this machine to estimate the cost of "
-               f"{len(todo)} runs ...", err=True)
+               f"{len(todo)} runs (--no-estimate skips it) ...", err=True)
     click.echo(estimate(todo, resolve_device(device)).describe(), err=True)
 
 

@@ -203,9 +203,10 @@ def _error_view(table: ErrorTable, records: pd.DataFrame, labels: pd.Series,
 
 
 def _schedules(table: ErrorTable, published: Sequence[PublishedRow]) -> str:
-    """Each row's protocol and schedule length, and whether it is shorter than every published
-    protocol of its method on the dataset (so a smoke run never reads as a result)."""
-    parts = []
+    """Each row's protocol, backbone and schedule length, and whether it is shorter than every
+    published protocol of its method on the dataset (so a smoke run never reads as a result);
+    rows that share all of these are named together."""
+    groups: dict[str, list[str]] = {}
     for label in table.rows:
         config = table.configs[label]
         lengths = {row.protocol_epochs for row in published
@@ -216,8 +217,12 @@ def _schedules(table: ErrorTable, published: Sequence[PublishedRow]) -> str:
                  else "")
         epochs = "? epochs" if config.epochs is None else \
             f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
-        parts.append(f"{label}: {config.protocol or 'no'} protocol, {epochs}{short}")
-    return "Schedules: " + "; ".join(parts) + "."
+        backbone = config.settings.get("backbone")
+        backbone = f", {backbone}" if isinstance(backbone, str) else ""
+        groups.setdefault(f"{config.protocol or 'no'} protocol{backbone}, {epochs}{short}",
+                          []).append(label)
+    return "Schedules: " + "; ".join(f"{', '.join(labels)}: {schedule}"
+                                     for schedule, labels in groups.items()) + "."
 
 
 #: How each part of a record's ``selection_rule`` reads (protocols.md §1.3).

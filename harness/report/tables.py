@@ -59,8 +59,12 @@ class Cell:
     @property
     def interval(self) -> tuple[float, float]:
         """The 95 % t-interval of the mean (NaNs below :data:`~ltbench.report.stats.MIN_RUNS`
-        runs)."""
-        return t_interval(list(self.values.values()))
+        runs), clipped to 0 … 100, the range of every percentage a cell holds: an accuracy of
+        100 ± 2 has no upper end above 100."""
+        low, high = t_interval(list(self.values.values()))
+        if math.isnan(low):
+            return low, high
+        return max(low, 0.0), min(high, 100.0)
 
 
 @dataclass(frozen=True)

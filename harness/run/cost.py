@@ -3,13 +3,14 @@
 The calibration times real training steps on the device the plan would use, with the numerics
 ``ltbench run`` picks there (:meth:`~ltbench.engine.steps.Numerics.for_device`): the method's
 loss, backward and SGD step of the run's backbone at the run's batch size, on random inputs of
-the run's image size. One step is timed after an untimed one, per distinct cost:
+the run's image size. One step is timed per distinct cost, after an untimed one per network:
 
 * a plain loss (a :meth:`~ltbench.api.Method.groupable` method) costs what a ``ce`` step of
   the same backbone, batch and image size costs: timed once for all of them;
-* any other method (meta-learning look-aheads, meta-set batches) is timed at the first epoch
-  of every stage of its schedule (epoch 0 and each epoch-valued hyper-parameter, e.g. the
-  start of meta-learning), each stage priced at its own rate;
+* any other method (meta-learning look-aheads, meta-set batches) is timed in the first and
+  the last stage of its schedule (the stages begin at epoch 0 and at each epoch-valued
+  hyper-parameter) and, where those differ, bisected for the stage where its cost changes
+  (e.g. the start of meta-learning); each stage is priced at its rate;
 * a two-stage method's own run trains only its classifier on the frozen stage-1 backbone,
   priced as a third of a ``ce`` step (one forward of the backbone instead of forward and
   backward); its stage-1 run is a run of the plan like any other.
@@ -73,33 +74,17 @@ def _stage_starts(hparams: dict[str, Any], epochs: int) -> list[int]:
     return sorted(starts)
 
 
-#: The largest batch timed on a CPU (larger ones are timed on this many images and scaled).
-CPU_CALIBRATION_BATCH = 32
+#: The largest batch timed on a CPU, where a step's time is proportional to its batch: the
+#: CIFAR protocols' batches are timed whole, an ImageNet protocol's on this many images and
+#: scaled (a whole 224-pixel batch takes minutes there).
+CPU_CALIBRATION_BATCH = 128
 
 
-class _Calibration:
-    """Seconds per training step, measured once per distinct cost (see the module docstring)."""
+class _StepTimer:
+    """One method's training step on the run's backbone, batch and image size, set up once (its
+    first step untimed: allocations, autotuning) and then timed at any epoch."""
 
-    def __init__(self, device):
-        import torch
-
-        from ..engine.steps import Numerics
-
-        self.device = torch.device(device)
-        self.numerics = Numerics.for_device(self.device)
-        self.seconds: dict[tuple, float] = {}
-        self.timed_steps = 0
-
-    def step_seconds(self, spec: RunSpec, epoch: int, method_name: str) -> float:
-        hp = spec.hparams
-        key = (method_name, epoch, hp["backbone"], int(hp["batch_size"]),
-               int(hp.get("crop_size", 32)))
-        if key not in self.seconds:
-            self.seconds[key] = self._time(spec, epoch, method_name)
-            self.timed_steps += 1
-        return self.seconds[key]
-
-    def _time(self, spec: RunSpec, epoch: int, method_name: str) -> float:
+    def __init__(self, spec: RunSpec, method_name: str, device, numerics):
         import torch
 
         from ..api import StepContext
@@ -110,37 +95,71 @@ class _Calibration:
         counts = registry.load("dataset", spec.dataset)().class_counts(
             spec.imb_factor, spec.profile, hp)
         classes, batch, size = len(counts), int(hp["batch_size"]), int(hp.get("crop_size", 32))
-        # A CPU step's time is proportional to its batch, so a large one is timed on a part
-        # (an ImageNet-size step takes many seconds there); a GPU's is not.
-        timed_batch = min(batch, CPU_CALIBRATION_BATCH) if self.device.type == "cpu" else batch
+        timed_batch = min(batch, CPU_CALIBRATION_BATCH) if device.type == "cpu" else batch
+        self.scale = batch / timed_batch
+        self.device = device
         generator = torch.Generator().manual_seed(0)
-        method = registry.load("method", method_name)(
-            torch.tensor(counts, dtype=torch.float64, device=self.device), hp)
-        model = build_backbone(hp["backbone"], classes, method.head, generator)
-        model = model.to(self.device, memory_format=self.numerics.memory_format)
-        optimizer = build_optimizer(model, hp)
+        self.method = registry.load("method", method_name)(
+            torch.tensor(counts, dtype=torch.float64, device=device), hp)
+        self.model = build_backbone(hp["backbone"], classes, self.method.head, generator).to(
+            device, memory_format=numerics.memory_format)
+        self.optimizer = build_optimizer(self.model, hp)
 
         def batch_of(n: int) -> tuple[torch.Tensor, torch.Tensor]:
             inputs = torch.randn(n, 3, size, size, generator=generator).to(
-                self.device, memory_format=self.numerics.memory_format)
-            return inputs, (torch.arange(n) % classes).to(self.device)
+                device, memory_format=numerics.memory_format)
+            return inputs, (torch.arange(n) % classes).to(device)
 
-        meta = batch_of(int(hp.get("meta_batch_size", batch)) * timed_batch // batch or 1)
-        context = StepContext(lr=float(hp["lr"]), precision=self.numerics.precision(),
-                              meta_batch=lambda: meta, seed=0)
-        inputs, targets = batch_of(timed_batch)
-        model.train()
-        elapsed = 0.0
-        for timed in (False, True):  # the first step pays for allocations and autotuning
-            started = time.perf_counter()
-            loss, _, _ = method.training_loss(model, inputs, targets, epoch, context)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            elapsed = time.perf_counter() - started if timed else elapsed
-        return elapsed * batch / timed_batch
+        meta = batch_of(max(int(hp.get("meta_batch_size", batch)) * timed_batch // batch, 1))
+        self.context = StepContext(lr=float(hp["lr"]), precision=numerics.precision(),
+                                   meta_batch=lambda: meta, seed=0)
+        self.inputs, self.targets = batch_of(timed_batch)
+        self.model.train()
+        self.seconds(int(hp["epochs"]) - 1)  # untimed: the costliest stage warms up the most
+
+    def seconds(self, epoch: int) -> float:
+        """Seconds of one step at ``epoch``, scaled to the run's batch."""
+        import torch
+
+        started = time.perf_counter()
+        loss, _, _ = self.method.training_loss(self.model, self.inputs, self.targets, epoch,
+                                               self.context)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return (time.perf_counter() - started) * self.scale
+
+
+class _Calibration:
+    """Seconds per training step, measured once per distinct cost (see the module docstring):
+    methods that share their training step's code (``training_loss``, e.g. meta-ce, meta-focal
+    and meta-ldam) share its timings."""
+
+    def __init__(self, device):
+        import torch
+
+        from ..engine.steps import Numerics
+
+        self.device = torch.device(device)
+        self.numerics = Numerics.for_device(self.device)
+        self.seconds: dict[tuple, float] = {}
+        self.timed_steps = 0
+        self._timer: tuple[tuple, _StepTimer] | None = None  # the latest: a method's stages
+        # are timed one after the other, and only one network is held at a time
+
+    def step_seconds(self, spec: RunSpec, epoch: int, method_name: str) -> float:
+        hp = spec.hparams
+        setup = (registry.load("method", method_name).training_loss, hp["backbone"],
+                 int(hp["batch_size"]), int(hp.get("crop_size", 32)))
+        if (*setup, epoch) not in self.seconds:
+            if self._timer is None or self._timer[0] != setup:
+                self._timer = None  # free the previous network first
+                self._timer = (setup, _StepTimer(spec, method_name, self.device, self.numerics))
+            self.seconds[(*setup, epoch)] = self._timer[1].seconds(epoch)
+            self.timed_steps += 1
+        return self.seconds[(*setup, epoch)]
 
 
 def _run_seconds(spec: RunSpec, calibration: _Calibration) -> float:
@@ -156,10 +175,33 @@ def _run_seconds(spec: RunSpec, calibration: _Calibration) -> float:
     if method_cls.groupable():
         return epochs * steps * calibration.step_seconds(spec, 0, "ce")
     starts = _stage_starts(hp, epochs)
-    total = 0.0
-    for start, end in zip(starts, starts[1:] + [epochs]):
-        total += (end - start) * steps * calibration.step_seconds(spec, start, spec.method)
-    return total
+    per_stage = _stage_step_seconds(starts, lambda epoch: calibration.step_seconds(
+        spec, epoch, spec.method))
+    return sum((end - start) * steps * seconds
+               for start, end, seconds in zip(starts, starts[1:] + [epochs], per_stage))
+
+
+#: Two timings of a step closer than this ratio are taken as one cost (timing noise).
+SAME_COST = 1.5
+
+
+def _stage_step_seconds(starts: list[int], time_at) -> list[float]:
+    """Seconds per step of each stage beginning at ``starts``, from as few timings as the
+    schedule allows: the first and the last stage, and where they differ (a method that turns
+    meta-learning on), a bisection for the first stage that costs what the last one does; the
+    stages before it cost what the first does."""
+    first, last = time_at(starts[0]), time_at(starts[-1])
+    if max(first, last) < SAME_COST * min(first, last):
+        return [(first + last) / 2] * len(starts)
+    cheap, costly = 0, len(starts) - 1
+    while costly - cheap > 1:
+        middle = (cheap + costly) // 2
+        seconds = time_at(starts[middle])
+        if abs(seconds - last) < abs(seconds - first):
+            costly = middle
+        else:
+            cheap = middle
+    return [first] * costly + [last] * (len(starts) - costly)
 
 
 def estimate(specs: list[RunSpec], device) -> PlanCost:
