@@ -47,6 +47,8 @@ PAGE_FACTS = """(() => {
     footer: document.querySelector("footer") ? document.querySelector("footer").innerText : "",
     pageWidth: document.documentElement.scrollWidth,
     viewportWidth: window.innerWidth,
+    captionsPastTheScreen: [...document.querySelectorAll("caption")]
+      .filter(c => c.getBoundingClientRect().right > window.innerWidth + 0.5).length,
     height: document.documentElement.scrollHeight,
   };
 })()"""
@@ -241,5 +243,7 @@ def test_pages_fit_a_phone_screen(browser, report_dir, tmp_path):
         assert facts["tables"] >= tables
         # Wide tables scroll inside their own box; the page itself never scrolls sideways.
         assert facts["pageWidth"] <= facts["viewportWidth"], name
+        # A wide table's caption stays on the screen, wrapped, while the table scrolls.
+        assert facts["captionsPastTheScreen"] == 0, name
         shot = browser.screenshot(tmp_path / name.replace(".html", "-390.png"))
         print(f"\nscreenshot (390 px): {shot}")
