@@ -87,6 +87,12 @@ class CachedImages:
         if self._streamed is not None:
             self._streamed.announce(order, batch_size)
 
+    def settle(self) -> None:
+        """Wait for a batch being gathered ahead and forget the announced ones: an epoch that
+        ends, or stops on an exception, leaves no gather running behind it."""
+        if self._streamed is not None:
+            self._streamed.settle()
+
     def _source(self, index: torch.Tensor) -> tuple[PackedImages, torch.Tensor]:
         """The packed images holding ``index`` on the device, and ``index`` into them: the
         whole split when resident, else just the batch's images, re-packed and copied."""
@@ -155,6 +161,12 @@ class _StreamedBatches:
         self._host_batches = order.cpu().split(batch_size)
         self._next = 0
         self._prefetch()
+
+    def settle(self) -> None:
+        pending, self._pending = self._pending, None
+        self._batches, self._host_batches, self._next = (), (), 0
+        if pending is not None:
+            pending.exception()  # waits; a batch never used has no error to report
 
     def _prefetch(self) -> None:
         self._pending = (self._gatherer.submit(self._gather, self._host_batches[self._next])

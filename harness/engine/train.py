@@ -263,14 +263,30 @@ def train_epoch(step: SingleModelStep | GroupedStep, images: DeviceImages | Cach
     as they were after its last batch) at its next batch instead of drawing the orders.
     ``after_batch`` is called with the epoch's progress after every batch. A cached split is
     told the batches still to come (:meth:`CachedImages.announce`: a streamed one gathers
-    each next batch ahead)."""
+    each next batch ahead) and, when the epoch ends or stops on an exception, to settle
+    (:meth:`CachedImages.settle`), so no gather outlives it."""
     if partial is None:
         partial = PartialEpoch.start([sampler.order(epoch, g)
                                       for sampler, g in zip(samplers, generators)])
-    runs = len(generators)
     rest = [order[partial.batches * batch_size:] for order in partial.orders]
     if isinstance(images, CachedImages):  # a lone run (packs train on tensors)
         images.announce(rest[0], batch_size)
+    try:
+        _train_batches(step, images, epoch, batch_size, generators, contexts, progress,
+                       partial, after_batch, rest)
+    finally:
+        if isinstance(images, CachedImages):
+            images.settle()
+    return partial.loss_sum, partial.correct, partial.seen
+
+
+def _train_batches(step: SingleModelStep | GroupedStep, images: DeviceImages | CachedImages,
+                   epoch: int, batch_size: int, generators: Sequence[torch.Generator],
+                   contexts: Sequence[StepContext], progress: RunProgress | None,
+                   partial: PartialEpoch, after_batch: Callable[[PartialEpoch], None] | None,
+                   rest: list[torch.Tensor]) -> None:
+    """:func:`train_epoch`'s batches: those of ``rest``, each run's order still to train."""
+    runs = len(generators)
     for indices in zip(*(order.split(batch_size) for order in rest)):
         if runs == 1:  # any image source; packs are CIFAR-style DeviceImages
             inputs, targets = images.train_batch(indices[0], generators[0])
@@ -289,7 +305,6 @@ def train_epoch(step: SingleModelStep | GroupedStep, images: DeviceImages | Cach
             progress.advance()
         if after_batch is not None:
             after_batch(partial)
-    return partial.loss_sum, partial.correct, partial.seen
 
 
 def unaugmented_images(images, labels: torch.Tensor, hparams: Mapping[str, Any],
