@@ -301,4 +301,3 @@ def schedule_shortfall(dataset: Any, method: Any, overrides: Mapping[str, str],
     reference_epochs = int(defaults["epochs"])
     kept = {k: v for k, v in defaults.items() if k not in overrides}
     return rescaled_epochs(kept, epochs, reference_epochs)[1]
-

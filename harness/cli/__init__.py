@@ -1,7 +1,7 @@
 """The ``ltbench`` command line: this group, and one module per command (``run``, ``status``,
 ``report``, ``check``, ``compare``, ``export``, ``compact``, ``bench``, ``list`` in
-:mod:`.listing`, ``data``, ``demo``), with the options they share in :mod:`.shared` and ``run``'s launch
-options in :mod:`.launch`.
+:mod:`.listing`, ``data``, ``demo``), with the options they share in :mod:`.shared` and
+``run``'s launch options in :mod:`.launch`.
 
 Heavy modules (torch, pandas) are imported inside the commands that need them, so ``ltbench
 --help``, ``report`` and ``status`` start fast. Every problem with the user's input is reported

@@ -42,9 +42,8 @@ def demo(results, out, data_root, device):
 
     Five methods, one of each of five families, on synthetic-lt (generated, nothing to
     download), three seeds, a 20-epoch schedule on ResNet-8: about two minutes on two CPU
-    cores. Ctrl-C stops the
-    runs after their current batch and still writes the report of the runs that finished;
-    running the command again continues where it stopped.
+    cores. Ctrl-C stops the runs after their current batch and still writes the report of the
+    runs that finished; running the command again continues where it stopped.
     """
     from . import report, run
 

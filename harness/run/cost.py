@@ -70,7 +70,6 @@ def _stage_starts(hparams: dict[str, Any], epochs: int) -> list[int]:
             for item in value if isinstance(value, list) else [value]:
                 if isinstance(item, int) and not isinstance(item, bool) and 0 < item < epochs:
                     starts.add(item)
-    starts.discard(epochs)
     return sorted(starts)
 
 
