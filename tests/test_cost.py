@@ -38,22 +38,42 @@ def test_a_plain_run_is_its_steps_times_one_timed_ce_step():
     assert cost._run_seconds(short, calibration) == pytest.approx(2 * steps * step)
     # DRW's loss is a plain one: priced as ce, with no step of its own timed.
     assert cost._run_seconds(ce_drw, calibration) == pytest.approx(4 * steps * step)
-    assert calibration.timed_steps == 1
+    assert calibration.timings == 1
+
+
+class FixedSteps:
+    """A calibration whose steps take known times (real timings are noise-prone under load):
+    a meta-learning step from ``meta_from`` on costs ``meta`` seconds, any other ``plain``."""
+
+    def __init__(self, meta_from: int, plain: float = 0.1, meta: float = 1.0):
+        self.meta_from, self.plain, self.meta = meta_from, plain, meta
+        self.asked: list[tuple[str, int]] = []
+
+    def step_seconds(self, spec, epoch: int, method_name: str) -> float:
+        self.asked.append((method_name, epoch))
+        return self.meta if epoch >= self.meta_from else self.plain
 
 
 def test_a_meta_learning_run_is_priced_stage_by_stage():
-    calibration = cost._Calibration("cpu")
     spec = plan(["meta-ce"], 10)[0]
     hp = spec.hparams
     # Jamal's schedule at 10 epochs: decays at 8 and 9, meta-learning from 8.
     assert (hp["lr_milestones"], hp["meta_start_epoch"]) == ([8, 9], 8)
     assert cost._stage_starts(hp, 10) == [0, 8, 9]
     steps = math.ceil(training_images(spec) / int(hp["batch_size"]))
-    plain = calibration.step_seconds(spec, 0, "meta-ce")
-    meta = calibration.step_seconds(spec, 9, "meta-ce")
-    assert meta > cost.SAME_COST * plain  # a look-ahead step: two forwards, a double backward
-    assert cost._run_seconds(spec, calibration) == pytest.approx(steps * (8 * plain + 2 * meta))
-    assert calibration.timed_steps == 3  # epochs 0, 9 and 8, where the bisection looked
+    calibration = FixedSteps(meta_from=8)
+    assert cost._run_seconds(spec, calibration) == pytest.approx(steps * (8 * 0.1 + 2 * 1.0))
+    # The first and last stages, then the bisection's one look, at epoch 8.
+    assert calibration.asked == [("meta-ce", 0), ("meta-ce", 9), ("meta-ce", 8)]
+
+
+def test_a_real_meta_learning_step_costs_more_than_its_plain_one():
+    calibration = cost._Calibration("cpu")
+    spec = plan(["meta-ce"], 10)[0]
+    # Two forwards and a double backward against one forward and backward.
+    assert calibration.step_seconds(spec, 9, "meta-ce") > \
+        calibration.step_seconds(spec, 0, "meta-ce")
+    assert calibration.timings == 2
 
 
 def test_stage_costs_come_from_the_fewest_timings():

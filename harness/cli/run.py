@@ -125,8 +125,9 @@ def _print_estimate(todo, device: str) -> None:
     from ..run.cost import estimate
     from ..run.runner import resolve_device
 
-    click.echo(f"timing a few training steps on this machine to estimate the cost of "
-               f"{len(todo)} runs (--no-estimate skips it) ...", err=True)
+    runs = f"{len(todo)} run{'s' if len(todo) != 1 else ''}"
+    click.echo(f"timing a few training steps on this machine to estimate the cost of {runs} "
+               f"(--no-estimate skips it) ...", err=True)
     click.echo(estimate(todo, resolve_device(device)).describe(), err=True)
 
 

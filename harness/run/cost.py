@@ -3,7 +3,8 @@
 The calibration times real training steps on the device the plan would use, with the numerics
 ``ltbench run`` picks there (:meth:`~ltbench.engine.steps.Numerics.for_device`): the method's
 loss, backward and SGD step of the run's backbone at the run's batch size, on random inputs of
-the run's image size. One step is timed per distinct cost, after an untimed one per network:
+the run's image size, timed per distinct cost (a few steps, their median) after an untimed
+step per network:
 
 * a plain loss (a :meth:`~ltbench.api.Method.groupable` method) costs what a ``ce`` step of
   the same backbone, batch and image size costs: timed once for all of them;
@@ -22,6 +23,7 @@ so the estimate is a lower bound of the wall time; a pool of workers divides it.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,16 +39,17 @@ class PlanCost:
     runs: int
     seconds: float
     calibration_s: float
-    timed_steps: int
+    timings: int
     device: str
 
     def describe(self) -> str:
         """One line: e.g. ``estimated cost: 12 runs, about 2.1 min of training steps on cpu
-        (calibrated here in 3.2 s from 8 timed steps; evaluation and data loading add to
+        (calibrated here in 3.2 s from 8 timings; evaluation and data loading add to
         it)``."""
-        return (f"estimated cost: {self.runs} runs, about {format_duration(self.seconds)} of "
+        runs = f"{self.runs} run{'s' if self.runs != 1 else ''}"
+        return (f"estimated cost: {runs}, about {format_duration(self.seconds)} of "
                 f"training steps on {self.device} (calibrated here in "
-                f"{self.calibration_s:.1f} s from {self.timed_steps} timed steps; evaluation "
+                f"{self.calibration_s:.1f} s from {self.timings} timings; evaluation "
                 f"and data loading add to it)")
 
 
@@ -77,6 +80,10 @@ def _stage_starts(hparams: dict[str, Any], epochs: int) -> list[int]:
 #: CIFAR protocols' batches are timed whole, an ImageNet protocol's on this many images and
 #: scaled (a whole 224-pixel batch takes minutes there).
 CPU_CALIBRATION_BATCH = 128
+
+
+#: A stage's timing: steps until they add up to this many seconds, at most this many steps.
+TIMED_SECONDS, TIMED_STEPS = 1.0, 5
 
 
 class _StepTimer:
@@ -114,10 +121,18 @@ class _StepTimer:
                                    meta_batch=lambda: meta, seed=0)
         self.inputs, self.targets = batch_of(timed_batch)
         self.model.train()
-        self.seconds(int(hp["epochs"]) - 1)  # untimed: the costliest stage warms up the most
+        self._step(int(hp["epochs"]) - 1)  # untimed: the costliest stage warms up the most
 
     def seconds(self, epoch: int) -> float:
-        """Seconds of one step at ``epoch``, scaled to the run's batch."""
+        """Seconds of a step at ``epoch``, scaled to the run's batch: the median of steps timed
+        until they add up to :data:`TIMED_SECONDS` (at most :data:`TIMED_STEPS` of them), so a
+        quick step is not judged by one noisy timing and a slow one costs one step."""
+        times = [self._step(epoch)]
+        while sum(times) < TIMED_SECONDS and len(times) < TIMED_STEPS:
+            times.append(self._step(epoch))
+        return statistics.median(times) * self.scale
+
+    def _step(self, epoch: int) -> float:
         import torch
 
         started = time.perf_counter()
@@ -128,7 +143,7 @@ class _StepTimer:
         self.optimizer.step()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return (time.perf_counter() - started) * self.scale
+        return time.perf_counter() - started
 
 
 class _Calibration:
@@ -144,7 +159,7 @@ class _Calibration:
         self.device = torch.device(device)
         self.numerics = Numerics.for_device(self.device)
         self.seconds: dict[tuple, float] = {}
-        self.timed_steps = 0
+        self.timings = 0
         self._timer: tuple[tuple, _StepTimer] | None = None  # the latest: a method's stages
         # are timed one after the other, and only one network is held at a time
 
@@ -157,7 +172,7 @@ class _Calibration:
                 self._timer = None  # free the previous network first
                 self._timer = (setup, _StepTimer(spec, method_name, self.device, self.numerics))
             self.seconds[(*setup, epoch)] = self._timer[1].seconds(epoch)
-            self.timed_steps += 1
+            self.timings += 1
         return self.seconds[(*setup, epoch)]
 
 
@@ -214,4 +229,4 @@ def estimate(specs: list[RunSpec], device) -> PlanCost:
 
         torch.cuda.empty_cache()
     return PlanCost(len(specs), seconds, time.perf_counter() - started,
-                    calibration.timed_steps, calibration.device.type)
+                    calibration.timings, calibration.device.type)
